@@ -1,0 +1,88 @@
+"""Lower a spec to the model IR.
+
+Expression models are split into atomic elementwise nodes (one SymPy operation each),
+with identical subexpressions mapped to a single node, so reverse mode sees the
+shared DAG rather than a tree.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .ir import BATCH, Graph, Node, Tensor, broadcast_shape
+from .naming import Names
+from .spec import ExpressionSpec
+
+
+def _prefix(expr: sp.Expr) -> str:
+    if isinstance(expr, sp.Function) or isinstance(expr, (sp.Max, sp.Min)):
+        return type(expr).__name__.lower()
+    return "t"
+
+
+class _Lowering:
+    def __init__(self, names: Names):
+        self.names = names
+        self.tensors: dict[str, Tensor] = {}
+        self.nodes: list[Node] = []
+        self.memo: dict[sp.Expr, sp.Symbol] = {}
+
+    def leaf(self, name: str, shape: tuple, role: str) -> None:
+        self.tensors[name] = Tensor(name, shape, role, named=True)
+
+    def shape(self, symbol: sp.Symbol) -> tuple:
+        return self.tensors[symbol.name].shape
+
+    def atom(self, expr: sp.Expr) -> sp.Expr:
+        """A symbol whose tensor holds ``expr`` (adding nodes), or ``expr`` if constant."""
+        if not expr.free_symbols or expr.is_Symbol:
+            return expr
+        if expr in self.memo:
+            return self.memo[expr]
+        symbol = self.add_node(expr.func(*[self.atom(a) for a in expr.args]), None, expr)
+        return symbol
+
+    def add_node(self, node_expr: sp.Expr, name: str | None, original: sp.Expr | None = None,
+                 role: str = "value") -> sp.Symbol:
+        inputs = sorted({s.name for s in node_expr.free_symbols}, key=str)
+        shape = broadcast_shape([self.tensors[i].shape for i in inputs])
+        symbol = sp.Symbol(name, real=True) if name else self.names.fresh(_prefix(node_expr))
+        self.tensors[symbol.name] = Tensor(symbol.name, shape, role, named=bool(name))
+        self.nodes.append(Node("elementwise", tuple(inputs), symbol.name, {"expr": node_expr}))
+        if original is not None:
+            self.memo[original] = symbol
+        return symbol
+
+    def named(self, name: str, expr: sp.Expr, role: str = "value") -> sp.Symbol:
+        """A user-named value: the top node of ``expr`` gets ``name``."""
+        if expr.free_symbols and not expr.is_Symbol and expr not in self.memo:
+            top = expr.func(*[self.atom(a) for a in expr.args])
+            return self.add_node(top, name, expr, role)
+        return self.add_node(self.atom(expr), name, None, role)
+
+
+def expression_graph(spec: ExpressionSpec, names: Names) -> Graph:
+    low = _Lowering(names)
+    for x in spec.inputs:
+        low.leaf(x, (BATCH,), "input")
+    for y in spec.targets:
+        low.leaf(y, (BATCH,), "target")
+    for p in spec.params:
+        low.leaf(p, (), "param")
+    for name, expr in spec.lets:
+        low.named(name, expr)
+    outputs = [low.named(name, expr).name for name, expr in spec.outputs]
+    sample_loss = names.pick("l", "loss_n")
+    low.named(sample_loss, spec.loss, role="sample_loss")
+    batch_loss = names.pick("L", "loss_batch")
+    low.tensors[batch_loss] = Tensor(batch_loss, (), "loss", named=True)
+    low.nodes.append(Node("mean", (sample_loss,), batch_loss))
+    return Graph(
+        tensors=low.tensors,
+        nodes=low.nodes,
+        loss=batch_loss,
+        params=list(spec.params),
+        inputs=list(spec.inputs),
+        targets=list(spec.targets),
+        outputs=outputs,
+    )

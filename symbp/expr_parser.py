@@ -1,0 +1,150 @@
+"""Parse formula strings from a spec into SymPy without evaluating any Python.
+
+The text goes through ``ast.parse`` (which only builds a syntax tree) and then a
+whitelist walk: numbers, known names, + - * / ** ^, parentheses and the functions of
+:mod:`symbp.functions`. Anything else is a :class:`SpecError` naming the column.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+from collections.abc import Callable, Mapping
+
+import sympy as sp
+
+from .errors import SpecError
+from .functions import CONSTANTS, FUNCTIONS
+
+_BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a**b,
+    ast.BitXor: lambda a, b: a**b,  # the course writes x^2
+}
+
+MAX_LENGTH = 100_000
+
+
+def is_identifier(name: str) -> bool:
+    """A plain name usable in generated code: an identifier, not a keyword, no dunder."""
+    return (
+        isinstance(name, str)
+        and name.isidentifier()
+        and name.isascii()
+        and not keyword.iskeyword(name)
+        and not name.startswith("__")
+    )
+
+
+def parse_expression(
+    text: object,
+    names: Mapping[str, sp.Expr],
+    *,
+    source: str,
+    field: str,
+    allow_new_names: bool = False,
+) -> tuple[sp.Expr, list[str]]:
+    """Return (SymPy expression, names first seen here, in order of appearance).
+
+    ``names`` maps every name already known (inputs, targets, earlier let-names,
+    parameters) to its SymPy value. With ``allow_new_names`` an unknown name becomes a
+    new real symbol (a parameter); otherwise it is an error.
+    """
+
+    def fail(problem: str, node: ast.AST | None = None) -> SpecError:
+        where = f" at column {node.col_offset + 1}" if node is not None else ""
+        return SpecError(source, field, problem + where)
+
+    if not isinstance(text, str):
+        raise SpecError(source, field, f"expected a formula string, got {type(text).__name__}")
+    if not text.strip():
+        raise SpecError(source, field, "empty formula")
+    if len(text) > MAX_LENGTH:
+        raise SpecError(source, field, f"formula longer than {MAX_LENGTH} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as err:
+        col = f" at column {err.offset}" if err.offset else ""
+        raise SpecError(source, field, f"syntax error{col}: {err.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise SpecError(source, field, "formula is too deeply nested or malformed") from None
+
+    new_names: list[str] = []
+    table: dict[str, sp.Expr] = dict(names)
+
+    def visit(node: ast.AST) -> sp.Expr:
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise fail(f"unsupported constant {value!r}", node)
+            return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name.startswith("__"):
+                raise fail(f"name '{name}' is not allowed", node)
+            if name in table:
+                return table[name]
+            if name in CONSTANTS:
+                return CONSTANTS[name]
+            if name in FUNCTIONS:
+                raise fail(f"function '{name}' used without a call", node)
+            if not is_identifier(name):
+                raise fail(f"'{name}' is not a valid name", node)
+            if not allow_new_names:
+                raise fail(f"unknown name '{name}'", node)
+            symbol = sp.Symbol(name, real=True)
+            table[name] = symbol
+            new_names.append(name)
+            return symbol
+        if isinstance(node, ast.BinOp):
+            op = _BINOPS.get(type(node.op))
+            if op is None:
+                raise fail(f"operator '{type(node.op).__name__}' is not allowed", node)
+            return op(visit(node.left), visit(node.right))
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                return -visit(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                return visit(node.operand)
+            raise fail(f"operator '{type(node.op).__name__}' is not allowed", node)
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                if isinstance(node.func, ast.Attribute):
+                    raise fail("attribute access is not allowed", node.func)
+                raise fail("only named functions can be called", node)
+            name = node.func.id
+            if name.startswith("__"):
+                raise fail(f"name '{name}' is not allowed", node.func)
+            if name not in FUNCTIONS:
+                raise fail(f"unknown function '{name}'", node.func)
+            if node.keywords:
+                raise fail(f"'{name}' takes no keyword arguments", node)
+            if any(isinstance(a, ast.Starred) for a in node.args):
+                raise fail("starred arguments are not allowed", node)
+            func, arities = FUNCTIONS[name]
+            count = len(node.args)
+            if arities is None and count < 2:
+                raise fail(f"'{name}' needs at least 2 arguments, got {count}", node)
+            if arities is not None and count not in arities:
+                want = " or ".join(str(a) for a in arities)
+                raise fail(f"'{name}' takes {want} argument(s), got {count}", node)
+            return func(*[visit(a) for a in node.args])
+        if isinstance(node, ast.Attribute):
+            raise fail("attribute access is not allowed", node)
+        kind = type(node).__name__
+        raise fail(f"'{kind}' is not allowed in a formula", node)
+
+    try:
+        expr = visit(tree.body)
+    except SpecError:
+        raise
+    except RecursionError:
+        raise SpecError(source, field, "formula is too deeply nested") from None
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as err:
+        raise SpecError(source, field, f"cannot build formula: {err}") from None
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise SpecError(source, field, "formula is undefined (division by zero or infinity)")
+    return expr, new_names

@@ -1,0 +1,94 @@
+"""Readable, collision-free names for the values a derivation creates.
+
+User names (inputs, parameters, let-names, yhat) are kept as they are. Temporaries
+are named after what computes them (``tanh1``, ``exp1``, ``t1``), adjoints after the
+value they belong to (``d_yhat`` is dl/dyhat), and shared subexpressions found by CSE
+are ``c1, c2, ...``. Numbers are made consecutive once the program is final.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import sympy as sp
+
+from .program import Assign, Program
+
+
+class Names:
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken)
+        self.temps: dict[sp.Symbol, str] = {}  # temporary -> prefix, for renumbering
+        self.counters: dict[str, int] = {}
+
+    def fresh(self, prefix: str) -> sp.Symbol:
+        while True:
+            self.counters[prefix] = self.counters.get(prefix, 0) + 1
+            name = f"_{prefix}{self.counters[prefix]}"
+            if name not in self.taken:
+                self.taken.add(name)
+                symbol = sp.Symbol(name, real=True)
+                self.temps[symbol] = prefix
+                return symbol
+
+    def adjoint(self, tensor: str, *, per_sample: bool = False) -> sp.Symbol:
+        name = f"d_{tensor}" + ("_n" if per_sample else "")
+        if name in self.taken:  # only internal temporaries can collide
+            name = "_" + name
+        self.taken.add(name)
+        return sp.Symbol(name, real=True)
+
+    def pick(self, *candidates: str) -> str:
+        """The first free name among ``candidates`` (reserved from now on)."""
+        for name in candidates:
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+        raise ValueError(f"no free name among {candidates}")
+
+    def cse_symbol(self) -> sp.Symbol:
+        return self.fresh("c")
+
+
+def finalize(program: Program, names: Names) -> Program:
+    """Rename temporaries to consecutive, underscore-free names in program order."""
+    counters: dict[str, int] = {}
+    mapping: dict[sp.Symbol, sp.Symbol] = {}
+    final_taken = {n for n in names.taken if not n.startswith("_")}
+    for stmt in program.statements:
+        target = stmt.target
+        prefix = names.temps.get(target)
+        if prefix is None:
+            continue
+        while True:
+            counters[prefix] = counters.get(prefix, 0) + 1
+            candidate = f"{prefix}{counters[prefix]}"
+            if candidate not in final_taken:
+                break
+        final_taken.add(candidate)
+        mapping[target] = sp.Symbol(candidate, real=True)
+    # adjoints of temporaries follow their value's new name: d__t3 -> d_t1
+    for stmt in program.statements:
+        name = stmt.target.name
+        match = re.fullmatch(r"_?d_(_\w+?)(_n)?", name)
+        if match:
+            value = sp.Symbol(match.group(1), real=True)
+            if value in mapping:
+                new = f"d_{mapping[value].name}{match.group(2) or ''}"
+                if new in final_taken:
+                    new = "g_" + new[2:]
+                final_taken.add(new)
+                mapping[stmt.target] = sp.Symbol(new, real=True)
+    if not mapping:
+        return program
+
+    def rename(stmt):
+        target = mapping.get(stmt.target, stmt.target)
+        if isinstance(stmt, Assign):
+            return replace(stmt, target=target, expr=stmt.expr.xreplace(mapping))
+        return replace(stmt, target=target, source=mapping.get(stmt.source, stmt.source))
+
+    program.statements = [rename(s) for s in program.statements]
+    program.grads = {p: mapping.get(g, g) for p, g in program.grads.items()}
+    return program

@@ -1,0 +1,155 @@
+"""Optimizer update rules, written once as SymPy assignments and printed by every target.
+
+Each rule follows ``torch.optim`` to the letter (same defaults, same order of
+operations) so that a user can compare against PyTorch step by step. A rule is a list
+of per-element assignments over the parameter ``p``, its gradient ``g``, the
+optimizer's state buffers and per-step scalars computed once per step from ``t``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+p, g, t = sp.symbols("p g t", real=True)
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """What a target needs to emit one optimizer step."""
+
+    name: str
+    options: dict[str, object]  # resolved hyper-parameters
+    state: tuple[str, ...]  # per-parameter buffers, same shape as p
+    step_scalars: tuple[tuple[sp.Symbol, sp.Expr], ...]  # computed once per step from t
+    updates: tuple[tuple[sp.Symbol, sp.Expr], ...]  # in order; targets are g, state or p
+    formulas: tuple[str, ...] = field(default=())  # the rule in words, for comments and docs
+    state_init: tuple[float, ...] = field(default=())  # initial value of each buffer
+
+    def initial(self, buffer: str) -> float:
+        return self.state_init[self.state.index(buffer)] if self.state_init else 0.0
+
+
+# optimizer -> option defaults, as torch.optim
+DEFAULTS: dict[str, dict[str, object]] = {
+    "sgd": {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0},
+    "momentum": {
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "dampening": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+    },
+    "adagrad": {
+        "lr": 1e-2,
+        "lr_decay": 0.0,
+        "weight_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "eps": 1e-10,
+    },
+    "rmsprop": {
+        "lr": 1e-2,
+        "alpha": 0.99,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "momentum": 0.0,
+        "centered": False,
+    },
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+}
+
+BOOLEAN_OPTIONS = {"nesterov", "centered"}
+
+
+def _num(value) -> sp.Expr:
+    return sp.Float(value) if not isinstance(value, bool) else sp.Integer(int(value))
+
+
+def _sym(name: str) -> sp.Symbol:
+    return sp.Symbol(name, real=True)
+
+
+def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
+    """Resolve ``options`` against torch.optim's defaults and build the rule."""
+    opts = {**DEFAULTS[name], **options}
+    lr = _sym("lr")  # the learning rate stays a runtime argument of train()
+    wd = opts["weight_decay"]
+    updates: list[tuple[sp.Symbol, sp.Expr]] = []
+    scalars: list[tuple[sp.Symbol, sp.Expr]] = []
+    words: list[str] = []
+    if wd:
+        updates.append((g, g + _num(wd) * p))
+        words.append(f"g <- g + {wd} p  (weight decay)")
+    if name in ("sgd", "momentum"):
+        mu = opts["momentum"]
+        if mu:
+            buf = _sym("momentum_buffer")
+            damp = _sym("damp")  # 1 on the first step (torch copies g), 1 - dampening after
+            scalars.append((damp, sp.Piecewise((1, sp.Eq(t, 1)), (1 - _num(opts["dampening"]), True))))
+            updates.append((buf, _num(mu) * buf + damp * g))
+            words.append(f"b <- {mu} b + (1 - dampening) g  (b = g on the first step)")
+            if opts["nesterov"]:
+                updates.append((g, g + _num(mu) * buf))
+                words.append(f"g <- g + {mu} b  (Nesterov)")
+            else:
+                updates.append((g, buf))
+                words.append("g <- b")
+        updates.append((p, p - lr * g))
+        words.append("p <- p - lr g")
+        state = ("momentum_buffer",) if mu else ()
+    elif name == "adagrad":
+        clr = _sym("clr")
+        scalars.append((clr, lr / (1 + (t - 1) * _num(opts["lr_decay"]))))
+        acc = _sym("sum")
+        updates.append((acc, acc + g * g))
+        updates.append((p, p - clr * g / (sp.sqrt(acc) + _num(opts["eps"]))))
+        words += ["s <- s + g^2", "p <- p - lr g / (sqrt(s) + eps)"]
+        state = ("sum",)
+    elif name == "rmsprop":
+        alpha, eps = _num(opts["alpha"]), _num(opts["eps"])
+        sq = _sym("square_avg")
+        updates.append((sq, alpha * sq + (1 - alpha) * g * g))
+        words.append(f"v <- {opts['alpha']} v + (1 - {opts['alpha']}) g^2")
+        state = ["square_avg"]
+        if opts["centered"]:
+            ga = _sym("grad_avg")
+            updates.append((ga, alpha * ga + (1 - alpha) * g))
+            avg = sp.sqrt(sq - ga * ga) + eps
+            state.append("grad_avg")
+            words.append("m <- alpha m + (1 - alpha) g;  avg = sqrt(v - m^2) + eps")
+        else:
+            avg = sp.sqrt(sq) + eps
+            words.append("avg = sqrt(v) + eps")
+        if opts["momentum"]:
+            buf = _sym("momentum_buffer")
+            updates.append((buf, _num(opts["momentum"]) * buf + g / avg))
+            updates.append((p, p - lr * buf))
+            state.append("momentum_buffer")
+            words += [f"b <- {opts['momentum']} b + g / avg", "p <- p - lr b"]
+        else:
+            updates.append((p, p - lr * g / avg))
+            words.append("p <- p - lr g / avg")
+        state = tuple(state)
+    elif name == "adam":
+        beta1, beta2 = (_num(b) for b in opts["betas"])
+        m, v = _sym("exp_avg"), _sym("exp_avg_sq")
+        step_size, bc2_sqrt = _sym("step_size"), _sym("bias_correction2_sqrt")
+        scalars.append((step_size, lr / (1 - beta1**t)))
+        scalars.append((bc2_sqrt, sp.sqrt(1 - beta2**t)))
+        updates.append((m, beta1 * m + (1 - beta1) * g))
+        updates.append((v, beta2 * v + (1 - beta2) * g * g))
+        updates.append((p, p - step_size * m / (sp.sqrt(v) / bc2_sqrt + _num(opts["eps"]))))
+        b1, b2 = opts["betas"]
+        words += [
+            f"m <- {b1} m + (1 - {b1}) g",
+            f"v <- {b2} v + (1 - {b2}) g^2",
+            f"p <- p - lr / (1 - {b1}^t) * m / (sqrt(v) / sqrt(1 - {b2}^t) + eps)",
+        ]
+        state = ("exp_avg", "exp_avg_sq")
+    else:  # pragma: no cover - validated by the spec loader
+        raise ValueError(name)
+    init = tuple(
+        float(opts["initial_accumulator_value"]) if b == "sum" else 0.0 for b in state
+    )
+    return UpdateRule(name, opts, tuple(state), tuple(scalars), tuple(updates), tuple(words), init)

@@ -1,0 +1,204 @@
+"""The target-neutral program: straight-line statements over named tensors.
+
+Reverse mode (:mod:`symbp.reverse`) writes one; the passes here make it lean (dead
+code elimination, inlining of single-use temporaries, common-subexpression
+elimination) and give every value a readable name. Printers turn it into a target.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import sympy as sp
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``target = expr``, elementwise with NumPy broadcasting."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    shape: tuple
+    phase: str  # "forward" | "backward"
+    comment: str = ""
+
+    @property
+    def reads(self) -> set[sp.Symbol]:
+        return self.expr.free_symbols
+
+
+@dataclass(frozen=True)
+class BatchSum:
+    """``target = sum over the batch of source`` (the adjoint of broadcasting over it)."""
+
+    target: sp.Symbol
+    source: sp.Symbol
+    shape: tuple
+    phase: str = "backward"
+    comment: str = ""
+
+    @property
+    def reads(self) -> set[sp.Symbol]:
+        return {self.source}
+
+
+@dataclass(frozen=True)
+class BatchMean:
+    """``target = mean over the batch of source`` (how the loss of a batch is formed)."""
+
+    target: sp.Symbol
+    source: sp.Symbol
+    shape: tuple = ()
+    phase: str = "forward"
+    comment: str = ""
+
+    @property
+    def reads(self) -> set[sp.Symbol]:
+        return {self.source}
+
+
+Statement = Assign | BatchSum | BatchMean
+
+
+@dataclass
+class Program:
+    statements: list[Statement]
+    inputs: list[sp.Symbol]
+    targets: list[sp.Symbol]
+    params: list[sp.Symbol]
+    outputs: list[sp.Symbol]
+    loss: sp.Symbol  # the batch loss
+    sample_loss: sp.Symbol  # the per-sample loss
+    grads: dict[sp.Symbol, sp.Symbol]  # parameter -> its gradient
+    keep: set[sp.Symbol] = field(default_factory=set)  # never inline these (user names)
+    comments: dict[sp.Symbol, str] = field(default_factory=dict)
+
+    @property
+    def results(self) -> list[sp.Symbol]:
+        return [self.loss, *self.grads.values(), *self.outputs]
+
+    def needed_for(self, wanted: list[sp.Symbol]) -> list[Statement]:
+        """The statements that ``wanted`` depends on, in program order."""
+        need = set(wanted)
+        kept: list[Statement] = []
+        for stmt in reversed(self.statements):
+            if stmt.target in need:
+                kept.append(stmt)
+                need |= stmt.reads
+        return kept[::-1]
+
+
+def eliminate_dead_code(program: Program) -> Program:
+    program.statements = program.needed_for(program.results)
+    return program
+
+
+def propagate_copies(program: Program) -> Program:
+    """Replace reads of ``a = b`` (b a symbol or a constant) by ``b`` and drop ``a``."""
+    protected = set(program.keep) | set(program.results)
+    resolved: dict[sp.Symbol, sp.Expr] = {}
+    statements = []
+    for stmt in program.statements:
+        if isinstance(stmt, Assign):
+            stmt = replace(stmt, expr=stmt.expr.xreplace(resolved))
+            if stmt.expr.is_Atom and stmt.target not in protected:
+                resolved[stmt.target] = stmt.expr
+                continue
+        elif stmt.source in resolved and resolved[stmt.source].is_Symbol:
+            stmt = replace(stmt, source=resolved[stmt.source])
+        elif stmt.source in resolved:  # a reduction of a constant: keep the constant
+            statements.append(Assign(stmt.source, resolved.pop(stmt.source), (), "backward"))
+        statements.append(stmt)
+    program.statements = statements
+    return program
+
+
+def inline_single_use(program: Program) -> Program:
+    """Substitute temporaries read exactly once back into their reader.
+
+    Reverse mode works on atomic operations; this turns ``t1 = x**2; t2 = w1*t1``
+    back into ``t2 = w1*x**2`` wherever nothing else needs ``t1``.
+    """
+    program = propagate_copies(program)
+    protected = set(program.keep) | set(program.results)
+    uses: Counter = Counter()
+    readers: dict[sp.Symbol, Statement] = {}
+    for stmt in program.statements:
+        for s in stmt.reads:
+            uses[s] += 1
+            readers[s] = stmt
+    inlinable = {
+        stmt.target
+        for stmt in program.statements
+        if isinstance(stmt, Assign)
+        and stmt.target not in protected
+        and uses[stmt.target] == 1
+        and isinstance(readers[stmt.target], Assign)
+        and len(stmt.shape) <= len(readers[stmt.target].shape)
+    }
+    # substitute in program order so chains collapse in one sweep
+    resolved: dict[sp.Symbol, sp.Expr] = {}
+    statements = []
+    for stmt in program.statements:
+        if isinstance(stmt, Assign):
+            stmt = replace(stmt, expr=stmt.expr.xreplace(resolved))
+            if stmt.target in inlinable:
+                resolved[stmt.target] = stmt.expr
+                continue
+        statements.append(stmt)
+    program.statements = statements
+    return program
+
+
+def eliminate_common_subexpressions(program: Program, new_symbol) -> Program:
+    """Run SymPy's CSE over every elementwise right-hand side and schedule the shared
+    pieces just before their first reader (their operands are all defined by then)."""
+    assigns = [s for s in program.statements if isinstance(s, Assign)]
+    if not assigns:
+        return program
+    symbols = _symbol_stream(new_symbol)
+    replacements, reduced = sp.cse([s.expr for s in assigns], symbols=symbols, order="none")
+    if not replacements:
+        return program
+    new_exprs = dict(zip((id(s) for s in assigns), reduced))
+    shapes: dict[sp.Symbol, tuple] = {s.target: s.shape for s in program.statements}
+    for param in program.params + program.inputs + program.targets:
+        shapes.setdefault(param, ())
+    statements: list[Statement] = []
+    pending = list(replacements)
+    defined_repl: set[sp.Symbol] = set()
+    repl_names = {sym for sym, _ in replacements}
+
+    def emit_needed(expr_symbols: set[sp.Symbol], phase: str) -> None:
+        for sym, expr in list(pending):
+            if sym in expr_symbols and sym not in defined_repl:
+                emit_needed(expr.free_symbols & repl_names, phase)
+                shape = _shape_of(expr, shapes)
+                shapes[sym] = shape
+                statements.append(Assign(sym, expr, shape, phase))
+                defined_repl.add(sym)
+                pending.remove((sym, expr))
+
+    for stmt in program.statements:
+        if isinstance(stmt, Assign):
+            expr = new_exprs[id(stmt)]
+            emit_needed(expr.free_symbols & repl_names, stmt.phase)
+            stmt = replace(stmt, expr=expr)
+        statements.append(stmt)
+    program.statements = statements
+    return program
+
+
+def _symbol_stream(new_symbol):
+    while True:
+        yield new_symbol()
+
+
+def _shape_of(expr: sp.Expr, shapes: dict[sp.Symbol, tuple]) -> tuple:
+    result: tuple = ()
+    for s in expr.free_symbols:
+        shape = shapes.get(s, ())
+        if len(shape) > len(result):
+            result = shape
+    return result

@@ -1,0 +1,381 @@
+"""Read a TOML spec into plain, validated data. Specs are data: nothing here runs code.
+
+Every problem becomes a one-line :class:`SpecError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import sympy as sp
+
+from .errors import SpecError
+from .expr_parser import is_identifier, parse_expression
+from .optim import BOOLEAN_OPTIONS, DEFAULTS
+
+# Names the generated code itself uses; a model may not take them.
+RESERVED = frozenset(dir(builtins)) | {
+    "np",
+    "math",
+    "params",
+    "grads",
+    "state",
+    "X",
+    "Y",
+    "N",
+    "lr",
+    "argv",
+    "main",
+    "train",
+    "forward",
+    "loss",
+    "loss_and_grads",
+    "init_params",
+    "pi",
+}
+
+NAMED_LOSSES = ("mse", "l1")
+
+
+@dataclass
+class TrainSpec:
+    optimizer: str = "sgd"
+    options: dict[str, object] = field(default_factory=dict)  # everything but lr
+    lr: float = 1e-3
+    epochs: int = 100
+    batch_size: int = 1
+    shuffle: bool = False
+    seed: int = 0
+
+
+@dataclass
+class ExpressionSpec:
+    """An expression model: per-sample scalar formulas, parameters are scalars."""
+
+    name: str
+    source: str
+    inputs: list[str]
+    targets: list[str]
+    lets: list[tuple[str, sp.Expr]]  # in order, over earlier names
+    outputs: list[tuple[str, sp.Expr]]  # yhat or yhat1, yhat2, ...
+    loss: sp.Expr  # per-sample loss over outputs, targets, inputs, lets, params
+    loss_text: str  # as the user wrote it (or the named loss)
+    params: list[str]  # in order of first appearance
+    init: dict[str, float]
+    train: TrainSpec
+    data: dict[str, list[float]] | None
+    description: str = ""
+    predict: dict[str, list[float]] | None = None  # inputs at which main() reports yhat
+
+    def symbol(self, name: str) -> sp.Symbol:
+        return sp.Symbol(name, real=True)
+
+
+def builtin_names() -> list[str]:
+    folder = resources.files("symbp") / "examples"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def resolve(spec_arg: str) -> tuple[str, str]:
+    """Return (display name, TOML text) for a path or a built-in example's name."""
+    path = Path(spec_arg)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            return path.name, path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SpecError(spec_arg, "", "no such file") from None
+        except IsADirectoryError:
+            raise SpecError(spec_arg, "", "is a directory, not a spec file") from None
+        except UnicodeDecodeError:
+            raise SpecError(spec_arg, "", "not a UTF-8 text file") from None
+        except OSError as err:
+            raise SpecError(spec_arg, "", f"cannot read: {err.strerror}") from None
+    if spec_arg in builtin_names():
+        text = (resources.files("symbp") / "examples" / f"{spec_arg}.toml").read_text("utf-8")
+        return f"{spec_arg}.toml", text
+    known = ", ".join(builtin_names())
+    raise SpecError(spec_arg, "", f"no such file or built-in example (built-ins: {known})")
+
+
+def load(spec_arg: str):
+    """Load a spec from a path or a built-in name."""
+    source, text = resolve(spec_arg)
+    return parse_spec(text, source)
+
+
+def parse_spec(text: str, source: str):
+    if not text.strip():
+        raise SpecError(source, "", "empty file")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(source, "", f"not valid TOML: {err}") from None
+    _only(doc, {"name", "description", "model", "params", "train", "data", "predict"}, source, "")
+    name = doc.get("name")
+    if name is None:
+        raise SpecError(source, "name", "missing")
+    if not is_identifier(name):
+        raise SpecError(source, "name", f"{name!r} is not a valid identifier")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise SpecError(source, "description", "expected a string")
+    model = _table(doc, "model", source, required=True)
+    return _expression_spec(doc, model, name, description, source)
+
+
+def _table(doc: dict, key: str, source: str, *, required=False, prefix="") -> dict:
+    where = prefix + key
+    if key not in doc:
+        if required:
+            raise SpecError(source, where, "missing table")
+        return {}
+    value = doc[key]
+    if not isinstance(value, dict):
+        raise SpecError(source, where, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _only(table: dict, allowed: set[str], source: str, prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{prefix}.{key}" if prefix else key
+            raise SpecError(source, where, "unknown field")
+
+
+def _name_list(model: dict, key: str, source: str) -> list[str]:
+    value = model.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise SpecError(source, f"model.{key}", "expected a list of names")
+    for item in value:
+        _check_name(item, source, f"model.{key}")
+    return value
+
+
+def _check_name(name: object, source: str, where: str) -> None:
+    if not isinstance(name, str) or not is_identifier(name):
+        raise SpecError(source, where, f"{name!r} is not a valid name (an identifier, not a keyword)")
+    if name in RESERVED:
+        raise SpecError(source, where, f"'{name}' is reserved by the generated code; rename it")
+    if name.startswith("yhat"):
+        raise SpecError(source, where, f"'{name}' is reserved for the model's output")
+
+
+def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
+    _only(model, {"inputs", "targets", "output", "loss", "let"}, source, "model")
+    inputs = _name_list(model, "inputs", source)
+    targets = _name_list(model, "targets", source)
+    seen: dict[str, str] = {}
+    for kind, names in (("inputs", inputs), ("targets", targets)):
+        for n in names:
+            if n in seen:
+                raise SpecError(source, f"model.{kind}", f"'{n}' is already one of model.{seen[n]}")
+            seen[n] = kind
+    known: dict[str, sp.Expr] = {n: sp.Symbol(n, real=True) for n in seen}
+    params: list[str] = []
+
+    lets: list[tuple[str, sp.Expr]] = []
+    let_table = _table(model, "let", source, prefix="model.")
+    for let_name, formula in let_table.items():
+        where = f"model.let.{let_name}"
+        _check_name(let_name, source, where)
+        if let_name in seen:
+            raise SpecError(source, where, f"'{let_name}' is already one of model.{seen[let_name]}")
+        expr, new = parse_expression(formula, known, source=source, field=where, allow_new_names=True)
+        for n in new:
+            _check_name(n, source, where)
+            known[n] = sp.Symbol(n, real=True)
+            params.append(n)
+        known[let_name] = sp.Symbol(let_name, real=True)
+        seen[let_name] = "let"
+        lets.append((let_name, expr))
+
+    if "output" not in model:
+        raise SpecError(source, "model.output", "missing")
+    raw_outputs = model["output"]
+    single = isinstance(raw_outputs, str)
+    formulas = [raw_outputs] if single else raw_outputs
+    if not isinstance(formulas, list) or not formulas:
+        raise SpecError(source, "model.output", "expected a formula or a non-empty list of formulas")
+    outputs: list[tuple[str, sp.Expr]] = []
+    for i, formula in enumerate(formulas, 1):
+        where = "model.output" if single else f"model.output[{i}]"
+        expr, new = parse_expression(formula, known, source=source, field=where, allow_new_names=True)
+        for n in new:
+            _check_name(n, source, where)
+            known[n] = sp.Symbol(n, real=True)
+            params.append(n)
+        outputs.append(("yhat" if single else f"yhat{i}", expr))
+    out_names = {n: sp.Symbol(n, real=True) for n, _ in outputs}
+
+    loss_raw = model.get("loss")
+    if loss_raw is None:
+        if targets:
+            raise SpecError(source, "model.loss", "missing (the model has targets)")
+        if len(outputs) != 1:
+            raise SpecError(source, "model.loss", "missing (needed when there are several outputs)")
+        loss_expr, loss_text = out_names["yhat"], "yhat"
+    elif loss_raw in NAMED_LOSSES:
+        if len(targets) != len(outputs):
+            raise SpecError(
+                source,
+                "model.loss",
+                f"'{loss_raw}' needs one target per output ({len(outputs)} outputs, {len(targets)} targets)",
+            )
+        pairs = [(out_names[o], sp.Symbol(t, real=True)) for (o, _), t in zip(outputs, targets)]
+        if loss_raw == "mse":
+            terms = [(a - b) ** 2 for a, b in pairs]
+        else:
+            terms = [sp.Abs(a - b) for a, b in pairs]
+        loss_expr = sp.Add(*terms) / len(terms)
+        loss_text = loss_raw
+    else:
+        loss_expr, _ = parse_expression(
+            loss_raw, {**known, **out_names}, source=source, field="model.loss"
+        )
+        loss_text = loss_raw
+    if loss_expr.is_number:
+        raise SpecError(source, "model.loss", "the loss is a constant")
+
+    init = _params_table(doc, params, seen, source)
+    train = _train_table(doc, source)
+    data = _data_table(doc, "data", inputs + targets, source)
+    predict = _data_table(doc, "predict", inputs, source)
+    return ExpressionSpec(
+        name=name,
+        source=source,
+        inputs=inputs,
+        targets=targets,
+        lets=lets,
+        outputs=outputs,
+        loss=loss_expr,
+        loss_text=str(loss_text),
+        params=params,
+        init=init,
+        train=train,
+        data=data,
+        description=description,
+        predict=predict,
+    )
+
+
+def _number(value: object, source: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(source, where, f"expected a number, got {_describe(value)}")
+    return float(value)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _params_table(doc, params, seen, source) -> dict[str, float]:
+    table = _table(doc, "params", source)
+    init: dict[str, float] = {}
+    for key, value in table.items():
+        where = f"params.{key}"
+        if key in seen:
+            raise SpecError(source, where, f"'{key}' is one of model.{seen[key]}, not a parameter")
+        if key not in params:
+            raise SpecError(source, where, "unknown parameter (not used by the model)")
+        number = _number(value, source, where)
+        if not math.isfinite(number):
+            raise SpecError(source, where, "must be finite")
+        init[key] = number
+    return init
+
+
+def _train_table(doc, source) -> TrainSpec:
+    table = _table(doc, "train", source)
+    spec = TrainSpec()
+    optimizer = table.get("optimizer", "sgd")
+    if optimizer not in DEFAULTS:
+        known = ", ".join(DEFAULTS)
+        raise SpecError(source, "train.optimizer", f"unknown optimizer {optimizer!r} (known: {known})")
+    spec.optimizer = optimizer
+    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed"}
+    allowed = general | set(DEFAULTS[optimizer])
+    for key, value in table.items():
+        where = f"train.{key}"
+        if key not in allowed:
+            raise SpecError(source, where, f"unknown option for optimizer '{optimizer}'")
+        if key in ("epochs", "batch_size"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(source, where, f"expected a positive integer, got {_describe(value)}")
+            setattr(spec, key, value)
+        elif key == "seed":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(source, where, f"expected a non-negative integer, got {_describe(value)}")
+            spec.seed = value
+        elif key == "shuffle" or key in BOOLEAN_OPTIONS:
+            if not isinstance(value, bool):
+                raise SpecError(source, where, f"expected true or false, got {_describe(value)}")
+            if key == "shuffle":
+                spec.shuffle = value
+            else:
+                spec.options[key] = value
+        elif key == "betas":
+            if not (isinstance(value, list) and len(value) == 2):
+                raise SpecError(source, where, "expected two numbers [beta1, beta2]")
+            betas = tuple(_number(v, source, where) for v in value)
+            if not all(0.0 <= b < 1.0 for b in betas):
+                raise SpecError(source, where, "each beta must be in [0, 1)")
+            spec.options["betas"] = betas
+        elif key != "optimizer":
+            number = _number(value, source, where)
+            if not math.isfinite(number) or number < 0:
+                raise SpecError(source, where, "must be a finite non-negative number")
+            if key == "lr":
+                if number == 0:
+                    raise SpecError(source, where, "must be positive")
+                spec.lr = number
+            else:
+                spec.options[key] = number
+    if "lr" not in table:
+        spec.lr = float(DEFAULTS[optimizer]["lr"])
+    if spec.options.get("nesterov") and not (
+        spec.options.get("momentum", DEFAULTS[optimizer].get("momentum"))
+        and not spec.options.get("dampening", 0.0)
+    ):
+        raise SpecError(source, "train.nesterov", "needs momentum > 0 and dampening = 0 (as torch.optim.SGD)")
+    return spec
+
+
+def _data_table(doc, key: str, columns: list[str], source) -> dict[str, list[float]] | None:
+    if key not in doc:
+        return None
+    table = _table(doc, key, source)
+    data: dict[str, list[float]] = {}
+    table_key = key
+    for key in table:
+        if key not in columns:
+            what = "an input or target" if table_key == "data" else "an input"
+            raise SpecError(source, f"{table_key}.{key}", f"not {what} of the model")
+    length = None
+    for col in columns:
+        where = f"{table_key}.{col}"
+        if col not in table:
+            raise SpecError(source, where, "missing column")
+        values = table[col]
+        if not isinstance(values, list) or not values:
+            raise SpecError(source, where, "expected a non-empty list of numbers")
+        numbers = []
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise SpecError(source, f"{where}[{i}]", f"expected a number, got {_describe(v)}")
+            numbers.append(float(v))
+        if length is None:
+            length, first = len(numbers), col
+        elif len(numbers) != length:
+            raise SpecError(
+                source, where, f"has {len(numbers)} values but {table_key}.{first} has {length}"
+            )
+        data[col] = numbers
+    return data
