@@ -72,7 +72,7 @@ def expression_graph(spec: ExpressionSpec, names: Names) -> Graph:
     for name, expr in spec.lets:
         low.named(name, expr)
     outputs = [low.named(name, expr).name for name, expr in spec.outputs]
-    sample_loss = names.pick("l", "loss_n")
+    sample_loss = names.pick("l_n", "loss_n")
     low.named(sample_loss, spec.loss, role="sample_loss")
     batch_loss = names.pick("L", "loss_batch")
     low.tensors[batch_loss] = Tensor(batch_loss, (), "loss", named=True)

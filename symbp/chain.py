@@ -1,0 +1,64 @@
+"""The chain rule at the level of the names a user wrote, for people to read.
+
+Reverse mode (:mod:`symbp.reverse`) works on atomic operations; documents and code
+comments speak of the values the user named: the loss l, the output(s) yhat, the
+let-names, the parameters. A :class:`ChainStep` says how the adjoint of one named
+value is assembled from the adjoints of the named values that consume it, in the
+order of the course notes: dl/dyhat first, then back to each parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.core.parameters import distribute
+
+from .functions import apply_kink_conventions
+from .spec import ExpressionSpec
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    name: str  # the value whose adjoint dl/d(name) this step computes
+    kind: str  # "output" | "let" | "param"
+    terms: tuple[tuple[str, sp.Expr], ...]  # (consumer c, dc/d(name)) pairs
+    value: sp.Expr  # dl/d(name) over named forward values (yhat, lets, inputs, params)
+
+
+def definitions(spec: ExpressionSpec) -> list[tuple[str, sp.Expr]]:
+    """Named values in forward order, the per-sample loss ``l`` last."""
+    return [*spec.lets, *spec.outputs, ("l", spec.loss)]
+
+
+def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
+    defs = definitions(spec)
+    adjoint: dict[str, sp.Expr] = {"l": sp.S.One}
+    steps: list[ChainStep] = []
+    kinds = {n: "let" for n, _ in spec.lets} | {n: "output" for n, _ in spec.outputs}
+    candidates = [n for n, _ in reversed(defs[:-1])] + list(spec.params)
+    for name in candidates:
+        symbol = sp.Symbol(name, real=True)
+        terms = []
+        with distribute(False):
+            for consumer, expr in defs:
+                if consumer in adjoint and symbol in expr.free_symbols:
+                    local = apply_kink_conventions(sp.diff(expr, symbol))
+                    if local != 0:
+                        terms.append((consumer, local))
+            value = sp.Add(*[adjoint[c] * local for c, local in terms])
+        adjoint[name] = value
+        steps.append(ChainStep(name, kinds.get(name, "param"), tuple(terms), value))
+    return steps
+
+
+def substitute_definitions(spec: ExpressionSpec, expr: sp.Expr) -> sp.Expr:
+    """Rewrite ``expr`` over inputs, targets and parameters only (no named intermediates)."""
+    for name, definition in reversed(definitions(spec)[:-1]):
+        expr = expr.xreplace({sp.Symbol(name, real=True): definition})
+    return expr
+
+
+def full_loss(spec: ExpressionSpec) -> sp.Expr:
+    """The per-sample loss over inputs, targets and parameters."""
+    return substitute_definitions(spec, spec.loss)

@@ -1,0 +1,92 @@
+"""``symbp check``: the generated module's gradients against central finite differences."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .derive import Derivation
+from .targets.numpy_target import render_module
+
+STEP = 1e-6
+TOLERANCE = 1e-5
+
+
+@dataclass
+class CheckResult:
+    worst: dict[str, float]  # parameter -> worst relative error over the points
+    points: int  # points where the loss was finite
+
+    @property
+    def ok(self) -> bool:
+        return self.points > 0 and all(err <= TOLERANCE for err in self.worst.values())
+
+
+def load_module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max(1, max |b|): relative for large gradients, absolute near zero."""
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    return float(np.max(np.abs(a - b), initial=0.0)) / scale
+
+
+def central_difference(model, params, X, Y, name: str) -> np.ndarray:
+    grad = np.zeros_like(params[name])
+    for index in np.ndindex(grad.shape):
+        shifted = {k: v.copy() for k, v in params.items()}
+        shifted[name][index] += STEP
+        up = model.loss(shifted, X, Y)
+        shifted[name][index] -= 2 * STEP
+        down = model.loss(shifted, X, Y)
+        grad[index] = (up - down) / (2 * STEP)
+    return grad
+
+
+def random_point(model, rng, batch: int = 8):
+    """Parameters near their initial values; inputs and targets in [0.5, 2] (away from
+    0, where log, sqrt and 1/x are undefined or kinked)."""
+    params = {
+        k: np.asarray(v + rng.normal(0.0, 0.5, np.shape(v)), dtype=np.float64)
+        for k, v in model.init_params(0).items()
+    }
+    X = rng.uniform(0.5, 2.0, size=(batch, len(model.INPUTS)))
+    Y = rng.uniform(0.5, 2.0, size=(batch, len(model.TARGETS)))
+    return params, X, Y
+
+
+def check_module(model, points: int = 5, seed: int = 0) -> CheckResult:
+    rng = np.random.default_rng(seed)
+    worst = {name: 0.0 for name in model.PARAM_SHAPES}
+    finite = 0
+    for _ in range(points):
+        params, X, Y = random_point(model, rng)
+        value, grads = model.loss_and_grads(params, X, Y)
+        if not np.isfinite(value):
+            continue
+        finite += 1
+        for name in worst:
+            numeric = central_difference(model, params, X, Y, name)
+            worst[name] = max(worst[name], relative_error(grads[name], numeric))
+    return CheckResult(worst, finite)
+
+
+def check(derivation: Derivation, points: int = 5, seed: int = 0) -> CheckResult:
+    """Generate the float64 module in a temporary folder and check it."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{derivation.spec.name}.py"
+        path.write_text(render_module(derivation, "float64"), encoding="utf-8")
+        name = f"_symbp_check_{derivation.spec.name}"
+        try:
+            return check_module(load_module(path, name), points, seed)
+        finally:
+            sys.modules.pop(name, None)

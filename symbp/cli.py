@@ -1,0 +1,173 @@
+"""The ``symbp`` command line: derive, generate, check, run, examples.
+
+Bad input of any kind ends in one line on stderr and exit status 2, with nothing
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import SpecError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="symbp",
+        description="Symbolic backpropagation: derive gradients, generate verified training code.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    spec_help = "a spec file (.toml) or the name of a built-in example"
+
+    derive = sub.add_parser("derive", help="write the derivation of a model's gradients")
+    derive.add_argument("spec", help=spec_help)
+    derive.add_argument("--format", choices=("text", "latex", "markdown"), default="text")
+    derive.add_argument("-o", "--output", help="file to write (default: stdout)")
+    derive.add_argument("--stats", action="store_true", help="report operation counts instead")
+
+    generate = sub.add_parser("generate", help="emit a standalone training module")
+    generate.add_argument("spec", help=spec_help)
+    generate.add_argument("--target", choices=("numpy",), default="numpy")
+    generate.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    generate.add_argument("-o", "--output", help="module path (default: NAME.py here)")
+    generate.add_argument("--tests", action="store_true", help="also write test_NAME.py beside it")
+
+    check = sub.add_parser("check", help="compare generated gradients with finite differences")
+    check.add_argument("spec", help=spec_help)
+    check.add_argument("--points", type=int, default=5, help="random points (default 5)")
+    check.add_argument("--seed", type=int, default=0)
+
+    run = sub.add_parser("run", help="derive, generate and train a model, showing each step")
+    run.add_argument("spec", help=spec_help)
+    run.add_argument("-o", "--output-dir", default="symbp-out", help="where to write (default symbp-out)")
+
+    sub.add_parser("examples", help="list the built-in examples")
+    return parser
+
+
+def _load(arg: str):
+    from .derive import derive
+    from .spec import load
+    from .stats import size_warning
+
+    spec = load(arg)
+    warning = size_warning(spec)
+    if warning:
+        print(f"symbp: {warning}", file=sys.stderr)
+    return derive(spec)
+
+
+def _cmd_derive(args) -> int:
+    if args.stats:
+        from .spec import load
+        from .stats import format_stats, op_stats
+
+        spec = load(args.spec)
+        text = format_stats(op_stats(spec), spec.name)
+    else:
+        from .document import render_document
+
+        text = render_document(_load(args.spec), args.format)
+    return _emit(text, args.output)
+
+
+def _emit(text: str, output: str | None) -> int:
+    if output:
+        from .output import write_atomically
+
+        write_atomically({Path(output): text})
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from .output import write_atomically
+    from .targets.numpy_target import render_module, render_tests
+
+    derivation = _load(args.spec)
+    path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.py")
+    if path.suffix != ".py" or not path.stem.isidentifier():
+        raise SpecError(str(path), "", "the module path must end in .py and name a valid module")
+    files = {path: render_module(derivation, args.dtype)}
+    if args.tests:
+        files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
+    write_atomically(files)
+    for written in files:
+        print(f"wrote {written}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .check import TOLERANCE, check
+
+    if args.points < 1:
+        raise SpecError(args.spec, "--points", "must be at least 1")
+    result = check(_load(args.spec), args.points, args.seed)
+    print(f"{'parameter':<16} worst relative error over {result.points} point(s)")
+    for name, err in result.worst.items():
+        flag = "ok" if err <= TOLERANCE else "MISMATCH"
+        print(f"{name:<16} {err:.2e}  {flag}")
+    if result.points == 0:
+        print("no random point gave a finite loss: nothing was checked")
+    print("gradients match finite differences" if result.ok else "gradient check FAILED")
+    return 0 if result.ok else 1
+
+
+def _cmd_run(args) -> int:
+    from .check import load_module
+    from .document import render_document
+    from .output import write_atomically
+    from .targets.numpy_target import render_module, render_tests
+
+    derivation = _load(args.spec)
+    name = derivation.spec.name
+    folder = Path(args.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    module_path = folder / f"{name}.py"
+    write_atomically(
+        {
+            module_path: render_module(derivation),
+            folder / f"test_{name}.py": render_tests(derivation, name),
+            folder / f"{name}.md": render_document(derivation, "markdown"),
+        }
+    )
+    print(render_document(derivation, "text"))
+    print(f"generated {module_path}, its tests and {folder / (name + '.md')}")
+    print(f"training: python {module_path}\n")
+    sys.stdout.flush()
+    return load_module(module_path, name).main([])
+
+
+def _cmd_examples(args) -> int:
+    from .spec import builtin_names, load
+
+    for name in builtin_names():
+        print(f"{name:<20} {load(name).description}")
+    return 0
+
+
+COMMANDS = {
+    "derive": _cmd_derive,
+    "generate": _cmd_generate,
+    "check": _cmd_check,
+    "run": _cmd_run,
+    "examples": _cmd_examples,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Printers for Python targets: NumPy arrays and plain ``math`` floats.
+
+Both print the same SymPy expressions; they differ only in which function computes
+what (``np.exp`` on arrays, ``math.exp`` on floats) and in how a choice is written
+(``np.where`` vs a conditional expression). Functions that need a numerically stable
+form are printed as calls to small helpers, whose bodies live in the templates; the
+printer records which helpers a module needs in ``self.helpers``.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from ..ir import N
+
+
+class _PythonTarget(PythonCodePrinter):
+    """Shared printing rules; subclasses name the functions."""
+
+    FUNCS: dict[str, str] = {}
+    HELPER_PREFIX = "_"
+
+    def __init__(self):
+        super().__init__({"fully_qualified_modules": True, "standard": "python3", "order": "none"})
+        self.helpers: set[str] = set()
+
+    def _helper(self, name: str, *args: sp.Expr) -> str:
+        self.helpers.add(name)
+        return f"{self.HELPER_PREFIX}{name}({', '.join(self._print(a) for a in args)})"
+
+    def _call(self, key: str, *args: sp.Expr) -> str:
+        return f"{self.FUNCS[key]}({', '.join(self._print(a) for a in args)})"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}"
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Exp1(self, expr):
+        return self.FUNCS["e"]
+
+    def _print_Pi(self, expr):
+        return self.FUNCS["pi"]
+
+    def _print_Pow(self, expr, rational=False):
+        base, power = expr.args
+        if power.is_Integer and power < -1:
+            return f"1/{self._print(base ** -power)}"
+        if power == sp.S.Half:
+            return self._call("sqrt", base)
+        if power == -sp.S.Half:
+            return f"1/{self._call('sqrt', base)}"
+        if power == -1:
+            return f"1/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])}"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name in self.FUNCS:
+            return self._call(name, *expr.args)
+        return super()._print_Function(expr)
+
+    _print_exp = _print_log = _print_sin = _print_cos = _print_tan = _print_Function
+    _print_tanh = _print_sinh = _print_cosh = _print_asinh = _print_atan = _print_Function
+
+    def _print_Abs(self, expr):
+        return self._call("Abs", expr.args[0])
+
+    def _print_sigmoid(self, expr):
+        return self._helper("sigmoid", expr.args[0])
+
+    def _print_softplus(self, expr):
+        return self._helper("softplus", expr.args[0])
+
+    def _print_sign(self, expr):
+        return self._helper("sign", expr.args[0])
+
+    def _print_erf(self, expr):
+        return self._helper("erf", expr.args[0])
+
+    def _print_MinMax(self, expr, key):
+        args = list(expr.args)
+        text = self._print(args[0])
+        for arg in args[1:]:
+            text = f"{self.FUNCS[key]}({text}, {self._print(arg)})"
+        return text
+
+    def _print_Max(self, expr):
+        return self._print_MinMax(expr, "Max")
+
+    def _print_Min(self, expr):
+        return self._print_MinMax(expr, "Min")
+
+    def _print_relu(self, expr):
+        return self._print_MinMax(sp.Max(expr.args[0], 0, evaluate=False), "Max")
+
+    def _print_leaky_relu(self, expr):
+        z, slope = expr.args
+        return self._choice(z > 0, z, slope * z)
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        if cond != sp.true:
+            raise ValueError("a Piecewise without a default branch")
+        text = self._print(last)
+        for value, condition in reversed(pieces):
+            text = self._choice_text(self._print(condition), self._print(value), text)
+        return text
+
+    def _choice(self, cond, a, b) -> str:
+        return self._choice_text(self._print(cond), self._print(a), self._print(b))
+
+    def _print_Heaviside(self, expr):
+        x = expr.args[0]
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        return self._step(x, h0)
+
+
+class NumpyPrinter(_PythonTarget):
+    """Expressions over NumPy arrays (a batch at a time)."""
+
+    FUNCS = {
+        "exp": "np.exp",
+        "log": "np.log",
+        "sqrt": "np.sqrt",
+        "sin": "np.sin",
+        "cos": "np.cos",
+        "tan": "np.tan",
+        "tanh": "np.tanh",
+        "sinh": "np.sinh",
+        "cosh": "np.cosh",
+        "asinh": "np.arcsinh",
+        "atan": "np.arctan",
+        "Abs": "np.abs",
+        "Max": "np.maximum",
+        "Min": "np.minimum",
+        "e": "np.e",
+        "pi": "np.pi",
+    }
+
+    def _choice_text(self, cond: str, a: str, b: str) -> str:
+        return f"np.where({cond}, {a}, {b})"
+
+    def _step(self, x, h0) -> str:
+        if h0 == 0:
+            return f"({self._print(x)} > 0)"
+        return f"np.heaviside({self._print(x)}, {self._print(h0)})"
+
+    def _print_sign(self, expr):
+        return f"np.sign({self._print(expr.args[0])})"
+
+
+class ScalarPrinter(_PythonTarget):
+    """Expressions over Python floats (one sample at a time, N = 1)."""
+
+    HELPER_PREFIX = "_math_"
+
+    FUNCS = {
+        "exp": "math.exp",
+        "log": "math.log",
+        "sqrt": "math.sqrt",
+        "sin": "math.sin",
+        "cos": "math.cos",
+        "tan": "math.tan",
+        "tanh": "math.tanh",
+        "sinh": "math.sinh",
+        "cosh": "math.cosh",
+        "asinh": "math.asinh",
+        "atan": "math.atan",
+        "Abs": "abs",
+        "Max": "max",
+        "Min": "min",
+        "e": "math.e",
+        "pi": "math.pi",
+    }
+
+    def doprint(self, expr, assign_to=None):
+        return super().doprint(sp.sympify(expr).xreplace({N: sp.S.One}), assign_to)
+
+    def _choice_text(self, cond: str, a: str, b: str) -> str:
+        return f"({a} if {cond} else {b})"
+
+    def _step(self, x, h0) -> str:
+        x = self._print(x)
+        if h0 == 0:
+            return f"(1.0 if {x} > 0 else 0.0)"
+        return f"(1.0 if {x} > 0 else ({self._print(h0)} if {x} == 0 else 0.0))"
+
+    def _print_erf(self, expr):
+        return f"math.erf({self._print(expr.args[0])})"
+
+
+def wrap(text: str, indent: int, width: int = 99) -> str:
+    """Break a long printed expression at top-level ``+``/``-`` (then ``*``) inside
+    parentheses so that generated lines stay within ``width`` columns."""
+    if indent + len(text) <= width:
+        return text
+    for separators in ((" + ", " - "), ("*",)):
+        pieces = _split_top_level(text, separators)
+        if len(pieces) > 1:
+            break
+    else:
+        return text
+    pad = " " * (indent + 4)
+    lines, current = [], ""
+    for piece in pieces:
+        if current and len(pad) + len(current) + len(piece) > width:
+            lines.append(current.rstrip())
+            current = piece.lstrip()
+        else:
+            current += piece
+    lines.append(current)
+    body = "\n".join(pad + line for line in lines)
+    return "(\n" + body + "\n" + " " * indent + ")"
+
+
+def _split_top_level(text: str, separators: tuple[str, ...]) -> list[str]:
+    pieces, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and i > 0:
+            for sep in separators:
+                if text.startswith(sep, i) and not text.startswith("**", i) and text[i - 1] != "*":
+                    pieces.append(text[start:i])
+                    start = i
+                    i += len(sep) - 1
+                    break
+        i += 1
+    pieces.append(text[start:])
+    return pieces

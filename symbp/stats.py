@@ -1,0 +1,331 @@
+"""Operation counts for ``symbp derive --stats``: what reverse mode saves over naive diff.
+
+Three numbers, all operations per sample, from one counter:
+
+- **forward**: the per-sample loss over inputs, targets and parameters
+  (:func:`symbp.chain.full_loss`) counted as a DAG, each distinct subexpression once:
+  a fair forward evaluation that reuses what it has computed.
+- **naive**: the loss plus one independent ``sympy.diff`` of it per parameter, each
+  counted as a TREE (no sharing: the cost of evaluating each expression as written).
+  Tree sizes come from a memoized walk over SymPy's shared DAG, never by expanding.
+- **generated**: the derived program: each ``Assign``'s right-hand side as a tree (the
+  statements already share what is shared), plus 1 per ``BatchSum`` and ``BatchMean``
+  (an add per sample). ``N`` stays a symbol: the ``/N`` of the mean's adjoint is a
+  division per sample in the generated code, so it is counted. Statements over
+  parameters only run once per batch; they are counted as if per sample (an upper bound).
+
+The counter (:func:`operation`) charges, per node:
+
+- symbols and numbers: 0;
+- ``Add`` of k terms: k - 1; a term with a negative coefficient is a subtraction
+  (``a - b`` costs 1), and one negation is added if every term is subtracted;
+- ``Mul``: one per multiplication or division between its factors (``a*b``, ``a/b``
+  and ``1/b`` cost 1, ``2*a/b`` costs 2); a coefficient of -1 is a negation (1) unless
+  the product is a subtracted term of an ``Add``;
+- ``Pow``: 1 (``x**2``, ``sqrt(x)``, ``1/x``), 2 for other negative numeric exponents
+  (power and reciprocal) outside a product;
+- a function application (exp, tanh, sigmoid, Abs, Heaviside, ...): 1;
+  ``Max``/``Min`` of k arguments: k - 1;
+- ``Piecewise``: 1 per branch with a condition (a select), conditions counted too;
+  a comparison: 1; ``And``/``Or`` of k arguments: k - 1; anything else: 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .chain import full_loss
+from .derive import derive
+from .functions import apply_kink_conventions
+from .program import Assign, Program
+from .spec import ExpressionSpec, parse_spec
+
+# --- the counter ------------------------------------------------------------------------
+
+Operation = tuple[int, tuple[sp.Basic, ...]]  # (own cost, operands still to compute)
+
+
+def operation(expr: sp.Basic) -> Operation:
+    """The cost of the operation at the top of ``expr`` and the operands it reads."""
+    if expr.is_Atom:
+        return 0, ()
+    if expr.is_Add:
+        return _add(expr)
+    if expr.is_Mul:
+        return _mul(expr)
+    if expr.is_Pow:
+        return _pow(expr)
+    if isinstance(expr, (sp.Max, sp.Min, sp.And, sp.Or)):
+        return max(len(expr.args) - 1, 1), expr.args
+    if isinstance(expr, sp.Piecewise):
+        pairs = expr.args
+        selects = sum(1 for _, cond in pairs if cond is not sp.true)
+        return max(selects, 1), tuple(part for pair in pairs for part in pair)
+    return 1, expr.args
+
+
+def _negated_term(term: sp.Basic) -> sp.Basic | None:
+    """``-term`` built without evaluation when ``term`` has a negative coefficient (a
+    subtraction in an Add); None otherwise. SymPy arithmetic would re-distribute."""
+    if not (term.is_Mul and term.args[0].is_Number and term.args[0].is_negative):
+        return None
+    coeff, rest = -term.args[0], term.args[1:]
+    factors = rest if coeff == 1 else (coeff, *rest)
+    return factors[0] if len(factors) == 1 else sp.Mul._from_args(factors)
+
+
+def _add(expr: sp.Add) -> Operation:
+    operands = []
+    subtracted = 0
+    for term in expr.args:
+        positive = _negated_term(term)
+        subtracted += positive is not None
+        operands.append(term if positive is None else positive)
+    negation = 1 if subtracted == len(expr.args) else 0
+    return len(expr.args) - 1 + negation, tuple(operands)
+
+
+def _mul(expr: sp.Mul) -> Operation:
+    coeff, factors = expr.as_coeff_mul()
+    numerator, denominator = [], []
+    for factor in factors:
+        if factor.is_Pow and factor.exp.is_Number and factor.exp.is_negative:
+            base, power = factor.args
+            denominator.append(base if power == -1 else sp.Pow(base, -power, evaluate=False))
+        else:
+            numerator.append(factor)
+    negation = 0
+    if coeff == -1 and numerator:
+        negation = 1
+    elif coeff != 1:
+        numerator.append(coeff)
+    count = len(numerator) + len(denominator) - 1 + (0 if numerator else 1)
+    return count + negation, tuple(numerator + denominator)
+
+
+def _pow(expr: sp.Pow) -> Operation:
+    base, power = expr.args
+    if power.is_Number and power.is_negative:
+        return (1 if power == -1 else 2), (base,)
+    return 1, (base, power)
+
+
+def dag_ops(*exprs: sp.Basic) -> int:
+    """Operations to evaluate ``exprs`` computing each distinct subexpression once."""
+    seen: set[sp.Basic] = set()
+    stack = list(exprs)
+    total = 0
+    while stack:
+        expr = stack.pop()
+        if expr in seen:
+            continue
+        seen.add(expr)
+        cost, operands = operation(expr)
+        total += cost
+        stack.extend(operands)
+    return total
+
+
+def tree_ops(expr: sp.Basic, memo: dict | None = None) -> int:
+    """Operations to evaluate ``expr`` as written, repeating every repeated subexpression.
+
+    Memoized by subexpression (pass one ``memo`` to share it between calls) and
+    iterative, so huge trees over small DAGs cost time linear in the DAG."""
+    memo = {} if memo is None else memo
+    pending: dict[sp.Basic, Operation] = {}
+    stack = [expr]
+    while stack:
+        top = stack[-1]
+        if top in memo:
+            stack.pop()
+            continue
+        if top not in pending:
+            pending[top] = operation(top)
+            stack.extend(o for o in pending[top][1] if o not in memo)
+            continue
+        cost, operands = pending.pop(top)
+        memo[top] = cost + sum(memo[o] for o in operands)
+        stack.pop()
+    return memo[expr]
+
+
+# --- the three numbers -------------------------------------------------------------------
+
+
+@dataclass
+class OpStats:
+    forward: int  # the per-sample loss as a DAG
+    naive: int  # loss + one sympy.diff per parameter, as trees
+    generated: int  # the derived program
+    derive_seconds: float
+    generated_forward: int  # forward-phase statements of the program
+    generated_backward: int  # backward-phase statements of the program
+    statements: int
+    params: int
+
+    @property
+    def generated_ratio(self) -> float:
+        return self.generated / max(self.forward, 1)
+
+    @property
+    def naive_ratio(self) -> float:
+        return self.naive / max(self.forward, 1)
+
+
+def forward_ops(spec: ExpressionSpec) -> int:
+    return dag_ops(full_loss(spec))
+
+
+def naive_ops(spec: ExpressionSpec) -> int:
+    """The loss and each parameter's derivative by ``sympy.diff``, each as a tree."""
+    loss = full_loss(spec)
+    memo: dict = {}
+    total = tree_ops(loss, memo)
+    for name in spec.params:
+        total += tree_ops(apply_kink_conventions(sp.diff(loss, spec.symbol(name))), memo)
+    return total
+
+
+def program_ops(program: Program) -> dict[str, int]:
+    """Operations per phase of a derived program ("forward", "backward")."""
+    memo: dict = {}
+    counts = {"forward": 0, "backward": 0}
+    for stmt in program.statements:
+        cost = tree_ops(stmt.expr, memo) if isinstance(stmt, Assign) else 1
+        counts[stmt.phase] = counts.get(stmt.phase, 0) + cost
+    return counts
+
+
+def op_stats(spec: ExpressionSpec) -> OpStats:
+    start = time.perf_counter()
+    program = derive(spec).program
+    seconds = time.perf_counter() - start
+    phases = program_ops(program)
+    return OpStats(
+        forward=forward_ops(spec),
+        naive=naive_ops(spec),
+        generated=sum(phases.values()),
+        derive_seconds=seconds,
+        generated_forward=phases["forward"],
+        generated_backward=phases["backward"],
+        statements=len(program.statements),
+        params=len(spec.params),
+    )
+
+
+def format_stats(stats: OpStats, name: str) -> str:
+    rows = [
+        ("forward loss (each subexpression once)", stats.forward, ""),
+        (f"naive: loss + {stats.params} sympy.diff, as trees", stats.naive,
+         f"{stats.naive_ratio:.2f}x forward"),
+        (f"generated program ({stats.statements} statements)", stats.generated,
+         f"{stats.generated_ratio:.2f}x forward"),
+        ("  forward phase", stats.generated_forward, ""),
+        ("  backward phase", stats.generated_backward, ""),
+    ]
+    width = max(len(label) for label, _, _ in rows)
+    digits = max(len(str(count)) for _, count, _ in rows)
+    lines = [f"{name}: operations per sample"]
+    lines += [f"  {label:<{width}}  {count:>{digits}}  {note}".rstrip() for label, count, note in rows]
+    lines.append(f"  {'derivation time':<{width}}  {stats.derive_seconds:.3f} s")
+    return "\n".join(lines)
+
+
+# --- scaling with depth ------------------------------------------------------------------
+
+
+def chain_formula(depth: int) -> str:
+    """``tanh(w_L*tanh(...tanh(w_1*x)))``."""
+    formula = "x"
+    for layer in range(1, depth + 1):
+        formula = f"tanh(w{layer}*{formula})"
+    return formula
+
+
+def deep_chain_spec(depth: int) -> ExpressionSpec:
+    text = "\n".join(
+        [
+            f'name = "chain{depth}"',
+            "[model]",
+            'inputs = ["x"]',
+            'targets = ["y"]',
+            f'output = "{chain_formula(depth)}"',
+            'loss = "(yhat - y)**2"',
+        ]
+    )
+    return parse_spec(text, f"chain{depth}.toml")
+
+
+@dataclass
+class ScalingRow:
+    depth: int
+    forward: int
+    naive: int
+    generated: int
+    derive_seconds: float
+
+
+def scaling_table(depths=(5, 10, 20, 40, 80)) -> list[ScalingRow]:
+    rows = []
+    for depth in depths:
+        stats = op_stats(deep_chain_spec(depth))
+        rows.append(
+            ScalingRow(depth, stats.forward, stats.naive, stats.generated, stats.derive_seconds)
+        )
+    return rows
+
+
+def format_scaling(rows: list[ScalingRow]) -> str:
+    header = f"{'depth':>6} {'forward':>8} {'naive':>10} {'generated':>10} {'gen/fwd':>8} {'time':>8}"
+    lines = ["tanh chain, operations per sample", header]
+    for row in rows:
+        ratio = row.generated / max(row.forward, 1)
+        lines.append(
+            f"{row.depth:>6} {row.forward:>8} {row.naive:>10} {row.generated:>10} "
+            f"{ratio:>8.2f} {row.derive_seconds:>7.2f}s"
+        )
+    return "\n".join(lines)
+
+
+# --- warning before a long derivation ----------------------------------------------------
+
+# derive() seconds ~ SECONDS_PER_OP * ops * (1 + ops / SUPERLINEAR_OPS), fitted on this
+# machine over tanh chains and wide one-hidden-layer sums (see tests/test_stats.py).
+SECONDS_PER_OP = 4e-3
+SUPERLINEAR_OPS = 1e9
+WARN_SECONDS = 5.0
+
+
+def spec_fields(spec: ExpressionSpec) -> list[tuple[str, sp.Expr]]:
+    """Every formula of the spec with the field that wrote it."""
+    fields = [(f"model.let.{name}", expr) for name, expr in spec.lets]
+    single = len(spec.outputs) == 1
+    fields += [
+        ("model.output" if single else f"model.output[{i}]", expr)
+        for i, (_, expr) in enumerate(spec.outputs, 1)
+    ]
+    fields.append(("model.loss", spec.loss))
+    return fields
+
+
+def estimated_seconds(ops: int) -> float:
+    return SECONDS_PER_OP * ops * (1 + ops / SUPERLINEAR_OPS)
+
+
+def size_warning(spec: ExpressionSpec, limit: float = WARN_SECONDS) -> str | None:
+    """A one-line warning when deriving ``spec`` would take longer than ``limit`` seconds.
+
+    The cost of a derivation grows with the number of distinct operations the spec
+    writes (each becomes a node of the graph and a few statements), which is cheap to
+    count before deriving."""
+    fields = spec_fields(spec)
+    total = dag_ops(*(expr for _, expr in fields))
+    seconds = estimated_seconds(total)
+    if seconds <= limit:
+        return None
+    field, ops = max(((f, dag_ops(e)) for f, e in fields), key=lambda item: item[1])
+    where = f"{field}: {ops} operations" + (f" ({total} in all)" if total != ops else "")
+    return f"{where}; derivation will take about {seconds:.0f} s"

@@ -1,0 +1,183 @@
+"""The NumPy target: print the derived program twice (arrays and floats) into
+templates/numpy/.
+
+The vectorized printing serves ``forward``/``loss``/``loss_and_grads`` and mini-batch
+training; the float printing serves training at batch size 1, where NumPy's per-call
+overhead would cost more than the arithmetic.
+"""
+
+from __future__ import annotations
+
+import pprint
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .. import __version__
+from ..chain import chain_steps
+from ..derive import Derivation
+from ..optim import g as grad_symbol
+from ..optim import p as param_symbol
+from ..optim import update_rule
+from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
+from ..program import Assign, BatchMean, BatchSum, Statement
+from ..templating import environment
+
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One printed assignment with the comments that tie it to the derivation."""
+
+    target: str
+    expr: str
+    comments: tuple[str, ...] = ()
+
+
+def _comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str, ...]]:
+    """Comments for the adjoints of named values, numbered like the document's steps."""
+    table: dict[str, tuple[str, ...]] = {}
+    for number, step in enumerate(chain_steps(derivation.spec), 1):
+        formula = f"step {number}: dl/d{step.name} = {sp.sstr(step.value, order='none')}"
+        if step.kind != "param":
+            note = ", over N: L is the mean of l over the batch" if batched else ""
+            table[f"d_{step.name}"] = (formula + note,)
+        else:
+            table[f"d_{step.name}_n"] = (formula,)
+            table[f"d_{step.name}"] = (
+                (f"{formula}; dL/d{step.name} sums it over the batch",)
+                if batched
+                else (formula,)
+            )
+    return table
+
+
+def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
+    printer = NumpyPrinter()
+    lines = []
+    for stmt in statements:
+        target = stmt.target.name
+        if isinstance(stmt, Assign):
+            text = printer.doprint(stmt.expr)
+        elif isinstance(stmt, BatchSum):
+            text = f"np.sum({stmt.source.name})"
+        else:
+            text = f"np.mean({stmt.source.name})"
+        text = wrap(text, indent + len(target) + 3)
+        lines.append(Line(target, text, comments.get(target, ())))
+    return lines, printer.helpers
+
+
+def _scalar_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
+    printer = ScalarPrinter()
+    lines = []
+    for stmt in statements:
+        if isinstance(stmt, Assign):
+            target = stmt.target.name
+            text = wrap(printer.doprint(stmt.expr), indent + len(target) + 3)
+            lines.append(Line(target, text, comments.get(target, ())))
+    return lines, printer.helpers
+
+
+def _per_sample(derivation: Derivation):
+    """Statements for one sample: reductions over the batch are the identity there."""
+    program = derivation.program
+    alias = {s.target: s.source for s in program.statements if isinstance(s, (BatchSum, BatchMean))}
+    grads = {p: alias.get(g, g) for p, g in program.grads.items()}
+    statements = program.needed_for([alias.get(program.loss, program.loss), *grads.values()])
+    statements = [s for s in statements if isinstance(s, Assign)]
+    return statements, grads, alias.get(program.loss, program.loss)
+
+
+def _optimizer_context(derivation: Derivation, scalar_grads):
+    spec = derivation.spec
+    rule = update_rule(spec.train.optimizer, spec.train.options)
+    vec, sca = NumpyPrinter(), ScalarPrinter()
+    step_scalars = [Line(s.name, sca.doprint(e)) for s, e in rule.step_scalars]
+    vector_updates = [Line(t.name, vec.doprint(e)) for t, e in rule.updates]
+    per_param = []
+    for param in derivation.program.params:
+        mapping = {param_symbol: param, grad_symbol: scalar_grads[param]}
+        for buffer in rule.state:
+            mapping[sp.Symbol(buffer, real=True)] = sp.Symbol(f"{buffer}_{param.name}", real=True)
+        updates = [
+            Line(mapping.get(t, t).name, sca.doprint(e.xreplace(mapping))) for t, e in rule.updates
+        ]
+        per_param.append({"name": param.name, "updates": updates})
+    options = {k: v for k, v in rule.options.items() if k != "lr"}
+    return {
+        "name": rule.name,
+        "options": options,
+        "formulas": rule.formulas,
+        "state": [{"name": b, "init": rule.initial(b)} for b in rule.state],
+        "step_scalars": step_scalars,
+        "vector_updates": vector_updates,
+        "per_param": per_param,
+    }
+
+
+def _literal(value, indent: int) -> str:
+    return pprint.pformat(value, width=99 - indent, sort_dicts=False)
+
+
+def _model_lines(derivation: Derivation) -> list[str]:
+    spec = derivation.spec
+    defs = [*spec.lets, *spec.outputs, ("l", spec.loss)]
+    lines = [f"{name} = {sp.sstr(expr, order='none')}" for name, expr in defs]
+    if spec.loss_text in ("mse", "l1"):
+        lines[-1] += f"  ({spec.loss_text})"
+    lines.append("L = mean of l over the batch")
+    return lines
+
+
+def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}")
+    spec, program = derivation.spec, derivation.program
+    comments = _comment_table(derivation, batched=True)
+    forward, fh = _vector_lines(program.needed_for(program.outputs), {}, 4)
+    loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
+    grads_needed = program.needed_for([program.loss, *program.grads.values()])
+    grads, gh = _vector_lines(grads_needed, comments, 4)
+    sample_statements, scalar_grads, sample_loss = _per_sample(derivation)
+    scalar, sh = _scalar_lines(sample_statements, _comment_table(derivation, batched=False), 12)
+    shapes = {s.target: s.shape for s in program.statements}
+    printed = [line.expr for line in forward + loss + grads + scalar]
+    outputs = [{"name": o.name, "batched": bool(shapes.get(o, ()))} for o in program.outputs]
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "source": spec.source,
+        "version": __version__,
+        "dtype": dtype,
+        "model_lines": _model_lines(derivation),
+        "inputs": spec.inputs,
+        "targets": spec.targets,
+        "outputs": outputs,
+        "params": [{"name": p, "init": spec.init.get(p)} for p in spec.params],
+        "loss_batched": bool(shapes.get(program.sample_loss, ())),
+        "train": spec.train,
+        "optimizer": _optimizer_context(derivation, scalar_grads),
+        "data": _literal(spec.data, 7) if spec.data else None,
+        "predict": _literal(spec.predict, 10) if spec.predict else None,
+        "forward_lines": forward,
+        "loss_lines": loss,
+        "grad_lines": grads,
+        "grads": [(p.name, g.name) for p, g in program.grads.items()],
+        "loss_name": program.loss.name,
+        "scalar_lines": scalar,
+        "scalar_loss": sample_loss.name,
+        "numpy_helpers": sorted(fh | lh | gh),
+        "scalar_helpers": sorted(sh),
+        "uses_math": bool(sh) or "erf" in (fh | lh | gh) or any("math." in e for e in printed),
+    }
+
+
+def render_module(derivation: Derivation, dtype: str = "float64") -> str:
+    return environment("numpy").get_template("module.py.j2").render(module_context(derivation, dtype))
+
+
+def render_tests(derivation: Derivation, module_name: str) -> str:
+    context = {"name": derivation.spec.name, "module": module_name, "version": __version__}
+    return environment("numpy").get_template("test_module.py.j2").render(context)
