@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.core.parameters import distribute
 
-from .functions import apply_kink_conventions
+from .rules import local_derivative
 from .spec import ExpressionSpec
 
 
@@ -43,7 +43,7 @@ def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
         with distribute(False):
             for consumer, expr in defs:
                 if consumer in adjoint and symbol in expr.free_symbols:
-                    local = apply_kink_conventions(sp.diff(expr, symbol))
+                    local = local_derivative(expr, symbol, sp.Symbol(consumer, real=True))
                     if local != 0:
                         terms.append((consumer, local))
             value = sp.Add(*[adjoint[c] * local for c, local in terms])

@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output-dir", default="symbp-out", help="where to write (default symbp-out)")
 
     sub.add_parser("examples", help="list the built-in examples")
+
+    regen = sub.add_parser("regenerate", help="rewrite (or --check) the built-ins' outputs")
+    regen.add_argument("folder", nargs="?", default="generated")
+    regen.add_argument("--check", action="store_true", help="only report stale files; exit 1")
     return parser
 
 
@@ -149,12 +153,30 @@ def _cmd_examples(args) -> int:
     return 0
 
 
+def _cmd_regenerate(args) -> int:
+    from .builtins import generated_files, stale_files
+    from .output import write_atomically
+
+    folder = Path(args.folder)
+    if args.check:
+        stale = stale_files(folder)
+        for name in stale:
+            print(f"{folder / name} is stale: run 'symbp regenerate {folder}'")
+        return 1 if stale else 0
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {folder / name: text for name, text in generated_files().items()}
+    write_atomically(files)
+    print(f"wrote {len(files)} files to {folder}")
+    return 0
+
+
 COMMANDS = {
     "derive": _cmd_derive,
     "generate": _cmd_generate,
     "check": _cmd_check,
     "run": _cmd_run,
     "examples": _cmd_examples,
+    "regenerate": _cmd_regenerate,
 }
 
 

@@ -12,6 +12,7 @@ from .program import (
     eliminate_common_subexpressions,
     eliminate_dead_code,
     inline_single_use,
+    propagate_copies,
 )
 from .reverse import reverse_mode
 from .spec import RESERVED, ExpressionSpec
@@ -41,5 +42,6 @@ def derive(spec: ExpressionSpec) -> Derivation:
     program = eliminate_dead_code(program)
     program = inline_single_use(program)
     program = eliminate_common_subexpressions(program, names.cse_symbol)
+    program = propagate_copies(program)
     program = finalize(program, names)
     return Derivation(spec, graph, program)

@@ -68,18 +68,19 @@ def finalize(program: Program, names: Names) -> Program:
                 break
         final_taken.add(candidate)
         mapping[target] = sp.Symbol(candidate, real=True)
-    # adjoints of temporaries follow their value's new name: d__t3 -> d_t1
+    # adjoints of temporaries follow their value's new name (d__t3 -> d_t1); those of
+    # values that were inlined away are g1, g2, ...
     for stmt in program.statements:
         name = stmt.target.name
         match = re.fullmatch(r"_?d_(_\w+?)(_n)?", name)
         if match:
             value = sp.Symbol(match.group(1), real=True)
-            if value in mapping:
-                new = f"d_{mapping[value].name}{match.group(2) or ''}"
-                if new in final_taken:
-                    new = "g_" + new[2:]
-                final_taken.add(new)
-                mapping[stmt.target] = sp.Symbol(new, real=True)
+            new = f"d_{mapping[value].name}{match.group(2) or ''}" if value in mapping else ""
+            while not new or new in final_taken:
+                counters["g"] = counters.get("g", 0) + 1
+                new = f"g{counters['g']}"
+            final_taken.add(new)
+            mapping[stmt.target] = sp.Symbol(new, real=True)
     if not mapping:
         return program
 

@@ -9,6 +9,7 @@ overhead would cost more than the arithmetic.
 from __future__ import annotations
 
 import pprint
+import textwrap
 from dataclasses import dataclass
 
 import sympy as sp
@@ -36,21 +37,30 @@ class Line:
 
 
 def _comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str, ...]]:
-    """Comments for the adjoints of named values, numbered like the document's steps."""
+    """Comments for the adjoints of named values: the chain-rule step of the document
+    (same numbers) that the line implements."""
+    defined = {stmt.target.name for stmt in derivation.program.statements}
     table: dict[str, tuple[str, ...]] = {}
     for number, step in enumerate(chain_steps(derivation.spec), 1):
-        formula = f"step {number}: dl/d{step.name} = {sp.sstr(step.value, order='none')}"
+        terms = " + ".join(
+            sp.sstr(local, order="none") if consumer == "l" else
+            f"dl/d{consumer}*({sp.sstr(local, order='none')})"
+            for consumer, local in step.terms
+        )
+        text = f"step {number}: dl/d{step.name} = {terms}"
         if step.kind != "param":
-            note = ", over N: L is the mean of l over the batch" if batched else ""
-            table[f"d_{step.name}"] = (formula + note,)
+            note = " (over N: L is the mean of l)" if batched else ""
+            table[f"d_{step.name}"] = _wrapped(text + note)
+        elif f"d_{step.name}_n" in defined:
+            table[f"d_{step.name}_n"] = _wrapped(text)
+            table[f"d_{step.name}"] = (f"dL/d{step.name}: the sum of dl/d{step.name} over the batch",)
         else:
-            table[f"d_{step.name}_n"] = (formula,)
-            table[f"d_{step.name}"] = (
-                (f"{formula}; dL/d{step.name} sums it over the batch",)
-                if batched
-                else (formula,)
-            )
+            table[f"d_{step.name}"] = _wrapped(text + ", summed over the batch" if batched else text)
     return table
+
+
+def _wrapped(text: str) -> tuple[str, ...]:
+    return tuple(textwrap.wrap(text, 80, subsequent_indent="    ", break_long_words=False))
 
 
 def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
