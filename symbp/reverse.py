@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .ir import BATCH, Graph, broadcast_shape
+from .ir import BATCH, N, Graph, broadcast_shape
 from .naming import Names
 from .program import Assign, BatchSum, Program, Statement
 from .rules import RULES
@@ -26,9 +26,19 @@ class Adjoints:
         self.statements = statements
         self.pending: dict[str, list[tuple[sp.Expr, tuple]]] = {}
         self.named: set[sp.Symbol] = set()  # adjoints of user-named values, kept in code
+        self.shapes = {t.symbol: t.shape for t in graph.tensors.values()}
 
     def add(self, tensor: str, contribution: sp.Expr, shape: tuple) -> None:
+        """``shape`` is the contribution's logical shape: the shape of the consumer it
+        came through (its value may be constant over the batch all the same)."""
         self.pending.setdefault(tensor, []).append((contribution, shape))
+
+    def actual_shape(self, expr: sp.Expr) -> tuple:
+        return broadcast_shape([self.shapes.get(s, ()) for s in expr.free_symbols])
+
+    def emit(self, statement: Statement) -> None:
+        self.shapes[statement.target] = statement.shape
+        self.statements.append(statement)
 
     def total(self, tensor: str) -> sp.Symbol | None:
         parts = self.pending.pop(tensor, None)
@@ -38,15 +48,24 @@ class Adjoints:
         symbol = self.names.adjoint(tensor)
         if target.named and target.role not in ("loss", "sample_loss"):
             self.named.add(symbol)
-        value = sp.Add(*[expr for expr, _ in parts])
-        shape = broadcast_shape([s for _, s in parts])
-        if BATCH in shape and BATCH not in target.shape:
-            # the tensor was broadcast over the batch: its adjoint sums over it
-            per_sample = self.names.adjoint(tensor, per_sample=True)
-            self.statements.append(Assign(per_sample, value, shape, "backward"))
-            self.statements.append(BatchSum(symbol, per_sample, target.shape))
-        else:
-            self.statements.append(Assign(symbol, value, target.shape, "backward"))
+        # The adjoint of broadcasting over the batch is a sum over it: contributions that
+        # came through a batched consumer into an unbatched tensor are summed per sample
+        # and reduced (a contribution constant over the batch sums to N times itself).
+        reduce = BATCH not in target.shape
+        per_sample = [e for e, s in parts if reduce and BATCH in s]
+        value = sp.Add(*[e for e, s in parts if not (reduce and BATCH in s)])
+        varying = [e for e in per_sample if BATCH in self.actual_shape(e)]
+        value += N * sp.Add(*[e for e in per_sample if BATCH not in self.actual_shape(e)])
+        if varying:
+            each = self.names.adjoint(tensor, per_sample=True)
+            self.emit(Assign(each, sp.Add(*varying), self.actual_shape(sp.Add(*varying)), "backward"))
+            if value == 0:
+                self.emit(BatchSum(symbol, each, target.shape))
+                return symbol
+            reduced = self.names.fresh("sum")
+            self.emit(BatchSum(reduced, each, target.shape))
+            value += reduced
+        self.emit(Assign(symbol, value, self.actual_shape(value), "backward"))
         return symbol
 
 
@@ -67,7 +86,7 @@ def reverse_mode(graph: Graph, names: Names) -> Program:
         symbol = adjoints.total(param)
         if symbol is None:  # the parameter cancelled out of the model
             symbol = names.adjoint(param)
-            statements.append(Assign(symbol, sp.S.Zero, graph.tensors[param].shape, "backward"))
+            adjoints.emit(Assign(symbol, sp.S.Zero, graph.tensors[param].shape, "backward"))
         grads[graph.tensors[param].symbol] = symbol
     tensors = graph.tensors
     sample_loss = graph.producer()[graph.loss].inputs[0]

@@ -195,10 +195,11 @@ class ScalarPrinter(_PythonTarget):
         return f"math.erf({self._print(expr.args[0])})"
 
 
-def wrap(text: str, indent: int, width: int = 99) -> str:
+def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
     """Break a long printed expression at top-level ``+``/``-`` (then ``*``) inside
-    parentheses so that generated lines stay within ``width`` columns."""
-    if indent + len(text) <= width:
+    parentheses so that generated lines stay within ``width`` columns. ``indent`` is the
+    statement's indentation, ``start`` the column where the expression begins."""
+    if start + len(text) <= width:
         return text
     for separators in ((" + ", " - "), ("*",)):
         pieces = _split_top_level(text, separators)

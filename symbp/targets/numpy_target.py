@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pprint
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
@@ -74,7 +74,7 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
             text = f"np.sum({stmt.source.name})"
         else:
             text = f"np.mean({stmt.source.name})"
-        text = wrap(text, indent + len(target) + 3)
+        text = wrap(text, indent, indent + len(target) + 3)
         lines.append(Line(target, text, comments.get(target, ())))
     return lines, printer.helpers
 
@@ -85,19 +85,24 @@ def _scalar_lines(statements: list[Statement], comments, indent: int) -> list[Li
     for stmt in statements:
         if isinstance(stmt, Assign):
             target = stmt.target.name
-            text = wrap(printer.doprint(stmt.expr), indent + len(target) + 3)
+            text = wrap(printer.doprint(stmt.expr), indent, indent + len(target) + 3)
             lines.append(Line(target, text, comments.get(target, ())))
     return lines, printer.helpers
 
 
 def _per_sample(derivation: Derivation):
-    """Statements for one sample: reductions over the batch are the identity there."""
+    """Statements for one sample: reductions over the batch are the identity there, so
+    each reduced value is replaced by what it reduces."""
     program = derivation.program
     alias = {s.target: s.source for s in program.statements if isinstance(s, (BatchSum, BatchMean))}
     grads = {p: alias.get(g, g) for p, g in program.grads.items()}
-    statements = program.needed_for([alias.get(program.loss, program.loss), *grads.values()])
-    statements = [s for s in statements if isinstance(s, Assign)]
-    return statements, grads, alias.get(program.loss, program.loss)
+    loss = alias.get(program.loss, program.loss)
+    statements = [
+        replace(s, expr=s.expr.xreplace(alias))
+        for s in program.needed_for([loss, *grads.values()])
+        if isinstance(s, Assign)
+    ]
+    return statements, grads, loss
 
 
 def _optimizer_context(derivation: Derivation, scalar_grads):
