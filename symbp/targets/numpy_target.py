@@ -158,7 +158,10 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
     sample_statements, scalar_grads, sample_loss = _per_sample(derivation)
     scalar, sh = _scalar_lines(sample_statements, _comment_table(derivation, batched=False), 12)
     shapes = {s.target: s.shape for s in program.statements}
+    optimizer = _optimizer_context(derivation, scalar_grads)
     printed = [line.expr for line in forward + loss + grads + scalar]
+    printed += [line.expr for line in optimizer["step_scalars"] + optimizer["vector_updates"]]
+    printed += [u.expr for p in optimizer["per_param"] for u in p["updates"]]
     outputs = [{"name": o.name, "batched": bool(shapes.get(o, ()))} for o in program.outputs]
     return {
         "name": spec.name,
@@ -173,7 +176,7 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
         "params": [{"name": p, "init": spec.init.get(p)} for p in spec.params],
         "loss_batched": bool(shapes.get(program.sample_loss, ())),
         "train": spec.train,
-        "optimizer": _optimizer_context(derivation, scalar_grads),
+        "optimizer": optimizer,
         "data": _literal(spec.data, 7) if spec.data else None,
         "predict": _literal(spec.predict, 10) if spec.predict else None,
         "forward_lines": forward,
