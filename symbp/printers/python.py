@@ -10,6 +10,7 @@ printer records which helpers a module needs in ``self.helpers``.
 from __future__ import annotations
 
 import sympy as sp
+from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..ir import N
@@ -38,8 +39,18 @@ class _PythonTarget(PythonCodePrinter):
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}"
 
-    def _print_Half(self, expr):
-        return "0.5"
+    def _print_Mul(self, expr):
+        """A rational coefficient becomes a division, as a person writes it: x**2/2."""
+        coeff, rest = expr.as_coeff_Mul()
+        if coeff.is_Rational and not coeff.is_Integer and rest != 1:
+            if coeff.is_negative:
+                return "-" + self._print_Mul(-expr)
+            numerator = coeff.p * rest
+            text = self.parenthesize(numerator, precedence(expr)) if coeff.p != 1 else None
+            if text is None:
+                text = self.parenthesize(rest, precedence(expr))
+            return f"{text}/{coeff.q}"
+        return super()._print_Mul(expr)
 
     def _print_Exp1(self, expr):
         return self.FUNCS["e"]
