@@ -16,6 +16,9 @@ class sigmoid(sp.Function):  # noqa: N801 - named as users write it
 
     nargs = 1
 
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
     @classmethod
     def eval(cls, z):
         if z.is_Number:
@@ -33,6 +36,9 @@ class relu(sp.Function):  # noqa: N801
     """max(z, 0); relu'(0) = 0 as in PyTorch."""
 
     nargs = 1
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
 
     @classmethod
     def eval(cls, z):
@@ -52,6 +58,9 @@ class softplus(sp.Function):  # noqa: N801
 
     nargs = 1
 
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
     @classmethod
     def eval(cls, z):
         if z.is_Number:
@@ -69,6 +78,9 @@ class leaky_relu(sp.Function):  # noqa: N801
     """z for z > 0, slope * z otherwise; the derivative at 0 is the slope, as in PyTorch."""
 
     nargs = 2
+
+    def _eval_is_real(self):
+        return self.args[0].is_real and self.args[1].is_real
 
     @classmethod
     def eval(cls, z, slope):

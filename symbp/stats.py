@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.core.parameters import distribute
 
 from .chain import full_loss
 from .derive import derive
@@ -129,27 +130,106 @@ def dag_ops(*exprs: sp.Basic) -> int:
     return total
 
 
+def postorder(root: sp.Basic, expand, combine, memo: dict) -> object:
+    """Fold a DAG bottom-up without recursion (deep models overflow Python's stack).
+
+    ``expand(node) -> (children, state)``; ``combine(node, state, child values)``;
+    each distinct node is combined once and kept in ``memo``."""
+    pending: dict = {}
+    stack = [root]
+    while stack:
+        node = stack[-1]
+        if node in memo:
+            stack.pop()
+        elif node not in pending:
+            pending[node] = expand(node)
+            stack.extend(child for child in pending[node][0] if child not in memo)
+        else:
+            children, state = pending.pop(node)
+            memo[node] = combine(node, state, [memo[child] for child in children])
+            stack.pop()
+    return memo[root]
+
+
 def tree_ops(expr: sp.Basic, memo: dict | None = None) -> int:
     """Operations to evaluate ``expr`` as written, repeating every repeated subexpression.
 
-    Memoized by subexpression (pass one ``memo`` to share it between calls) and
-    iterative, so huge trees over small DAGs cost time linear in the DAG."""
-    memo = {} if memo is None else memo
-    pending: dict[sp.Basic, Operation] = {}
-    stack = [expr]
-    while stack:
-        top = stack[-1]
-        if top in memo:
-            stack.pop()
-            continue
-        if top not in pending:
-            pending[top] = operation(top)
-            stack.extend(o for o in pending[top][1] if o not in memo)
-            continue
-        cost, operands = pending.pop(top)
-        memo[top] = cost + sum(memo[o] for o in operands)
-        stack.pop()
-    return memo[expr]
+    Memoized by subexpression (pass one ``memo`` to share it between calls), so a huge
+    tree over a small DAG costs time linear in the DAG."""
+    return postorder(
+        expr,
+        lambda node: operation(node)[::-1],
+        lambda node, cost, sizes: cost + sum(sizes),
+        {} if memo is None else memo,
+    )
+
+
+# --- naive derivatives --------------------------------------------------------------------
+
+
+class NaiveDiff:
+    """``d expr / d wrt`` by SymPy's rules (sum, product and chain rule, each function's
+    own derivative), one parameter at a time, with no reuse between parameters.
+
+    ``sympy.diff`` itself re-flattens ever longer products at every level and walks its
+    whole result after each step, so on a depth-80 tanh chain it needs a minute; here
+    each node's derivative is built once per parameter and combined without evaluation.
+    Flattening does not change operation counts, so tree counts match ``sympy.diff``
+    up to its constant folding (checked in tests/test_stats.py)."""
+
+    def __init__(self) -> None:
+        self.partials: dict[tuple[sp.Basic, int], sp.Expr] = {}  # shared by parameters
+
+    def __call__(self, expr: sp.Expr, wrt: sp.Symbol) -> sp.Expr:
+        return postorder(expr, self._expand, lambda e, _, ds: self._rule(e, wrt, ds), {})
+
+    @staticmethod
+    def _expand(expr: sp.Basic) -> tuple[tuple, None]:
+        opaque = expr.is_Atom or isinstance(expr, sp.Piecewise)
+        return (() if opaque else expr.args), None
+
+    def _rule(self, expr: sp.Basic, wrt: sp.Symbol, ds: list[sp.Expr]) -> sp.Expr:
+        if expr == wrt:
+            return sp.S.One
+        if isinstance(expr, sp.Piecewise):  # conditions are not differentiated
+            return apply_kink_conventions(expr.diff(wrt))
+        if all(d is sp.S.Zero for d in ds):
+            return sp.S.Zero
+        if expr.is_Add:
+            return _sum(ds)
+        args = expr.args
+        live = [(i, d) for i, d in enumerate(ds) if d is not sp.S.Zero]
+        if expr.is_Mul:
+            return _sum([_product(*args[:i], d, *args[i + 1 :]) for i, d in live])
+        return _sum([_product(self._partial(expr, i), d) for i, d in live])
+
+    def _partial(self, expr: sp.Basic, index: int) -> sp.Expr:
+        """The derivative of ``expr`` in its argument ``index``, over its arguments."""
+        key = (expr, index)
+        if key not in self.partials:
+            args = expr.args
+            dummies = [a if a.is_Number else sp.Dummy(real=True) for a in args]
+            local = expr.func(*dummies).diff(dummies[index])
+            with distribute(False):
+                local = local.xreplace(dict(zip(dummies, args)))
+            self.partials[key] = apply_kink_conventions(local)
+        return self.partials[key]
+
+
+def _sum(terms: list[sp.Expr]) -> sp.Expr:
+    terms = [t for t in terms if t is not sp.S.Zero]
+    if not terms:
+        return sp.S.Zero
+    return terms[0] if len(terms) == 1 else sp.Add(*terms, evaluate=False)
+
+
+def _product(*factors: sp.Expr) -> sp.Expr:
+    if any(f is sp.S.Zero for f in factors):
+        return sp.S.Zero
+    factors = tuple(f for f in factors if f is not sp.S.One)
+    if not factors:
+        return sp.S.One
+    return factors[0] if len(factors) == 1 else sp.Mul(*factors, evaluate=False)
 
 
 # --- the three numbers -------------------------------------------------------------------
@@ -183,9 +263,10 @@ def naive_ops(spec: ExpressionSpec) -> int:
     """The loss and each parameter's derivative by ``sympy.diff``, each as a tree."""
     loss = full_loss(spec)
     memo: dict = {}
+    diff = NaiveDiff()
     total = tree_ops(loss, memo)
     for name in spec.params:
-        total += tree_ops(apply_kink_conventions(sp.diff(loss, spec.symbol(name))), memo)
+        total += tree_ops(diff(loss, spec.symbol(name)), memo)
     return total
 
 

@@ -6,20 +6,29 @@ to the top-level templates/ folder); a source checkout finds templates/ beside s
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib import resources
+from functools import cache
+from importlib import import_module, resources
 from pathlib import Path
 
 import jinja2
 
 
 def template_dir() -> Path:
+    """The templates/ folder, installed (``symbp.templates``) or beside symbp/ in a checkout.
+
+    templates/ has no ``__init__.py``: installed, ``symbp.templates`` is a namespace
+    package, for which ``importlib.resources.files`` gives a MultiplexedPath, not a Path.
+    """
     try:
-        folder = Path(str(resources.files("symbp.templates")))
-        if folder.is_dir():
-            return folder
+        folder = resources.files("symbp.templates")
     except (ModuleNotFoundError, TypeError):
-        pass
+        folder = None
+    candidates = [folder] if isinstance(folder, Path) else []
+    if folder is not None:
+        candidates += [Path(p) for p in getattr(import_module("symbp.templates"), "__path__", [])]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
     return Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -30,8 +39,9 @@ def _pytuple(items) -> str:
     return f"({inner},)" if len(items) == 1 else f"({inner})"
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(target: str) -> jinja2.Environment:
+    """The one configuration for templates/<target>/: undefined names are errors."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir() / target)),
         undefined=jinja2.StrictUndefined,

@@ -1,0 +1,276 @@
+"""Helpers shared by the tests: load generated modules and compute independent references.
+
+Nothing here uses symbp's own checking code: finite differences, the SymPy reference
+(``sympy.diff`` of the full per-sample loss) and the PyTorch reference (the spec's
+formula text evaluated over torch tensors) are written from scratch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import itertools
+import math
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from symbp.chain import full_loss
+from symbp.derive import derive
+from symbp.spec import ExpressionSpec
+from symbp.targets.numpy_target import render_module
+
+REPO = Path(__file__).resolve().parent.parent
+
+_unique = itertools.count()
+
+
+def import_file(path: Path):
+    """Import a generated module from ``path`` under a fresh name (not left in sys.modules)."""
+    name = f"_symbp_test_{path.stem}_{next(_unique)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+def generate(spec: ExpressionSpec, folder: Path, dtype: str = "float64"):
+    """Derive ``spec``, write its NumPy module into ``folder`` and import it."""
+    path = folder / f"{spec.name}_{dtype}.py"
+    path.write_text(render_module(derive(spec), dtype), encoding="utf-8")
+    return import_file(path)
+
+
+def data_arrays(spec: ExpressionSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y) of the spec's [data], one column per input / target."""
+    n = len(next(iter(spec.data.values())))
+    X = np.array([spec.data[c] for c in spec.inputs], dtype=np.float64).T.reshape(n, -1)
+    Y = np.array([spec.data[c] for c in spec.targets], dtype=np.float64).T.reshape(n, -1)
+    return X, Y
+
+
+# --- finite differences ---------------------------------------------------------------
+
+
+def central_differences(loss, params: dict, step: float = 1e-4) -> dict[str, float]:
+    """dL/dp by the fourth-order central difference
+    (-L(p+2h) + 8 L(p+h) - 8 L(p-h) + L(p-2h)) / 12h, h relative to |p|."""
+    grads = {}
+    for name, value in params.items():
+        value = float(value)
+        h = step * max(1.0, abs(value))
+
+        def at(delta, name=name, value=value):
+            shifted = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+            shifted[name] = np.asarray(value + delta, dtype=np.float64)
+            return loss(shifted)
+
+        grads[name] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return grads
+
+
+def relative_error(actual: float, expected: float) -> float:
+    """|actual - expected| / max(1, |expected|)."""
+    return abs(float(actual) - float(expected)) / max(1.0, abs(float(expected)))
+
+
+# --- the SymPy reference --------------------------------------------------------------
+
+
+def _definition(expr: sp.Expr) -> sp.Expr:
+    """symbp's custom activations by their textbook definitions (written here, not
+    taken from symbp.functions)."""
+    name = type(expr).__name__
+    args = expr.args
+    if name == "sigmoid":
+        return 1 / (1 + sp.exp(-args[0]))
+    if name == "softplus":
+        return sp.log(1 + sp.exp(args[0]))
+    if name == "relu":
+        return sp.Max(args[0], 0)
+    if name == "leaky_relu":
+        z, slope = args
+        return sp.Piecewise((z, z > 0), (slope * z, True))
+    raise AssertionError(name)
+
+
+CUSTOM = ("sigmoid", "softplus", "relu", "leaky_relu")
+
+
+def expand_custom(expr: sp.Expr) -> sp.Expr:
+    return expr.replace(lambda e: type(e).__name__ in CUSTOM, _definition)
+
+
+def kink_arguments(expr: sp.Expr) -> list[sp.Expr]:
+    """Expressions that are zero exactly at the kinks of ``expr``."""
+    found = []
+    for node in sp.preorder_traversal(expr):
+        name = type(node).__name__
+        if name in ("relu", "leaky_relu", "Abs", "sign", "Heaviside"):
+            found.append(expand_custom(node.args[0]))
+        elif isinstance(node, (sp.Max, sp.Min)):
+            pairs = itertools.combinations(node.args, 2)
+            found += [expand_custom(a - b) for a, b in pairs]
+    return found
+
+
+def _heaviside(x, h0=0.5):
+    return 1.0 if x > 0 else (h0 if x == 0 else 0.0)
+
+
+MATH_MODULES = [{"Heaviside": _heaviside, "erf": math.erf}, "math"]
+
+
+class SympyReference:
+    """The per-sample loss over inputs, targets and parameters (symbp.chain.full_loss),
+    differentiated by ``sympy.diff`` and evaluated one sample at a time with ``math``."""
+
+    def __init__(self, spec: ExpressionSpec):
+        self.spec = spec
+        loss = expand_custom(full_loss(spec))
+        self.params = list(spec.params)
+        symbols = [spec.symbol(n) for n in [*spec.inputs, *spec.targets, *self.params]]
+        grads = [sp.diff(loss, spec.symbol(p)) for p in self.params]
+        self.function = sp.lambdify(symbols, [loss, *grads], modules=MATH_MODULES)
+        kinks = kink_arguments(full_loss(spec))
+        self.kinks = sp.lambdify(symbols, kinks, modules=MATH_MODULES) if kinks else None
+
+    def _rows(self, params, X, Y):
+        values = [float(params[p]) for p in self.params]
+        for x, y in zip(X, Y, strict=True):
+            yield [*map(float, x), *map(float, y), *values]
+
+    def __call__(self, params, X, Y) -> tuple[float, dict[str, float]]:
+        """Batch loss and gradients: the mean over the samples."""
+        rows = [self.function(*row) for row in self._rows(params, X, Y)]
+        mean = np.mean(np.array(rows, dtype=np.float64), axis=0)
+        return float(mean[0]), dict(zip(self.params, map(float, mean[1:]), strict=True))
+
+    def kink_distance(self, params, X, Y) -> np.ndarray:
+        """Per sample, the smallest |argument| of a kink (inf if the model has none)."""
+        if self.kinks is None:
+            return np.full(len(X), np.inf)
+        return np.array(
+            [min(abs(float(v)) for v in self.kinks(*row)) for row in self._rows(params, X, Y)]
+        )
+
+
+# --- the PyTorch reference ------------------------------------------------------------
+
+
+def torch_namespace(torch) -> dict:
+    """The spec's functions over float64 tensors, with PyTorch's own gradients."""
+    F = torch.nn.functional  # noqa: N806 - torch's conventional name
+
+    def tensor(v):
+        return v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
+
+    def unary(f):
+        return lambda z: f(tensor(z))
+
+    def fold(f):
+        return lambda *args: functools.reduce(f, map(tensor, args))
+
+    names = {
+        "exp": torch.exp,
+        "log": torch.log,
+        "sqrt": torch.sqrt,
+        "sin": torch.sin,
+        "cos": torch.cos,
+        "tan": torch.tan,
+        "tanh": torch.tanh,
+        "sinh": torch.sinh,
+        "cosh": torch.cosh,
+        "asinh": torch.asinh,
+        "atan": torch.atan,
+        "erf": torch.erf,
+        "Abs": torch.abs,
+        "abs": torch.abs,
+        "sign": torch.sign,
+        "sigmoid": torch.sigmoid,
+        "relu": torch.relu,
+        "softplus": lambda z: torch.logaddexp(z, torch.zeros_like(z)),
+    }
+    namespace = {k: unary(f) for k, f in names.items()}
+    namespace["leaky_relu"] = lambda z, slope: F.leaky_relu(tensor(z), float(slope))
+    for name in ("Max", "max"):
+        namespace[name] = fold(torch.maximum)
+    for name in ("Min", "min"):
+        namespace[name] = fold(torch.minimum)
+    namespace["pi"] = math.pi
+    return namespace
+
+
+def _evaluate(text: str, namespace: dict):
+    code = compile(text.replace("^", "**"), "<formula>", "eval")
+    return eval(code, {"__builtins__": {}}, namespace)  # test-side text only
+
+
+class TorchModel:
+    """A spec's formulas (the TOML text, read with tomllib) evaluated by PyTorch."""
+
+    def __init__(self, toml_text: str, torch):
+        self.torch = torch
+        model = tomllib.loads(toml_text)["model"]
+        self.inputs = list(_as_list(model.get("inputs", [])))
+        self.targets = list(_as_list(model.get("targets", [])))
+        self.lets = list(model.get("let", {}).items())
+        output = model["output"]
+        self.outputs = [output] if isinstance(output, str) else list(output)
+        self.loss_text = model.get("loss")
+        self.namespace = torch_namespace(torch)
+
+    def batch_loss(self, params: dict, X, Y):
+        """L = mean over the batch of the per-sample loss; ``params`` are tensors."""
+        torch = self.torch
+        X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+        Y = torch.as_tensor(np.asarray(Y, dtype=np.float64))
+        names = dict(self.namespace)
+        names.update(params)
+        names.update({x: X[:, i] for i, x in enumerate(self.inputs)})
+        names.update({y: Y[:, i] for i, y in enumerate(self.targets)})
+        for name, formula in self.lets:
+            names[name] = _evaluate(formula, names)
+        outs = [_evaluate(f, names) for f in self.outputs]
+        if len(outs) == 1:
+            names["yhat"] = outs[0]
+        else:
+            names.update({f"yhat{i}": o for i, o in enumerate(outs, 1)})
+        targets = [names[y] for y in self.targets]
+        if self.loss_text is None:
+            per_sample = outs[0]
+        elif self.loss_text == "mse":
+            per_sample = sum((o - y) ** 2 for o, y in zip(outs, targets, strict=True))
+            per_sample = per_sample / len(outs)
+        elif self.loss_text == "l1":
+            per_sample = sum(torch.abs(o - y) for o, y in zip(outs, targets, strict=True))
+            per_sample = per_sample / len(outs)
+        else:
+            per_sample = _evaluate(self.loss_text, names)
+        per_sample = torch.as_tensor(per_sample, dtype=torch.float64)
+        return torch.broadcast_to(per_sample, (X.shape[0],)).mean()
+
+    def loss_and_grads(self, params: dict, X, Y) -> tuple[float, dict[str, float]]:
+        torch = self.torch
+        leaves = {
+            k: torch.tensor(float(v), dtype=torch.float64, requires_grad=True)
+            for k, v in params.items()
+        }
+        value = self.batch_loss(leaves, X, Y)
+        if value.requires_grad:
+            value.backward()
+        grads = {
+            k: 0.0 if leaf.grad is None else leaf.grad.item() for k, leaf in leaves.items()
+        }
+        return value.item(), grads
+
+
+def _as_list(value):
+    return [value] if isinstance(value, str) else value
