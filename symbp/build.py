@@ -42,8 +42,13 @@ class _Lowering:
         symbol = self.add_node(expr.func(*[self.atom(a) for a in expr.args]), None, expr)
         return symbol
 
-    def add_node(self, node_expr: sp.Expr, name: str | None, original: sp.Expr | None = None,
-                 role: str = "value") -> sp.Symbol:
+    def add_node(
+        self,
+        node_expr: sp.Expr,
+        name: str | None,
+        original: sp.Expr | None = None,
+        role: str = "value",
+    ) -> sp.Symbol:
         inputs = sorted({s.name for s in node_expr.free_symbols}, key=str)
         shape = broadcast_shape([self.tensors[i].shape for i in inputs])
         symbol = sp.Symbol(name, real=True) if name else self.names.fresh(_prefix(node_expr))

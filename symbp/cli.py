@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="derive, generate and train a model, showing each step")
     run.add_argument("spec", help=spec_help)
-    run.add_argument("-o", "--output-dir", default="symbp-out", help="where to write (default symbp-out)")
+    run.add_argument(
+        "-o", "--output-dir", default="symbp-out", help="where to write (default symbp-out)"
+    )
 
     sub.add_parser("examples", help="list the built-in examples")
 

@@ -86,7 +86,9 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
         if mu:
             buf = _sym("momentum_buffer")
             damp = _sym("damp")  # 1 on the first step (torch copies g), 1 - dampening after
-            scalars.append((damp, sp.Piecewise((1, sp.Eq(t, 1)), (1 - _num(opts["dampening"]), True))))
+            scalars.append(
+                (damp, sp.Piecewise((1, sp.Eq(t, 1)), (1 - _num(opts["dampening"]), True)))
+            )
             updates.append((buf, _num(mu) * buf + damp * g))
             words.append(f"b <- {mu} b + (1 - dampening) g  (b = g on the first step)")
             if opts["nesterov"]:
@@ -149,7 +151,5 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
         state = ("exp_avg", "exp_avg_sq")
     else:  # pragma: no cover - validated by the spec loader
         raise ValueError(name)
-    init = tuple(
-        float(opts["initial_accumulator_value"]) if b == "sum" else 0.0 for b in state
-    )
+    init = tuple(float(opts["initial_accumulator_value"]) if b == "sum" else 0.0 for b in state)
     return UpdateRule(name, opts, tuple(state), tuple(scalars), tuple(updates), tuple(words), init)

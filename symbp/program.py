@@ -161,7 +161,7 @@ def eliminate_common_subexpressions(program: Program, new_symbol) -> Program:
     replacements, reduced = sp.cse([s.expr for s in assigns], symbols=symbols, order="none")
     if not replacements:
         return program
-    new_exprs = dict(zip((id(s) for s in assigns), reduced))
+    new_exprs = dict(zip((id(s) for s in assigns), reduced, strict=True))
     shapes: dict[sp.Symbol, tuple] = {s.target: s.shape for s in program.statements}
     for param in program.params + program.inputs + program.targets:
         shapes.setdefault(param, ())

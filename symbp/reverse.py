@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .ir import BATCH, N, Graph, broadcast_shape
+from .ir import BATCH, Graph, N, broadcast_shape
 from .naming import Names
 from .program import Assign, BatchSum, Program, Statement
 from .rules import RULES
@@ -58,7 +58,9 @@ class Adjoints:
         value += N * sp.Add(*[e for e in per_sample if BATCH not in self.actual_shape(e)])
         if varying:
             each = self.names.adjoint(tensor, per_sample=True)
-            self.emit(Assign(each, sp.Add(*varying), self.actual_shape(sp.Add(*varying)), "backward"))
+            self.emit(
+                Assign(each, sp.Add(*varying), self.actual_shape(sp.Add(*varying)), "backward")
+            )
             if value == 0:
                 self.emit(BatchSum(symbol, each, target.shape))
                 return symbol

@@ -16,7 +16,7 @@ import sympy as sp
 from sympy.core.parameters import distribute
 
 from .functions import apply_kink_conventions
-from .ir import BATCH, N, Graph, Node, Shape
+from .ir import BATCH, Graph, N, Node, Shape
 from .program import Assign, BatchMean, Statement
 
 Contribution = tuple[str, sp.Expr, Shape]

@@ -160,7 +160,9 @@ def _name_list(model: dict, key: str, source: str) -> list[str]:
 
 def _check_name(name: object, source: str, where: str) -> None:
     if not isinstance(name, str) or not is_identifier(name):
-        raise SpecError(source, where, f"{name!r} is not a valid name (an identifier, not a keyword)")
+        raise SpecError(
+            source, where, f"{name!r} is not a valid name (an identifier, not a keyword)"
+        )
     if name in RESERVED:
         raise SpecError(source, where, f"'{name}' is reserved by the generated code; rename it")
     if name.startswith("yhat"):
@@ -187,7 +189,9 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
         _check_name(let_name, source, where)
         if let_name in seen:
             raise SpecError(source, where, f"'{let_name}' is already one of model.{seen[let_name]}")
-        expr, new = parse_expression(formula, known, source=source, field=where, allow_new_names=True)
+        expr, new = parse_expression(
+            formula, known, source=source, field=where, allow_new_names=True
+        )
         for n in new:
             _check_name(n, source, where)
             known[n] = sp.Symbol(n, real=True)
@@ -202,11 +206,15 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
     single = isinstance(raw_outputs, str)
     formulas = [raw_outputs] if single else raw_outputs
     if not isinstance(formulas, list) or not formulas:
-        raise SpecError(source, "model.output", "expected a formula or a non-empty list of formulas")
+        raise SpecError(
+            source, "model.output", "expected a formula or a non-empty list of formulas"
+        )
     outputs: list[tuple[str, sp.Expr]] = []
     for i, formula in enumerate(formulas, 1):
         where = "model.output" if single else f"model.output[{i}]"
-        expr, new = parse_expression(formula, known, source=source, field=where, allow_new_names=True)
+        expr, new = parse_expression(
+            formula, known, source=source, field=where, allow_new_names=True
+        )
         for n in new:
             _check_name(n, source, where)
             known[n] = sp.Symbol(n, real=True)
@@ -226,9 +234,10 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
             raise SpecError(
                 source,
                 "model.loss",
-                f"'{loss_raw}' needs one target per output ({len(outputs)} outputs, {len(targets)} targets)",
+                f"'{loss_raw}' needs one target per output "
+                f"({len(outputs)} outputs, {len(targets)} targets)",
             )
-        pairs = [(out_names[o], sp.Symbol(t, real=True)) for (o, _), t in zip(outputs, targets)]
+        pairs = [(out_names[o], sp.Symbol(t, real=True)) for (o, _), t in zip(outputs, targets, strict=True)]
         if loss_raw == "mse":
             terms = [(a - b) ** 2 for a, b in pairs]
         else:
@@ -298,7 +307,9 @@ def _train_table(doc, source) -> TrainSpec:
     optimizer = table.get("optimizer", "sgd")
     if optimizer not in DEFAULTS:
         known = ", ".join(DEFAULTS)
-        raise SpecError(source, "train.optimizer", f"unknown optimizer {optimizer!r} (known: {known})")
+        raise SpecError(
+            source, "train.optimizer", f"unknown optimizer {optimizer!r} (known: {known})"
+        )
     spec.optimizer = optimizer
     general = {"optimizer", "epochs", "batch_size", "shuffle", "seed"}
     allowed = general | set(DEFAULTS[optimizer])
@@ -308,11 +319,15 @@ def _train_table(doc, source) -> TrainSpec:
             raise SpecError(source, where, f"unknown option for optimizer '{optimizer}'")
         if key in ("epochs", "batch_size"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(source, where, f"expected a positive integer, got {_describe(value)}")
+                raise SpecError(
+                    source, where, f"expected a positive integer, got {_describe(value)}"
+                )
             setattr(spec, key, value)
         elif key == "seed":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SpecError(source, where, f"expected a non-negative integer, got {_describe(value)}")
+                raise SpecError(
+                    source, where, f"expected a non-negative integer, got {_describe(value)}"
+                )
             spec.seed = value
         elif key == "shuffle" or key in BOOLEAN_OPTIONS:
             if not isinstance(value, bool):
@@ -344,7 +359,9 @@ def _train_table(doc, source) -> TrainSpec:
         spec.options.get("momentum", DEFAULTS[optimizer].get("momentum"))
         and not spec.options.get("dampening", 0.0)
     ):
-        raise SpecError(source, "train.nesterov", "needs momentum > 0 and dampening = 0 (as torch.optim.SGD)")
+        raise SpecError(
+            source, "train.nesterov", "needs momentum > 0 and dampening = 0 (as torch.optim.SGD)"
+        )
     return spec
 
 

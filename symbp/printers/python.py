@@ -61,7 +61,7 @@ class _PythonTarget(PythonCodePrinter):
     def _print_Pow(self, expr, rational=False):
         base, power = expr.args
         if power.is_Integer and power < -1:
-            return f"1/{self._print(base ** -power)}"
+            return f"1/{self._print(base**-power)}"
         if power == sp.S.Half:
             return self._call("sqrt", base)
         if power == -sp.S.Half:

@@ -43,8 +43,9 @@ def _comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str
     table: dict[str, tuple[str, ...]] = {}
     for number, step in enumerate(chain_steps(derivation.spec), 1):
         terms = " + ".join(
-            sp.sstr(local, order="none") if consumer == "l" else
-            f"dl/d{consumer}*({sp.sstr(local, order='none')})"
+            sp.sstr(local, order="none")
+            if consumer == "l"
+            else f"dl/d{consumer}*({sp.sstr(local, order='none')})"
             for consumer, local in step.terms
         )
         text = f"step {number}: dl/d{step.name} = {terms}"
@@ -53,9 +54,13 @@ def _comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str
             table[f"d_{step.name}"] = _wrapped(text + note)
         elif f"d_{step.name}_n" in defined:
             table[f"d_{step.name}_n"] = _wrapped(text)
-            table[f"d_{step.name}"] = (f"dL/d{step.name}: the sum of dl/d{step.name} over the batch",)
+            table[f"d_{step.name}"] = (
+                f"dL/d{step.name}: the sum of dl/d{step.name} over the batch",
+            )
         else:
-            table[f"d_{step.name}"] = _wrapped(text + ", summed over the batch" if batched else text)
+            table[f"d_{step.name}"] = _wrapped(
+                text + ", summed over the batch" if batched else text
+            )
     return table
 
 
@@ -193,7 +198,9 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
 
 
 def render_module(derivation: Derivation, dtype: str = "float64") -> str:
-    return environment("numpy").get_template("module.py.j2").render(module_context(derivation, dtype))
+    return (
+        environment("numpy").get_template("module.py.j2").render(module_context(derivation, dtype))
+    )
 
 
 def render_tests(derivation: Derivation, module_name: str) -> str:
