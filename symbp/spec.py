@@ -237,7 +237,10 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
                 f"'{loss_raw}' needs one target per output "
                 f"({len(outputs)} outputs, {len(targets)} targets)",
             )
-        pairs = [(out_names[o], sp.Symbol(t, real=True)) for (o, _), t in zip(outputs, targets, strict=True)]
+        pairs = [
+            (out_names[o], sp.Symbol(t, real=True))
+            for (o, _), t in zip(outputs, targets, strict=True)
+        ]
         if loss_raw == "mse":
             terms = [(a - b) ** 2 for a, b in pairs]
         else:
