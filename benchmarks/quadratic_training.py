@@ -242,7 +242,8 @@ def run_fresh(command: list[str], repeats: int, env: dict[str, str]) -> list[tup
 
 def measure_children(python: str, kind: str, args, env: dict[str, str]) -> dict:
     """Run a child in fresh processes; its timings (lists over runs) and wall times."""
-    command = [python, __file__, "--child", kind, "--steady-repeats", str(args.steady_repeats)]
+    script = str(Path(__file__).resolve())
+    command = [python, script, "--child", kind, "--steady-repeats", str(args.steady_repeats)]
     runs = run_fresh(command, args.cold_repeats, env)
     reports = [json.loads(stdout.strip().splitlines()[-1]) for _, stdout in runs]
     merged = {key: [r[key] for r in reports] for key in reports[0] if key.endswith("_s")}
@@ -255,9 +256,13 @@ def measure_children(python: str, kind: str, args, env: dict[str, str]) -> dict:
 
 
 def jax_python(option: str | None) -> str | None:
+    """An interpreter that can import JAX: this one, or --jax-python; None if neither."""
     if importlib.util.find_spec("jax") is not None:
         return sys.executable
-    return option
+    if option is None:
+        return None
+    probe = subprocess.run([option, "-c", "import jax"], capture_output=True, check=False)
+    return option if probe.returncode == 0 else None
 
 
 # Train an already generated module in a fresh interpreter: argv[1] is its path.
@@ -421,12 +426,19 @@ def report(times, results, generate_again, cold, fresh, jax) -> bool:
     return ok
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11, help="runs of (a) and (c)")
-    parser.add_argument("--torch-repeats", type=int, default=3, help="runs of (b)")
-    parser.add_argument("--cold-repeats", type=int, default=5, help="fresh processes per row")
-    parser.add_argument("--steady-repeats", type=int, default=20, help="JAX calls per process")
+    parser.add_argument("--repeats", type=positive, default=11, help="runs of (a) and (c)")
+    parser.add_argument("--torch-repeats", type=positive, default=3, help="runs of (b)")
+    parser.add_argument("--cold-repeats", type=positive, default=5, help="fresh processes per row")
+    parser.add_argument("--steady-repeats", type=positive, default=20, help="JAX calls per process")
     parser.add_argument("--jax-python", help="an interpreter with JAX, for (e)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

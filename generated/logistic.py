@@ -236,7 +236,8 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
     exp_avg_b = 0.0
     exp_avg_sq_b = 0.0
     rng = np.random.default_rng(seed)
-    n, t, losses = len(samples), 0, []
+    n, losses = len(samples), []
+    t = 0
     for _ in range(epochs):
         order = [samples[i] for i in rng.permutation(n)] if shuffle else samples
         total = 0.0
@@ -260,13 +261,13 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             step_size = lr/(1 - 0.9**t)
             bias_correction2_sqrt = math.sqrt(1 - 0.999**t)
             exp_avg_w1 = 0.09999999999999998*d_w1_n + 0.9*exp_avg_w1
-            exp_avg_sq_w1 = 0.0010000000000000009*d_w1_n**2 + 0.999*exp_avg_sq_w1
+            exp_avg_sq_w1 = 0.0010000000000000009*d_w1_n*d_w1_n + 0.999*exp_avg_sq_w1
             w1 = w1 - exp_avg_w1*step_size/(1e-08 + math.sqrt(exp_avg_sq_w1)/bias_correction2_sqrt)
             exp_avg_w2 = 0.09999999999999998*d_w2_n + 0.9*exp_avg_w2
-            exp_avg_sq_w2 = 0.0010000000000000009*d_w2_n**2 + 0.999*exp_avg_sq_w2
+            exp_avg_sq_w2 = 0.0010000000000000009*d_w2_n*d_w2_n + 0.999*exp_avg_sq_w2
             w2 = w2 - exp_avg_w2*step_size/(1e-08 + math.sqrt(exp_avg_sq_w2)/bias_correction2_sqrt)
             exp_avg_b = 0.09999999999999998*d_z + 0.9*exp_avg_b
-            exp_avg_sq_b = 0.0010000000000000009*d_z**2 + 0.999*exp_avg_sq_b
+            exp_avg_sq_b = 0.0010000000000000009*d_z*d_z + 0.999*exp_avg_sq_b
             b = b - exp_avg_b*step_size/(1e-08 + math.sqrt(exp_avg_sq_b)/bias_correction2_sqrt)
         losses.append(total / n)
     result = {

@@ -191,15 +191,15 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
     w2 = float(params["w2"])
     b = float(params["b"])
     rng = np.random.default_rng(seed)
-    n, t, losses = len(samples), 0, []
+    n, losses = len(samples), []
     for _ in range(epochs):
         order = [samples[i] for i in rng.permutation(n)] if shuffle else samples
         total = 0.0
         for x, y in order:
-            t1 = x**2
+            t1 = x*x
             yhat = b + t1*w1 + w2*x
             t2 = yhat - y
-            l_n = t2**2
+            l_n = t2*t2
             # step 1: dl/dyhat = 2*(yhat - y)
             d_yhat = 2*t2
             # step 2: dl/dw1 = dl/dyhat*(x**2)
@@ -207,7 +207,6 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             # step 3: dl/dw2 = dl/dyhat*(x)
             d_w2_n = d_yhat*x
             total += l_n
-            t += 1
             w1 = w1 - d_w1_n*lr
             w2 = w2 - d_w2_n*lr
             b = b - d_yhat*lr

@@ -303,7 +303,8 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
     momentum_buffer_v3 = 0.0
     momentum_buffer_c = 0.0
     rng = np.random.default_rng(seed)
-    n, t, losses = len(samples), 0, []
+    n, losses = len(samples), []
+    t = 0
     for _ in range(epochs):
         order = [samples[i] for i in rng.permutation(n)] if shuffle else samples
         total = 0.0
@@ -312,17 +313,17 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             h2 = math.tanh(b2 + a2*x)
             yhat = c + h1*v1 + h2*v2 + h1*h2*v3
             t1 = yhat - y
-            l_n = t1**2
+            l_n = t1*t1
             # step 1: dl/dyhat = 2*(yhat - y)
             d_yhat = 2*t1
             c1 = d_yhat*h1
             # step 2: dl/dh2 = dl/dyhat*(v2 + h1*v3)
             d_h2 = c1*v3 + d_yhat*v2
-            g1 = d_h2*(1 - h2**2)
+            g1 = d_h2*(1 - h2*h2)
             c2 = d_yhat*h2
             # step 3: dl/dh1 = dl/dyhat*(v1 + h2*v3)
             d_h1 = c2*v3 + d_yhat*v1
-            g2 = d_h1*(1 - h1**2)
+            g2 = d_h1*(1 - h1*h1)
             # step 4: dl/da1 = dl/dh1*(x*(1 - h1**2))
             d_a1_n = g2*x
             # step 6: dl/da2 = dl/dh2*(x*(1 - h2**2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import math
 from collections.abc import Callable, Mapping
 
 import sympy as sp
@@ -26,6 +27,7 @@ _BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
 }
 
 MAX_LENGTH = 100_000
+MAX_NUMBER_BITS = 1024  # numbers in a formula must fit a float64 (about 1.8e308)
 
 
 def is_identifier(name: str) -> bool:
@@ -103,7 +105,10 @@ def parse_expression(
             op = _BINOPS.get(type(node.op))
             if op is None:
                 raise fail(f"operator '{type(node.op).__name__}' is not allowed", node)
-            return op(visit(node.left), visit(node.right))
+            left, right = visit(node.left), visit(node.right)
+            if isinstance(node.op, (ast.Pow, ast.BitXor)) and _too_large_power(left, right):
+                raise fail("number too large (beyond float64)", node)
+            return op(left, right)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 return -visit(node.operand)
@@ -147,4 +152,23 @@ def parse_expression(
         raise SpecError(source, field, f"cannot build formula: {err}") from None
     if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         raise SpecError(source, field, "formula is undefined (division by zero or infinity)")
+    if any(_too_large(number) for number in expr.atoms(sp.Number)):
+        raise SpecError(source, field, "number too large (beyond float64)")
+    if any(s.is_number and s.is_extended_real is False for s in sp.preorder_traversal(expr)):
+        raise SpecError(source, field, "formula is not real (a constant is a complex number)")
     return expr, new_names
+
+
+def _too_large(number: sp.Number) -> bool:
+    """A number that the generated code could not write or compute as a float64."""
+    if number.is_Rational:
+        return max(abs(number.p).bit_length(), number.q.bit_length()) > MAX_NUMBER_BITS
+    return not math.isfinite(float(number))
+
+
+def _too_large_power(base: sp.Expr, exponent: sp.Expr) -> bool:
+    """Whether folding ``base**exponent`` of two numbers would leave the float64 range
+    (checked before folding: 9**9**9**9 would never finish)."""
+    if not (base.is_Number and exponent.is_Number) or abs(base) in (0, 1):
+        return False
+    return abs(float(exponent)) * abs(math.log2(abs(float(base)))) > MAX_NUMBER_BITS

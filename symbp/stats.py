@@ -168,14 +168,14 @@ def tree_ops(expr: sp.Basic, memo: dict | None = None) -> int:
 
 
 class NaiveDiff:
-    """``d expr / d wrt`` by SymPy's rules (sum, product and chain rule, each function's
-    own derivative), one parameter at a time, with no reuse between parameters.
+    """``d expr / d wrt`` as ``sympy.diff`` writes it, one parameter at a time, quickly.
 
-    ``sympy.diff`` itself re-flattens ever longer products at every level and walks its
-    whole result after each step, so on a depth-80 tanh chain it needs a minute; here
-    each node's derivative is built once per parameter and combined without evaluation.
-    Flattening does not change operation counts, so tree counts match ``sympy.diff``
-    up to its constant folding (checked in tests/test_stats.py)."""
+    ``sympy.diff`` walks its whole result after every step and re-flattens ever longer
+    products, so on a depth-80 tanh chain it needs a minute. Here each node's derivative
+    is built once per parameter by SymPy's own rules (sum, product and chain rule, each
+    function's ``fdiff``), and a product is only re-flattened by SymPy where flattening
+    would change it (:func:`multiply`). Nothing is shared between parameters. Tree
+    counts equal ``sympy.diff``'s (checked in tests/test_stats.py)."""
 
     def __init__(self) -> None:
         self.partials: dict[tuple[sp.Basic, int], sp.Expr] = {}  # shared by parameters
@@ -193,43 +193,65 @@ class NaiveDiff:
             return sp.S.One
         if isinstance(expr, sp.Piecewise):  # conditions are not differentiated
             return apply_kink_conventions(expr.diff(wrt))
-        if all(d is sp.S.Zero for d in ds):
+        live = [(i, d) for i, d in enumerate(ds) if d is not sp.S.Zero]
+        if not live:
             return sp.S.Zero
         if expr.is_Add:
-            return _sum(ds)
+            return sp.Add(*ds)
         args = expr.args
-        live = [(i, d) for i, d in enumerate(ds) if d is not sp.S.Zero]
         if expr.is_Mul:
-            return _sum([_product(*args[:i], d, *args[i + 1 :]) for i, d in live])
-        return _sum([_product(self._partial(expr, i), d) for i, d in live])
+            return sp.Add(*[multiply(*args[:i], d, *args[i + 1 :]) for i, d in live])
+        return sp.Add(*[multiply(self._partial(expr, i), d) for i, d in live])
 
     def _partial(self, expr: sp.Basic, index: int) -> sp.Expr:
         """The derivative of ``expr`` in its argument ``index``, over its arguments."""
         key = (expr, index)
         if key not in self.partials:
-            args = expr.args
-            dummies = [a if a.is_Number else sp.Dummy(real=True) for a in args]
-            local = expr.func(*dummies).diff(dummies[index])
-            with distribute(False):
-                local = local.xreplace(dict(zip(dummies, args)))
-            self.partials[key] = apply_kink_conventions(local)
+            self.partials[key] = apply_kink_conventions(_partial(expr, index))
         return self.partials[key]
 
 
-def _sum(terms: list[sp.Expr]) -> sp.Expr:
-    terms = [t for t in terms if t is not sp.S.Zero]
-    if not terms:
-        return sp.S.Zero
-    return terms[0] if len(terms) == 1 else sp.Add(*terms, evaluate=False)
+def _partial(expr: sp.Basic, index: int) -> sp.Expr:
+    if expr.is_Pow:
+        base, power = expr.args
+        if index == 1:
+            return sp.Mul(expr, sp.log(base))
+        with distribute(False):  # n*b**(n - 1): SymPy distributes only the final product
+            return sp.Mul(power, sp.Pow(base, power - 1))
+    if isinstance(expr, sp.Function) and type(expr)._eval_derivative is _FUNCTION_RULE:
+        return expr.fdiff(index + 1)
+    # a function with its own rule (Abs, Max, Heaviside, ...): apply it to a placeholder
+    args = expr.args
+    dummies = [a if a.is_Number else sp.Dummy(real=True) for a in args]
+    local = expr.func(*dummies).diff(dummies[index])
+    with distribute(False):
+        return local.xreplace(dict(zip(dummies, args, strict=True)))
 
 
-def _product(*factors: sp.Expr) -> sp.Expr:
-    if any(f is sp.S.Zero for f in factors):
-        return sp.S.Zero
-    factors = tuple(f for f in factors if f is not sp.S.One)
-    if not factors:
-        return sp.S.One
-    return factors[0] if len(factors) == 1 else sp.Mul(*factors, evaluate=False)
+_FUNCTION_RULE = sp.Function._eval_derivative
+
+
+def multiply(*factors: sp.Expr) -> sp.Expr:
+    """``sympy.Mul(*factors)``, without SymPy's cost where it would only concatenate.
+
+    SymPy changes a product only by folding numbers, merging factors with a common
+    base (``x*x``, ``s/s``, ``exp(a)*exp(b)``), combining numeric powers and
+    distributing a number over a lone sum; anything else is a plain concatenation."""
+    coeff, args = sp.S.One, []
+    for factor in factors:
+        for arg in sp.Mul.make_args(factor):
+            if arg.is_Number:
+                coeff *= arg
+            else:
+                args.append(arg)
+    if coeff == 0 or not args:
+        return coeff
+    bases = {arg.as_base_exp()[0] for arg in args}
+    lone_sum = coeff != 1 and len(args) == 1 and args[0].is_Add
+    if len(bases) < len(args) or any(b.is_number for b in bases) or lone_sum:
+        return sp.Mul(*factors)
+    args = args if coeff == 1 else [coeff, *args]
+    return args[0] if len(args) == 1 else sp.Mul._from_args(args)
 
 
 # --- the three numbers -------------------------------------------------------------------
@@ -300,17 +322,25 @@ def op_stats(spec: ExpressionSpec) -> OpStats:
 def format_stats(stats: OpStats, name: str) -> str:
     rows = [
         ("forward loss (each subexpression once)", stats.forward, ""),
-        (f"naive: loss + {stats.params} sympy.diff, as trees", stats.naive,
-         f"{stats.naive_ratio:.2f}x forward"),
-        (f"generated program ({stats.statements} statements)", stats.generated,
-         f"{stats.generated_ratio:.2f}x forward"),
+        (
+            f"naive: loss + {stats.params} sympy.diff, as trees",
+            stats.naive,
+            f"{stats.naive_ratio:.2f}x forward",
+        ),
+        (
+            f"generated program ({stats.statements} statements)",
+            stats.generated,
+            f"{stats.generated_ratio:.2f}x forward",
+        ),
         ("  forward phase", stats.generated_forward, ""),
         ("  backward phase", stats.generated_backward, ""),
     ]
     width = max(len(label) for label, _, _ in rows)
     digits = max(len(str(count)) for _, count, _ in rows)
     lines = [f"{name}: operations per sample"]
-    lines += [f"  {label:<{width}}  {count:>{digits}}  {note}".rstrip() for label, count, note in rows]
+    lines += [
+        f"  {label:<{width}}  {count:>{digits}}  {note}".rstrip() for label, count, note in rows
+    ]
     lines.append(f"  {'derivation time':<{width}}  {stats.derive_seconds:.3f} s")
     return "\n".join(lines)
 
@@ -360,7 +390,9 @@ def scaling_table(depths=(5, 10, 20, 40, 80)) -> list[ScalingRow]:
 
 
 def format_scaling(rows: list[ScalingRow]) -> str:
-    header = f"{'depth':>6} {'forward':>8} {'naive':>10} {'generated':>10} {'gen/fwd':>8} {'time':>8}"
+    header = (
+        f"{'depth':>6} {'forward':>8} {'naive':>10} {'generated':>10} {'gen/fwd':>8} {'time':>8}"
+    )
     lines = ["tanh chain, operations per sample", header]
     for row in rows:
         ratio = row.generated / max(row.forward, 1)
@@ -373,10 +405,12 @@ def format_scaling(rows: list[ScalingRow]) -> str:
 
 # --- warning before a long derivation ----------------------------------------------------
 
-# derive() seconds ~ SECONDS_PER_OP * ops * (1 + ops / SUPERLINEAR_OPS), fitted on this
-# machine over tanh chains and wide one-hidden-layer sums (see tests/test_stats.py).
-SECONDS_PER_OP = 4e-3
-SUPERLINEAR_OPS = 1e9
+# derive() seconds ~ SECONDS_PER_OP * ops * (1 + ops / SUPERLINEAR_OPS), ops counted over
+# the spec's formulas as a DAG. Fitted on this machine to derive() timings of tanh chains,
+# one-hidden-layer sums of tanh units, polynomials and chains of random let-formulas from
+# 400 to 5000 operations (1.6 s to 22 s); the fit is within a factor of 1.8 of each.
+SECONDS_PER_OP = 2.5e-3
+SUPERLINEAR_OPS = 8000
 WARN_SECONDS = 5.0
 
 

@@ -128,6 +128,33 @@ def _heaviside(x, h0=0.5):
 MATH_MODULES = [{"Heaviside": _heaviside, "erf": math.erf}, "math"]
 
 
+def _rows(spec: ExpressionSpec, params, X, Y):
+    """Per sample: the values of the inputs, the targets and the parameters, as floats."""
+    values = [float(params[p]) for p in spec.params]
+    for x, y in zip(X, Y, strict=True):
+        yield [*map(float, x), *map(float, y), *values]
+
+
+def _symbols(spec: ExpressionSpec) -> list[sp.Symbol]:
+    return [spec.symbol(n) for n in [*spec.inputs, *spec.targets, *spec.params]]
+
+
+class Kinks:
+    """Where the full per-sample loss has kinks (relu, leaky_relu, Abs, sign, Max, Min)."""
+
+    def __init__(self, spec: ExpressionSpec):
+        self.spec = spec
+        kinks = kink_arguments(full_loss(spec))
+        self.function = sp.lambdify(_symbols(spec), kinks, modules=MATH_MODULES) if kinks else None
+
+    def distance(self, params, X, Y) -> np.ndarray:
+        """Per sample, the smallest |argument| of a kink (inf if the model has none)."""
+        if self.function is None:
+            return np.full(len(X), np.inf)
+        rows = _rows(self.spec, params, X, Y)
+        return np.array([min(abs(float(v)) for v in self.function(*row)) for row in rows])
+
+
 class SympyReference:
     """The per-sample loss over inputs, targets and parameters (symbp.chain.full_loss),
     differentiated by ``sympy.diff`` and evaluated one sample at a time with ``math``."""
@@ -135,31 +162,14 @@ class SympyReference:
     def __init__(self, spec: ExpressionSpec):
         self.spec = spec
         loss = expand_custom(full_loss(spec))
-        self.params = list(spec.params)
-        symbols = [spec.symbol(n) for n in [*spec.inputs, *spec.targets, *self.params]]
-        grads = [sp.diff(loss, spec.symbol(p)) for p in self.params]
-        self.function = sp.lambdify(symbols, [loss, *grads], modules=MATH_MODULES)
-        kinks = kink_arguments(full_loss(spec))
-        self.kinks = sp.lambdify(symbols, kinks, modules=MATH_MODULES) if kinks else None
-
-    def _rows(self, params, X, Y):
-        values = [float(params[p]) for p in self.params]
-        for x, y in zip(X, Y, strict=True):
-            yield [*map(float, x), *map(float, y), *values]
+        grads = [sp.diff(loss, spec.symbol(p)) for p in spec.params]
+        self.function = sp.lambdify(_symbols(spec), [loss, *grads], modules=MATH_MODULES)
 
     def __call__(self, params, X, Y) -> tuple[float, dict[str, float]]:
         """Batch loss and gradients: the mean over the samples."""
-        rows = [self.function(*row) for row in self._rows(params, X, Y)]
+        rows = [self.function(*row) for row in _rows(self.spec, params, X, Y)]
         mean = np.mean(np.array(rows, dtype=np.float64), axis=0)
-        return float(mean[0]), dict(zip(self.params, map(float, mean[1:]), strict=True))
-
-    def kink_distance(self, params, X, Y) -> np.ndarray:
-        """Per sample, the smallest |argument| of a kink (inf if the model has none)."""
-        if self.kinks is None:
-            return np.full(len(X), np.inf)
-        return np.array(
-            [min(abs(float(v)) for v in self.kinks(*row)) for row in self._rows(params, X, Y)]
-        )
+        return float(mean[0]), dict(zip(self.spec.params, map(float, mean[1:]), strict=True))
 
 
 # --- the PyTorch reference ------------------------------------------------------------

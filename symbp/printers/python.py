@@ -196,6 +196,13 @@ class ScalarPrinter(_PythonTarget):
     def _choice_text(self, cond: str, a: str, b: str) -> str:
         return f"({a} if {cond} else {b})"
 
+    def _print_Pow(self, expr, rational=False):
+        base, power = expr.args
+        if power == 2 and base.is_Symbol:  # a float product is faster than ** in CPython
+            name = self._print(base)
+            return f"{name}*{name}"
+        return super()._print_Pow(expr, rational=rational)
+
     def _step(self, x, h0) -> str:
         x = self._print(x)
         if h0 == 0:

@@ -1,0 +1,212 @@
+"""Operation counts: the derived program stays within a constant factor of the forward
+loss while naive per-parameter differentiation grows superlinearly with depth."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symbp.chain import full_loss
+from symbp.functions import apply_kink_conventions
+from symbp.spec import builtin_names, load, parse_spec
+from symbp.stats import (
+    NaiveDiff,
+    OpStats,
+    dag_ops,
+    deep_chain_spec,
+    format_scaling,
+    format_stats,
+    op_stats,
+    scaling_table,
+    size_warning,
+    tree_ops,
+)
+
+x, y, z = sp.symbols("x y z", real=True)
+N = sp.Symbol("N", positive=True, integer=True)
+DEPTHS = (5, 10, 20, 40, 80)
+BOUND = 5  # generated <= BOUND * forward
+
+
+def model_spec(output: str, inputs=("x",)) -> object:
+    names = ", ".join(f'"{n}"' for n in inputs)
+    text = f'name = "m"\n[model]\ninputs = [{names}]\ntargets = ["t"]\n'
+    text += f'output = "{output}"\nloss = "(yhat - t)**2"\n'
+    return parse_spec(text, "m.toml")
+
+
+@pytest.fixture(scope="module")
+def scaling():
+    return {row.depth: row for row in scaling_table(DEPTHS)}
+
+
+# --- the counter --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expr, ops",
+    [
+        (x, 0),
+        (sp.Integer(3), 0),
+        (x + y, 1),
+        (x + y + z, 2),
+        (x - y, 1),  # a subtraction, not an add and a negation
+        (-x - y, 2),
+        (-x - 1, 1),
+        (-x, 1),
+        (x * y * z, 2),
+        (x / y, 1),
+        (1 / x, 1),
+        (2 * x / y, 2),
+        (-x / y, 2),
+        (-1 / x, 1),
+        (y / x**2, 2),
+        (x**2, 1),
+        (sp.sqrt(x), 1),
+        (1 / sp.sqrt(x), 2),
+        (sp.tanh(x), 1),
+        (sp.exp(x * y), 2),
+        (sp.Max(x, y, z), 2),
+        (sp.Heaviside(x, 0), 1),
+        (sp.Piecewise((x, x > 0), (y, True)), 2),  # a select and a comparison
+        (sp.Mul(2, x - y, evaluate=False) / N, 3),
+    ],
+)
+def test_operation_counts(expr, ops):
+    assert dag_ops(expr) == ops
+    assert tree_ops(expr) == ops
+
+
+def test_dag_counts_shared_subexpressions_once_and_tree_repeats_them():
+    t = sp.tanh(x * y)
+    expr = t**2 + t
+    assert dag_ops(expr) == 4  # x*y, tanh, **2, +
+    assert tree_ops(expr) == 6
+
+
+def test_tree_count_of_a_doubling_dag_does_not_expand():
+    expr = x
+    for _ in range(200):
+        expr = sp.Mul(expr, expr + 1, evaluate=False)
+    assert dag_ops(expr) == 400
+    assert tree_ops(expr) == 2**201 - 2  # far beyond anything one could expand
+
+
+# --- naive derivatives match sympy.diff ---------------------------------------------------
+
+
+def naive_samples():
+    yield deep_chain_spec(3)
+    yield deep_chain_spec(5)
+    for name in builtin_names():
+        yield load(name)
+    yield model_spec("sigmoid(a*x + b)*relu(c*x) + softplus(d*x)")
+    yield model_spec("Max(a*x, b) + Abs(c - x) + sqrt(d*x**2 + 1)")
+    yield model_spec("exp(-a*x**2)/(1 + b*x) + log(1 + c**2*x**2)")
+    yield model_spec("leaky_relu(a*x + b, 0.1)*sign(c*x) + atan(d*x)")
+
+
+@pytest.mark.parametrize("spec", naive_samples(), ids=lambda s: s.name + str(len(s.params)))
+def test_naive_derivatives_are_sympys(spec):
+    loss = full_loss(spec)
+    diff = NaiveDiff()
+    ours = theirs = 0
+    rng = random.Random(0)
+    for name in spec.params:
+        p = spec.symbol(name)
+        mine, reference = diff(loss, p), apply_kink_conventions(sp.diff(loss, p))
+        point = {s: rng.uniform(0.3, 1.5) for s in loss.free_symbols}
+        assert np.isclose(float(mine.xreplace(point)), float(reference.xreplace(point)))
+        ours += tree_ops(mine)
+        theirs += tree_ops(reference)
+    # the same expressions up to SymPy's constant folding and distribution of 2*(a + b)
+    assert 0.8 * theirs <= ours <= 1.2 * theirs
+
+
+def test_naive_matches_sympy_diff_exactly_on_a_chain():
+    spec = deep_chain_spec(8)
+    loss = full_loss(spec)
+    for name in spec.params:
+        p = spec.symbol(name)
+        assert tree_ops(NaiveDiff()(loss, p)) == tree_ops(sp.diff(loss, p))
+
+
+# --- the bound ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_generated_within_bound_for_builtin_examples(name):
+    stats = op_stats(load(name))
+    assert 0 < stats.forward
+    assert stats.generated == stats.generated_forward + stats.generated_backward
+    assert stats.generated <= BOUND * stats.forward, format_stats(stats, name)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_generated_within_bound_for_deep_chains(scaling, depth):
+    row = scaling[depth]
+    assert row.forward == 2 * depth + 2  # depth tanh and products, a subtraction, a square
+    assert row.generated <= BOUND * row.forward
+
+
+def test_naive_grows_superlinearly_and_generated_linearly(scaling):
+    assert scaling[80].naive / scaling[10].naive > 20
+    assert 6 <= scaling[80].generated / scaling[10].generated <= 10
+    depths = np.array(DEPTHS, dtype=float)
+    generated = np.array([scaling[d].generated for d in DEPTHS], dtype=float)
+    slope, intercept = np.polyfit(depths, generated, 1)
+    residual = generated - (slope * depths + intercept)
+    assert np.max(np.abs(residual) / generated) < 0.02
+
+
+def test_quadratic_counts():
+    stats = op_stats(load("quadratic"))
+    # (w1*x**2 + w2*x + b - y)**2: x**2, two products, three adds, the square
+    assert stats.forward == 7
+    assert stats.params == 3
+    # forward 7 + the batch mean; 2*t2/N, two products and three batch sums
+    assert (stats.generated_forward, stats.generated_backward) == (8, 7)
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+def test_format_stats_shows_counts_and_ratios():
+    stats = OpStats(10, 55, 23, 0.5, 11, 12, 9, 2)
+    text = format_stats(stats, "demo")
+    assert text.splitlines()[0].startswith("demo")
+    assert "5.50x forward" in text and "2.30x forward" in text
+    assert "0.500 s" in text
+
+
+def test_format_scaling_has_a_row_per_depth(scaling):
+    text = format_scaling(list(scaling.values()))
+    assert len(text.splitlines()) == 2 + len(DEPTHS)
+    assert " 80 " in text
+
+
+def test_deep_chain_spec_is_a_chain():
+    spec = deep_chain_spec(3)
+    assert spec.params == ["w1", "w2", "w3"]
+    assert str(spec.outputs[0][1]) == "tanh(w3*tanh(w2*tanh(w1*x)))"
+    assert spec.inputs == ["x"] and spec.targets == ["y"]
+
+
+# --- the size warning --------------------------------------------------------------------
+
+
+def test_no_warning_for_small_models():
+    for name in builtin_names():
+        assert size_warning(load(name)) is None
+    assert size_warning(deep_chain_spec(40)) is None
+
+
+def test_warning_names_the_field_and_the_size():
+    units = " + ".join(f"v{i}*tanh(w{i}*x + b{i})" for i in range(3000))
+    message = size_warning(model_spec(units))
+    assert message is not None and "\n" not in message
+    assert message.startswith("model.output: 14999 operations")
+    assert message.endswith(" s")
