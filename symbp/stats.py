@@ -8,6 +8,8 @@ Three numbers, all operations per sample, from one counter:
 - **naive**: the loss plus one independent ``sympy.diff`` of it per parameter, each
   counted as a TREE (no sharing: the cost of evaluating each expression as written).
   Tree sizes come from a memoized walk over SymPy's shared DAG, never by expanding.
+  The derivatives are the expressions ``sympy.diff`` returns, built by
+  :class:`NaiveDiff` (``sympy.diff`` itself takes a minute at depth 80).
 - **generated**: the derived program: each ``Assign``'s right-hand side as a tree (the
   statements already share what is shared), plus 1 per ``BatchSum`` and ``BatchMean``
   (an add per sample). ``N`` stays a symbol: the ``/N`` of the mean's adjoint is a
@@ -198,6 +200,8 @@ class NaiveDiff:
             return sp.S.Zero
         if expr.is_Add:
             return sp.Add(*ds)
+        if expr.is_Pow:
+            return _power_rule(expr, *ds)
         args = expr.args
         if expr.is_Mul:
             return sp.Add(*[multiply(*args[:i], d, *args[i + 1 :]) for i, d in live])
@@ -211,16 +215,18 @@ class NaiveDiff:
         return self.partials[key]
 
 
+def _power_rule(expr: sp.Pow, dbase: sp.Expr, dexp: sp.Expr) -> sp.Expr:
+    """SymPy's ``b**e * (de*log(b) + db*e/b)``, multiplied in SymPy's order (which
+    decides whether a number gets distributed over a sum)."""
+    base, power = expr.args
+    scaled = multiply(multiply(dbase, power), sp.Pow(base, -1))
+    return multiply(expr, sp.Add(multiply(dexp, sp.log(base)), scaled))
+
+
 def _partial(expr: sp.Basic, index: int) -> sp.Expr:
-    if expr.is_Pow:
-        base, power = expr.args
-        if index == 1:
-            return sp.Mul(expr, sp.log(base))
-        with distribute(False):  # n*b**(n - 1): SymPy distributes only the final product
-            return sp.Mul(power, sp.Pow(base, power - 1))
     if isinstance(expr, sp.Function) and type(expr)._eval_derivative is _FUNCTION_RULE:
         return expr.fdiff(index + 1)
-    # a function with its own rule (Abs, Max, Heaviside, ...): apply it to a placeholder
+    # a function with its own rule (Abs, Max, ...): apply it to a placeholder
     args = expr.args
     dummies = [a if a.is_Number else sp.Dummy(real=True) for a in args]
     local = expr.func(*dummies).diff(dummies[index])
@@ -232,24 +238,34 @@ _FUNCTION_RULE = sp.Function._eval_derivative
 
 
 def multiply(*factors: sp.Expr) -> sp.Expr:
-    """``sympy.Mul(*factors)``, without SymPy's cost where it would only concatenate.
+    """``sympy.Mul(*factors)`` in time linear in the number of factors.
 
-    SymPy changes a product only by folding numbers, merging factors with a common
-    base (``x*x``, ``s/s``, ``exp(a)*exp(b)``), combining numeric powers and
-    distributing a number over a lone sum; anything else is a plain concatenation."""
-    coeff, args = sp.S.One, []
+    SymPy's product folds numbers, merges factors with a common base (``x*x``,
+    ``s/s``, ``exp(a)*exp(b)``) and distributes a number over a lone sum; it also sorts
+    and re-checks every factor, which is what makes long products slow. Here only the
+    factors that share a base go through SymPy; unusual cases go to SymPy whole."""
+    coeff, groups = sp.S.One, {}
     for factor in factors:
         for arg in sp.Mul.make_args(factor):
             if arg.is_Number:
                 coeff *= arg
             else:
-                args.append(arg)
+                groups.setdefault(arg.as_base_exp()[0], []).append(arg)
+    if any(base.is_Number for base in groups) or not coeff.is_finite:
+        return sp.Mul(*factors)
+    args = []
+    for same in groups.values():
+        merged = same[0] if len(same) == 1 else sp.Mul(*same)
+        if merged.is_Number:
+            coeff *= merged
+        elif merged.is_Mul:
+            return sp.Mul(*factors)
+        else:
+            args.append(merged)
     if coeff == 0 or not args:
         return coeff
-    bases = {arg.as_base_exp()[0] for arg in args}
-    lone_sum = coeff != 1 and len(args) == 1 and args[0].is_Add
-    if len(bases) < len(args) or any(b.is_number for b in bases) or lone_sum:
-        return sp.Mul(*factors)
+    if coeff != 1 and len(args) == 1 and args[0].is_Add:
+        return sp.Mul(coeff, args[0])  # SymPy distributes: 2*(a + b) -> 2*a + 2*b
     args = args if coeff == 1 else [coeff, *args]
     return args[0] if len(args) == 1 else sp.Mul._from_args(args)
 

@@ -42,8 +42,10 @@ def import_file(path: Path):
 
 
 def generate(spec: ExpressionSpec, folder: Path, dtype: str = "float64"):
-    """Derive ``spec``, write its NumPy module into ``folder`` and import it."""
-    path = folder / f"{spec.name}_{dtype}.py"
+    """Derive ``spec``, write its NumPy module into ``folder`` and import it. Every module
+    gets a file of its own: a rewritten file of the same size within the same second
+    could be imported from a stale __pycache__ entry."""
+    path = folder / f"{spec.name}_{dtype}_{next(_unique)}.py"
     path.write_text(render_module(derive(spec), dtype), encoding="utf-8")
     return import_file(path)
 
@@ -276,9 +278,7 @@ class TorchModel:
         value = self.batch_loss(leaves, X, Y)
         if value.requires_grad:
             value.backward()
-        grads = {
-            k: 0.0 if leaf.grad is None else leaf.grad.item() for k, leaf in leaves.items()
-        }
+        grads = {k: 0.0 if leaf.grad is None else leaf.grad.item() for k, leaf in leaves.items()}
         return value.item(), grads
 
 

@@ -8,12 +8,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from strategies import RandomModel, models
-from support import Kinks, SympyReference, central_differences, import_file, relative_error
+from support import Kinks, SympyReference, central_differences, generate, relative_error
 
 from symbp import stats
-from symbp.derive import derive
 from symbp.spec import parse_spec
-from symbp.targets.numpy_target import render_module
 
 BATCH = 6
 KINK_MARGIN = 1e-2  # samples this close to a kink are left out (FD steps are ~1e-4)
@@ -52,9 +50,7 @@ def point(spec, kinks: Kinks, seed: int):
 @given(model=models(), seed=st.integers(0, 2**32 - 1))
 def test_gradients_match_finite_differences_and_sympy(folder, model: RandomModel, seed):
     spec = parse_spec(model.toml, "random_model.toml")
-    path = folder / "random_model.py"
-    path.write_text(render_module(derive(spec)), encoding="utf-8")
-    module = import_file(path)
+    module = generate(spec, folder)
     assert list(module.PARAM_SHAPES) == spec.params
 
     found = point(spec, Kinks(spec), seed)

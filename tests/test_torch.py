@@ -42,9 +42,7 @@ def test_builtin_example_matches_autograd(folder, name):
     X, Y = data_arrays(spec)
     rng = np.random.default_rng(7)
     for _ in range(3):
-        params = {
-            k: np.asarray(v + rng.normal(0.0, 0.5)) for k, v in module.init_params(0).items()
-        }
+        params = {k: np.asarray(v + rng.normal(0.0, 0.5)) for k, v in module.init_params(0).items()}
         assert_same_loss_and_grads(module, reference, params, X, Y)
         # and on a sub-batch, as mini-batch training sees it
         assert_same_loss_and_grads(module, reference, params, X[1:4], Y[1:4])
@@ -125,7 +123,10 @@ def test_three_way_tie_splits_the_gradient_evenly(folder, function):
     params = {"w1": np.asarray(2.0), "w2": np.asarray(2.0), "w3": np.asarray(1.0)}
     X, Y = np.array([[2.0]]), np.zeros((1, 0))
     reduce = torch.amax if function == "Max" else torch.amin
-    leaves = {k: torch.tensor(float(v), dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    leaves = {
+        k: torch.tensor(float(v), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
     reduce(torch.stack([leaves["w1"], leaves["w2"], leaves["w3"] * 2.0])).backward()
     expected = {k: leaf.grad.item() for k, leaf in leaves.items()}
     assert expected == pytest.approx({"w1": 1 / 3, "w2": 1 / 3, "w3": 2 / 3})
@@ -154,7 +155,12 @@ y = [-1.0, -0.2, 0.4, 0.9, 1.1, 1.8]
 OPTIMIZERS = [
     # id, spec optimizer, spec options (torch.optim names), lr
     ("sgd", "sgd", {}, 0.1),
-    ("sgd-momentum-dampening-wd", "sgd", {"momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}, 0.1),
+    (
+        "sgd-momentum-dampening-wd",
+        "sgd",
+        {"momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
+        0.1,
+    ),
     ("sgd-nesterov", "sgd", {"momentum": 0.8, "nesterov": True}, 0.1),
     ("sgd-nesterov-wd", "sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1}, 0.05),
     ("momentum", "momentum", {}, 0.1),
