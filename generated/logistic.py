@@ -197,7 +197,7 @@ def train(
         "exp_avg_sq": {name: np.full_like(p, 0.0) for name, p in params.items()},
     }
     rng = np.random.default_rng(seed)
-    n, t, losses = len(X), 0, []
+    n, step, losses = len(X), 0, []
     for _ in range(epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
         total = 0.0
@@ -205,9 +205,9 @@ def train(
             batch = order[start : start + batch_size]
             value, grads = loss_and_grads(params, X[batch], Y[batch])
             total += value * len(batch)
-            t += 1
-            step_size = lr/(1 - 0.9**t)
-            bias_correction2_sqrt = math.sqrt(1 - 0.999**t)
+            step += 1
+            step_size = lr/(1 - 0.9**step)
+            bias_correction2_sqrt = math.sqrt(1 - 0.999**step)
             for name, p in params.items():
                 g = grads[name]
                 exp_avg = state["exp_avg"][name]
@@ -215,17 +215,18 @@ def train(
                 exp_avg = 0.09999999999999998*g + 0.9*exp_avg
                 exp_avg_sq = 0.0010000000000000009*g**2 + 0.999*exp_avg_sq
                 p = p - exp_avg*step_size/(1e-08 + np.sqrt(exp_avg_sq)/bias_correction2_sqrt)
-                params[name] = p.astype(DTYPE, copy=False)
+                params[name] = np.asarray(p, dtype=DTYPE)
                 state["exp_avg"][name] = exp_avg
                 state["exp_avg_sq"][name] = exp_avg_sq
         losses.append(total / n)
     return params, losses
 
 
-def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
+def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
     """Batch size 1 in plain Python floats: the same program and update rule, printed
     for scalars, because NumPy's per-call overhead would dominate one-sample steps."""
-    samples = [tuple(row) for row in np.concatenate([X, Y], axis=1).tolist()]
+    # locals start with _ so that no parameter name can shadow them
+    _samples = [tuple(row) for row in np.concatenate([X, Y], axis=1).tolist()]
     w1 = float(params["w1"])
     w2 = float(params["w2"])
     b = float(params["b"])
@@ -235,13 +236,13 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
     exp_avg_sq_w2 = 0.0
     exp_avg_b = 0.0
     exp_avg_sq_b = 0.0
-    rng = np.random.default_rng(seed)
-    n, losses = len(samples), []
-    t = 0
-    for _ in range(epochs):
-        order = [samples[i] for i in rng.permutation(n)] if shuffle else samples
-        total = 0.0
-        for x1, x2, y in order:
+    _rng = np.random.default_rng(_seed)
+    _n, _losses = len(_samples), []
+    step = 0
+    for _ in range(_epochs):
+        _order = [_samples[i] for i in _rng.permutation(_n)] if _shuffle else _samples
+        _total = 0.0
+        for x1, x2, y in _order:
             z = b + w1*x1 + w2*x2
             yhat = _math_sigmoid(z)
             t1 = 1 - y
@@ -256,10 +257,10 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             d_w1_n = d_z*x1
             # step 4: dl/dw2 = dl/dz*(x2)
             d_w2_n = d_z*x2
-            total += l_n
-            t += 1
-            step_size = lr/(1 - 0.9**t)
-            bias_correction2_sqrt = math.sqrt(1 - 0.999**t)
+            _total += l_n
+            step += 1
+            step_size = lr/(1 - 0.9**step)
+            bias_correction2_sqrt = math.sqrt(1 - 0.999**step)
             exp_avg_w1 = 0.09999999999999998*d_w1_n + 0.9*exp_avg_w1
             exp_avg_sq_w1 = 0.0010000000000000009*d_w1_n*d_w1_n + 0.999*exp_avg_sq_w1
             w1 = w1 - exp_avg_w1*step_size/(1e-08 + math.sqrt(exp_avg_sq_w1)/bias_correction2_sqrt)
@@ -269,13 +270,13 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             exp_avg_b = 0.09999999999999998*d_z + 0.9*exp_avg_b
             exp_avg_sq_b = 0.0010000000000000009*d_z*d_z + 0.999*exp_avg_sq_b
             b = b - exp_avg_b*step_size/(1e-08 + math.sqrt(exp_avg_sq_b)/bias_correction2_sqrt)
-        losses.append(total / n)
-    result = {
+        _losses.append(_total / _n)
+    _result = {
         "w1": np.asarray(w1, dtype=DTYPE),
         "w2": np.asarray(w2, dtype=DTYPE),
         "b": np.asarray(b, dtype=DTYPE),
     }
-    return result, losses
+    return _result, _losses
 
 
 def _load_data(path: str | None):
@@ -307,11 +308,18 @@ def _report_predictions(params, when: str) -> None:
         print(f"prediction {when} at {where}: {np.array2string(np.asarray(value), precision=4)}")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="an .npz file with one array per input and target")
-    parser.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    parser.add_argument("--epochs", type=_positive, default=TRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=_positive, default=TRAIN_DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     parser.add_argument("--plot", metavar="PNG", help="save the loss curve (needs matplotlib)")

@@ -166,7 +166,7 @@ def train(
         return _train_per_sample(params, X, Y, epochs, lr, seed, shuffle)
     params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
     rng = np.random.default_rng(seed)
-    n, t, losses = len(X), 0, []
+    n, step, losses = len(X), 0, []
     for _ in range(epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
         total = 0.0
@@ -174,28 +174,29 @@ def train(
             batch = order[start : start + batch_size]
             value, grads = loss_and_grads(params, X[batch], Y[batch])
             total += value * len(batch)
-            t += 1
+            step += 1
             for name, p in params.items():
                 g = grads[name]
                 p = p - g*lr
-                params[name] = p.astype(DTYPE, copy=False)
+                params[name] = np.asarray(p, dtype=DTYPE)
         losses.append(total / n)
     return params, losses
 
 
-def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
+def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
     """Batch size 1 in plain Python floats: the same program and update rule, printed
     for scalars, because NumPy's per-call overhead would dominate one-sample steps."""
-    samples = [tuple(row) for row in np.concatenate([X, Y], axis=1).tolist()]
+    # locals start with _ so that no parameter name can shadow them
+    _samples = [tuple(row) for row in np.concatenate([X, Y], axis=1).tolist()]
     w1 = float(params["w1"])
     w2 = float(params["w2"])
     b = float(params["b"])
-    rng = np.random.default_rng(seed)
-    n, losses = len(samples), []
-    for _ in range(epochs):
-        order = [samples[i] for i in rng.permutation(n)] if shuffle else samples
-        total = 0.0
-        for x, y in order:
+    _rng = np.random.default_rng(_seed)
+    _n, _losses = len(_samples), []
+    for _ in range(_epochs):
+        _order = [_samples[i] for i in _rng.permutation(_n)] if _shuffle else _samples
+        _total = 0.0
+        for x, y in _order:
             t1 = x*x
             yhat = b + t1*w1 + w2*x
             t2 = yhat - y
@@ -206,17 +207,17 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             d_w1_n = d_yhat*t1
             # step 3: dl/dw2 = dl/dyhat*(x)
             d_w2_n = d_yhat*x
-            total += l_n
+            _total += l_n
             w1 = w1 - d_w1_n*lr
             w2 = w2 - d_w2_n*lr
             b = b - d_yhat*lr
-        losses.append(total / n)
-    result = {
+        _losses.append(_total / _n)
+    _result = {
         "w1": np.asarray(w1, dtype=DTYPE),
         "w2": np.asarray(w2, dtype=DTYPE),
         "b": np.asarray(b, dtype=DTYPE),
     }
-    return result, losses
+    return _result, _losses
 
 
 def _load_data(path: str | None):
@@ -248,11 +249,18 @@ def _report_predictions(params, when: str) -> None:
         print(f"prediction {when} at {where}: {np.array2string(np.asarray(value), precision=4)}")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="an .npz file with one array per input and target")
-    parser.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    parser.add_argument("--epochs", type=_positive, default=TRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=_positive, default=TRAIN_DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     parser.add_argument("--plot", metavar="PNG", help="save the loss curve (needs matplotlib)")

@@ -260,7 +260,7 @@ def train(
         "momentum_buffer": {name: np.full_like(p, 0.0) for name, p in params.items()},
     }
     rng = np.random.default_rng(seed)
-    n, t, losses = len(X), 0, []
+    n, step, losses = len(X), 0, []
     for _ in range(epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
         total = 0.0
@@ -268,24 +268,25 @@ def train(
             batch = order[start : start + batch_size]
             value, grads = loss_and_grads(params, X[batch], Y[batch])
             total += value * len(batch)
-            t += 1
-            damp = (1 if (t == 1) else 1.0)
+            step += 1
+            damp = (1 if (step == 1) else 1.0)
             for name, p in params.items():
                 g = grads[name]
                 momentum_buffer = state["momentum_buffer"][name]
                 momentum_buffer = 0.9*momentum_buffer + damp*g
                 g = momentum_buffer
                 p = p - g*lr
-                params[name] = p.astype(DTYPE, copy=False)
+                params[name] = np.asarray(p, dtype=DTYPE)
                 state["momentum_buffer"][name] = momentum_buffer
         losses.append(total / n)
     return params, losses
 
 
-def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
+def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
     """Batch size 1 in plain Python floats: the same program and update rule, printed
     for scalars, because NumPy's per-call overhead would dominate one-sample steps."""
-    samples = [tuple(row) for row in np.concatenate([X, Y], axis=1).tolist()]
+    # locals start with _ so that no parameter name can shadow them
+    _samples = [tuple(row) for row in np.concatenate([X, Y], axis=1).tolist()]
     a1 = float(params["a1"])
     b1 = float(params["b1"])
     a2 = float(params["a2"])
@@ -302,13 +303,13 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
     momentum_buffer_v2 = 0.0
     momentum_buffer_v3 = 0.0
     momentum_buffer_c = 0.0
-    rng = np.random.default_rng(seed)
-    n, losses = len(samples), []
-    t = 0
-    for _ in range(epochs):
-        order = [samples[i] for i in rng.permutation(n)] if shuffle else samples
-        total = 0.0
-        for x, y in order:
+    _rng = np.random.default_rng(_seed)
+    _n, _losses = len(_samples), []
+    step = 0
+    for _ in range(_epochs):
+        _order = [_samples[i] for i in _rng.permutation(_n)] if _shuffle else _samples
+        _total = 0.0
+        for x, y in _order:
             h1 = math.tanh(b1 + a1*x)
             h2 = math.tanh(b2 + a2*x)
             yhat = c + h1*v1 + h2*v2 + h1*h2*v3
@@ -330,9 +331,9 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             d_a2_n = g1*x
             # step 10: dl/dv3 = dl/dyhat*(h1*h2)
             d_v3_n = c1*h2
-            total += l_n
-            t += 1
-            damp = (1 if (t == 1) else 1.0)
+            _total += l_n
+            step += 1
+            damp = (1 if (step == 1) else 1.0)
             momentum_buffer_a1 = 0.9*momentum_buffer_a1 + d_a1_n*damp
             d_a1_n = momentum_buffer_a1
             a1 = a1 - d_a1_n*lr
@@ -357,8 +358,8 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
             momentum_buffer_c = 0.9*momentum_buffer_c + d_yhat*damp
             d_yhat = momentum_buffer_c
             c = c - d_yhat*lr
-        losses.append(total / n)
-    result = {
+        _losses.append(_total / _n)
+    _result = {
         "a1": np.asarray(a1, dtype=DTYPE),
         "b1": np.asarray(b1, dtype=DTYPE),
         "a2": np.asarray(a2, dtype=DTYPE),
@@ -368,7 +369,7 @@ def _train_per_sample(params, X, Y, epochs, lr, seed, shuffle):
         "v3": np.asarray(v3, dtype=DTYPE),
         "c": np.asarray(c, dtype=DTYPE),
     }
-    return result, losses
+    return _result, _losses
 
 
 def _load_data(path: str | None):
@@ -400,11 +401,18 @@ def _report_predictions(params, when: str) -> None:
         print(f"prediction {when} at {where}: {np.array2string(np.asarray(value), precision=4)}")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="an .npz file with one array per input and target")
-    parser.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    parser.add_argument("--epochs", type=_positive, default=TRAIN_DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=_positive, default=TRAIN_DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     parser.add_argument("--plot", metavar="PNG", help="save the loss curve (needs matplotlib)")

@@ -47,6 +47,8 @@ def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
                     if local != 0:
                         terms.append((consumer, local))
             value = sp.Add(*[adjoint[c] * local for c, local in terms])
+        if not terms and name not in spec.params:
+            continue  # a let-name nothing reads: no step
         adjoint[name] = value
         steps.append(ChainStep(name, kinds.get(name, "param"), tuple(terms), value))
     return steps

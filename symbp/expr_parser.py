@@ -136,7 +136,15 @@ def parse_expression(
             if arities is not None and count not in arities:
                 want = " or ".join(str(a) for a in arities)
                 raise fail(f"'{name}' takes {want} argument(s), got {count}", node)
-            return func(*[visit(a) for a in node.args])
+            args = [visit(a) for a in node.args]
+            if arities is None:
+                # Max(a, b, c) is Max(Max(a, b), c), kept nested (SymPy would flatten it)
+                # so that ties split as nested torch.maximum/torch.minimum do
+                result = func(args[0], args[1], evaluate=False)
+                for arg in args[2:]:
+                    result = func(result, arg, evaluate=False)
+                return result
+            return func(*args)
         if isinstance(node, ast.Attribute):
             raise fail("attribute access is not allowed", node)
         kind = type(node).__name__

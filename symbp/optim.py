@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-p, g, t = sp.symbols("p g t", real=True)
+p, g = sp.symbols("p g", real=True)
+t = sp.Symbol("step", real=True)  # the step counter, 1 on the first step
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,35 @@ RESERVED = frozenset(dir(builtins)) | {
     "loss_and_grads",
     "init_params",
     "pi",
+    # module-level names of the generated module
+    "DTYPE",
+    "INPUTS",
+    "TARGETS",
+    "OUTPUTS",
+    "PARAM_SHAPES",
+    "INITIAL_VALUES",
+    "TRAIN_DEFAULTS",
+    "OPTIMIZER",
+    "OPTIMIZER_OPTIONS",
+    "DATA",
+    "PREDICT_AT",
+    # per-step scalars of the optimizers
+    "step_size",
+    "bias_correction2_sqrt",
+    "clr",
+    "damp",
+    "step",
 }
+# optimizer state per parameter (exp_avg_w1, ...), adjoints (d_w1) and private helpers
+RESERVED_PREFIXES = (
+    "_",
+    "d_",
+    "momentum_buffer",
+    "sum_",
+    "square_avg",
+    "grad_avg",
+    "exp_avg",
+)
 
 NAMED_LOSSES = ("mse", "l1")
 
@@ -167,11 +195,19 @@ def _check_name(name: object, source: str, where: str) -> None:
         raise SpecError(source, where, f"'{name}' is reserved by the generated code; rename it")
     if name.startswith("yhat"):
         raise SpecError(source, where, f"'{name}' is reserved for the model's output")
+    if name.startswith(RESERVED_PREFIXES):
+        raise SpecError(
+            source, where, f"'{name}' starts like a name the generated code uses; rename it"
+        )
 
 
 def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
     _only(model, {"inputs", "targets", "output", "loss", "let"}, source, "model")
     inputs = _name_list(model, "inputs", source)
+    if not inputs:
+        raise SpecError(
+            source, "model.inputs", "at least one input is needed (the batch runs over it)"
+        )
     targets = _name_list(model, "targets", source)
     seen: dict[str, str] = {}
     for kind, names in (("inputs", inputs), ("targets", targets)):

@@ -373,6 +373,8 @@ def chain_formula(depth: int) -> str:
 
 
 def deep_chain_spec(depth: int) -> ExpressionSpec:
+    """A spec for the chain with target y and loss (yhat - y)**2; depth up to 200 (the
+    most parentheses Python's parser nests)."""
     text = "\n".join(
         [
             f'name = "chain{depth}"',
@@ -406,27 +408,32 @@ def scaling_table(depths=(5, 10, 20, 40, 80)) -> list[ScalingRow]:
 
 
 def format_scaling(rows: list[ScalingRow]) -> str:
-    header = (
-        f"{'depth':>6} {'forward':>8} {'naive':>10} {'generated':>10} {'gen/fwd':>8} {'time':>8}"
-    )
-    lines = ["tanh chain, operations per sample", header]
+    columns = ("depth", "forward", "naive", "naive/fwd", "generated", "gen/fwd", "derive")
+    lines = ["tanh chain, operations per sample", " ".join(f"{c:>10}" for c in columns)]
     for row in rows:
-        ratio = row.generated / max(row.forward, 1)
-        lines.append(
-            f"{row.depth:>6} {row.forward:>8} {row.naive:>10} {row.generated:>10} "
-            f"{ratio:>8.2f} {row.derive_seconds:>7.2f}s"
+        forward = max(row.forward, 1)
+        cells = (
+            f"{row.depth:>10}",
+            f"{row.forward:>10}",
+            f"{row.naive:>10}",
+            f"{row.naive / forward:>10.1f}",
+            f"{row.generated:>10}",
+            f"{row.generated / forward:>10.2f}",
+            f"{row.derive_seconds:>9.2f}s",
         )
+        lines.append(" ".join(cells))
     return "\n".join(lines)
 
 
 # --- warning before a long derivation ----------------------------------------------------
 
-# derive() seconds ~ SECONDS_PER_OP * ops * (1 + ops / SUPERLINEAR_OPS), ops counted over
-# the spec's formulas as a DAG. Fitted on this machine to derive() timings of tanh chains,
-# one-hidden-layer sums of tanh units, polynomials and chains of random let-formulas from
-# 400 to 5000 operations (1.6 s to 22 s); the fit is within a factor of 1.8 of each.
-SECONDS_PER_OP = 2.5e-3
-SUPERLINEAR_OPS = 8000
+# derive() seconds ~ SECONDS_PER_OP * operations + SECONDS_PER_PARAM * parameters: each
+# parameter brings adjoints, a gradient and a batch sum. Fitted on this machine to derive()
+# timings of tanh chains, sums of tanh units, polynomials and chains of random
+# let-formulas (80 to 4400 operations, 40 to 1600 parameters, 0.4 s to 13 s): within a
+# factor of 2 of each, 1.3 on average. Operations alone were off by up to 3x.
+SECONDS_PER_OP = 0.5e-3
+SECONDS_PER_PARAM = 8e-3
 WARN_SECONDS = 5.0
 
 
@@ -442,21 +449,21 @@ def spec_fields(spec: ExpressionSpec) -> list[tuple[str, sp.Expr]]:
     return fields
 
 
-def estimated_seconds(ops: int) -> float:
-    return SECONDS_PER_OP * ops * (1 + ops / SUPERLINEAR_OPS)
+def estimated_seconds(ops: int, params: int) -> float:
+    return SECONDS_PER_OP * ops + SECONDS_PER_PARAM * params
 
 
 def size_warning(spec: ExpressionSpec, limit: float = WARN_SECONDS) -> str | None:
     """A one-line warning when deriving ``spec`` would take longer than ``limit`` seconds.
 
-    The cost of a derivation grows with the number of distinct operations the spec
-    writes (each becomes a node of the graph and a few statements), which is cheap to
-    count before deriving."""
+    Counted on the formulas as written (each distinct operation once), which is cheap:
+    it runs before the derivation it warns about."""
     fields = spec_fields(spec)
     total = dag_ops(*(expr for _, expr in fields))
-    seconds = estimated_seconds(total)
+    seconds = estimated_seconds(total, len(spec.params))
     if seconds <= limit:
         return None
     field, ops = max(((f, dag_ops(e)) for f, e in fields), key=lambda item: item[1])
-    where = f"{field}: {ops} operations" + (f" ({total} in all)" if total != ops else "")
-    return f"{where}; derivation will take about {seconds:.0f} s"
+    sizes = f"{total} in all, " if total != ops else ""
+    sizes += f"{len(spec.params)} parameters"
+    return f"{field}: {ops} operations ({sizes}); derivation will take about {seconds:.0f} s"

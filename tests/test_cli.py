@@ -39,11 +39,6 @@ def test_generate_writes_the_module_and_its_tests(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quad.py", "test_quad.py"]  # no temps
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="symbp bug (minor): write_atomically writes through tempfile.mkstemp, whose files "
-    "are mode 0600, and never applies the umask: generated files are private to their owner",
-)
 def test_generated_files_get_the_usual_permissions(tmp_path, capsys):
     import os
 
@@ -73,11 +68,6 @@ def test_generate_defaults_to_name_py_in_the_current_folder(tmp_path, monkeypatc
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="symbp bug: output.write_atomically replaces the files one by one, so when a "
-    "later os.replace fails the earlier files are already overwritten (not all-or-nothing)",
-)
 def test_generate_is_all_or_nothing_when_a_later_file_cannot_be_written(tmp_path, capsys):
     module = tmp_path / "quadratic.py"
     module.write_text("# mine\n", encoding="utf-8")

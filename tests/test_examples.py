@@ -225,12 +225,6 @@ def test_mini_batches_and_shuffling_follow_the_documented_order(folder, name):
     assert losses == pytest.approx(expected_losses, rel=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="symbp bug (minor): the vectorized training path returns NumPy scalars "
-    "(np.float64) instead of the 0-d arrays that init_params and the batch-size-1 path "
-    "return (the contract says dict[str, ndarray])",
-)
 def test_train_returns_arrays_on_both_paths(folder):
     module = generate(load("tanh_units"), folder)
     X, Y = module._load_data(None)

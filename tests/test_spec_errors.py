@@ -569,12 +569,6 @@ def test_console_script_exits_2_with_one_line(tmp_path, text, line):
 # --- specs the generator must either reject cleanly or handle ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="symbp bug: a model with no inputs and no targets (an objective in the "
-    "parameters only) is accepted, and the generated module has `for  in order:` "
-    "(a SyntaxError); `symbp check` ends in a traceback",
-)
 def test_a_model_without_inputs_is_rejected_or_works(tmp_path, capsys):
     spec = tmp_path / "objective.toml"
     spec.write_text('name = "objective"\n[model]\noutput = "(a - 3)**2"\n', encoding="utf-8")
@@ -604,15 +598,9 @@ y = [1.0, 2.0, 2.5]
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="symbp bug: spec.RESERVED misses names the generated module uses itself (locals "
-    "of train/_train_per_sample such as n, t, samples, epochs, module globals such as "
-    "DTYPE, INPUTS, helpers such as _sigmoid, optimizer state such as exp_avg_<param>): "
-    "such a parameter is accepted and the module trains wrongly or crashes",
-)
 @pytest.mark.parametrize(
-    "name", ["n", "t", "samples", "epochs", "DTYPE", "INPUTS", "_sigmoid", "exp_avg_a"]
+    "name",
+    ["n", "t", "samples", "epochs", "seed", "step", "DTYPE", "INPUTS", "_sigmoid", "exp_avg_a"],
 )
 def test_a_parameter_named_like_generated_code_is_rejected_or_works(tmp_path, capsys, name):
     """Either one line and exit 2, or the module trains exactly as with a plain name."""

@@ -110,26 +110,22 @@ def test_kink_conventions_match_pytorch(folder, formula, params, x, expected):
     assert moved == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="symbp bug: at a tie of three or more arguments of Max/Min every tied argument "
-    "gets Heaviside(0) = 1/2 (SymPy's Max.fdiff), so the gradients sum to 3/2; an even "
-    "split (torch.amax) gives 1/3 each",
-)
 @pytest.mark.parametrize("function", ["Max", "Min"])
-def test_three_way_tie_splits_the_gradient_evenly(folder, function):
+def test_three_way_tie_splits_like_nested_torch_maximum(folder, function):
+    """Max(a, b, c) is Max(Max(a, b), c): at a three-way tie the gradient splits as
+    torch.maximum(torch.maximum(a, b), c) splits it."""
     text = objective(f"{function}(w1, w2, w3*x)")
     module = generate(parse_spec(text, "tie.toml"), folder)
     params = {"w1": np.asarray(2.0), "w2": np.asarray(2.0), "w3": np.asarray(1.0)}
     X, Y = np.array([[2.0]]), np.zeros((1, 0))
-    reduce = torch.amax if function == "Max" else torch.amin
+    pair = torch.maximum if function == "Max" else torch.minimum
     leaves = {
         k: torch.tensor(float(v), dtype=torch.float64, requires_grad=True)
         for k, v in params.items()
     }
-    reduce(torch.stack([leaves["w1"], leaves["w2"], leaves["w3"] * 2.0])).backward()
+    pair(pair(leaves["w1"], leaves["w2"]), leaves["w3"] * 2.0).backward()
     expected = {k: leaf.grad.item() for k, leaf in leaves.items()}
-    assert expected == pytest.approx({"w1": 1 / 3, "w2": 1 / 3, "w3": 2 / 3})
+    assert expected == pytest.approx({"w1": 1 / 4, "w2": 1 / 4, "w3": 1.0})
     _, grads = module.loss_and_grads(params, X, Y)
     assert {k: float(v) for k, v in grads.items()} == pytest.approx(expected, rel=1e-12)
 
