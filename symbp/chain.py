@@ -31,8 +31,13 @@ def definitions(spec: ExpressionSpec) -> list[tuple[str, sp.Expr]]:
     return [*spec.lets, *spec.outputs, ("l", spec.loss)]
 
 
+LOCAL_MAX_OPS = 24  # a definition larger than this keeps its local partial unexpanded
+
+
 def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
     defs = definitions(spec)
+    reads = {name: expr.free_symbols for name, expr in defs}  # computed once: O(size)
+    large = {name for name, expr in defs if sp.count_ops(expr) > LOCAL_MAX_OPS}
     adjoint: dict[str, sp.Expr] = {"l": sp.S.One}
     steps: list[ChainStep] = []
     kinds = {n: "let" for n, _ in spec.lets} | {n: "output" for n, _ in spec.outputs}
@@ -42,8 +47,12 @@ def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
         terms = []
         with distribute(False):
             for consumer, expr in defs:
-                if consumer in adjoint and symbol in expr.free_symbols:
-                    local = local_derivative(expr, symbol, sp.Symbol(consumer, real=True))
+                if consumer in adjoint and symbol in reads[consumer]:
+                    value = sp.Symbol(consumer, real=True)
+                    if consumer in large:  # written as d(consumer)/d(name): stays readable
+                        local = sp.Derivative(value, symbol, evaluate=False)
+                    else:
+                        local = local_derivative(expr, symbol, value)
                     if local != 0:
                         terms.append((consumer, local))
             value = sp.Add(*[adjoint[c] * local for c, local in terms])

@@ -184,6 +184,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # SymPy walks expressions recursively: deep models need more than the default 1000
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     try:
         return COMMANDS[args.command](args)
     except SpecError as err:

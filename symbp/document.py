@@ -411,10 +411,16 @@ def _backward(spec: ExpressionSpec, steps: list[ChainStep], eq: EquationBuilder)
     }
 
 
-def closed_form(loss: sp.Expr, param: sp.Symbol) -> tuple[sp.Expr, int]:
+def closed_form(loss: sp.Expr, param: sp.Symbol) -> tuple[sp.Expr | None, int]:
     """dl/dp over inputs, targets and parameters, with its operation count
     (sympy.count_ops). Small ones are lightly simplified: common factors pulled out, or
     factored, whichever is shortest; factor() is slow and rarely helps on large ones."""
+    from .stats import NaiveDiff, tree_ops
+
+    # size it first with the fast differentiator: sympy.diff of a deep formula is slow
+    size = tree_ops(NaiveDiff()(loss, param))
+    if size > PRINT_MAX_OPS:
+        return None, size
     expr = apply_kink_conventions(_real(sp.diff(loss, param)))
     ops = sp.count_ops(expr)
     if ops <= SIMPLIFY_MAX_OPS:
@@ -439,7 +445,7 @@ def _closed_forms(spec: ExpressionSpec, eq: EquationBuilder) -> list[dict]:
     forms = []
     for p in spec.params:
         expr, ops = closed_form(loss, spec.symbol(p))
-        printable = ops <= PRINT_MAX_OPS
+        printable = expr is not None and ops <= PRINT_MAX_OPS
         forms.append(
             {
                 "name": eq.notation.name(p),

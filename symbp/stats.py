@@ -158,12 +158,16 @@ def tree_ops(expr: sp.Basic, memo: dict | None = None) -> int:
 
     Memoized by subexpression (pass one ``memo`` to share it between calls), so a huge
     tree over a small DAG costs time linear in the DAG."""
-    return postorder(
-        expr,
-        lambda node: operation(node)[::-1],
-        lambda node, cost, sizes: cost + sum(sizes),
-        {} if memo is None else memo,
-    )
+    return postorder(expr, _operands_and_cost, _tree_size, {} if memo is None else memo)
+
+
+def _operands_and_cost(node: sp.Basic) -> tuple[tuple, int]:
+    cost, operands = operation(node)
+    return operands, cost
+
+
+def _tree_size(node: sp.Basic, cost: int, operand_sizes: list[int]) -> int:
+    return cost + sum(operand_sizes)
 
 
 # --- naive derivatives --------------------------------------------------------------------

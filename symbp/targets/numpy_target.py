@@ -141,10 +141,17 @@ def _literal(value, indent: int) -> str:
     return pprint.pformat(value, width=99 - indent, sort_dicts=False)
 
 
+def _shortened(text: str, limit: int = 300) -> str:
+    """Very long formulas are cut in the docstring; the derivation document has them."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rstrip() + f" ... ({len(text)} characters in all)"
+
+
 def _model_lines(derivation: Derivation) -> list[str]:
     spec = derivation.spec
     defs = [*spec.lets, *spec.outputs, ("l", spec.loss)]
-    lines = [f"{name} = {sp.sstr(expr, order='none')}" for name, expr in defs]
+    lines = [_shortened(f"{name} = {sp.sstr(expr, order='none')}") for name, expr in defs]
     if spec.loss_text in ("mse", "l1"):
         lines[-1] += f"  ({spec.loss_text})"
     lines.append("L = mean of l over the batch")
