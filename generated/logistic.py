@@ -154,13 +154,13 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     # step 3: dl/dw1 = dl/dz*(x1)
     d_w1_n = d_z*x1
     # dL/dw1: the sum of dl/dw1 over the batch
-    d_w1 = np.sum(d_w1_n)
+    d_w1 = np.sum(d_w1_n, axis=0)
     # step 4: dl/dw2 = dl/dz*(x2)
     d_w2_n = d_z*x2
     # dL/dw2: the sum of dl/dw2 over the batch
-    d_w2 = np.sum(d_w2_n)
+    d_w2 = np.sum(d_w2_n, axis=0)
     # step 5: dl/db = dl/dz*(1), summed over the batch
-    d_b = np.sum(d_z)
+    d_b = np.sum(d_z, axis=0)
     grads = {
         "w1": np.asarray(d_w1, dtype=DTYPE),
         "w2": np.asarray(d_w2, dtype=DTYPE),

@@ -127,13 +127,13 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     # step 2: dl/dw1 = dl/dyhat*(x**2)
     d_w1_n = d_yhat*t1
     # dL/dw1: the sum of dl/dw1 over the batch
-    d_w1 = np.sum(d_w1_n)
+    d_w1 = np.sum(d_w1_n, axis=0)
     # step 3: dl/dw2 = dl/dyhat*(x)
     d_w2_n = d_yhat*x
     # dL/dw2: the sum of dl/dw2 over the batch
-    d_w2 = np.sum(d_w2_n)
+    d_w2 = np.sum(d_w2_n, axis=0)
     # step 4: dl/db = dl/dyhat*(1), summed over the batch
-    d_b = np.sum(d_yhat)
+    d_b = np.sum(d_yhat, axis=0)
     grads = {
         "w1": np.asarray(d_w1, dtype=DTYPE),
         "w2": np.asarray(d_w2, dtype=DTYPE),

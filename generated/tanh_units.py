@@ -201,25 +201,25 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     # step 4: dl/da1 = dl/dh1*(x*(1 - h1**2))
     d_a1_n = g2*x
     # dL/da1: the sum of dl/da1 over the batch
-    d_a1 = np.sum(d_a1_n)
+    d_a1 = np.sum(d_a1_n, axis=0)
     # step 5: dl/db1 = dl/dh1*(1 - h1**2), summed over the batch
-    d_b1 = np.sum(g2)
+    d_b1 = np.sum(g2, axis=0)
     # step 6: dl/da2 = dl/dh2*(x*(1 - h2**2))
     d_a2_n = g1*x
     # dL/da2: the sum of dl/da2 over the batch
-    d_a2 = np.sum(d_a2_n)
+    d_a2 = np.sum(d_a2_n, axis=0)
     # step 7: dl/db2 = dl/dh2*(1 - h2**2), summed over the batch
-    d_b2 = np.sum(g1)
+    d_b2 = np.sum(g1, axis=0)
     # step 8: dl/dv1 = dl/dyhat*(h1), summed over the batch
-    d_v1 = np.sum(c1)
+    d_v1 = np.sum(c1, axis=0)
     # step 9: dl/dv2 = dl/dyhat*(h2), summed over the batch
-    d_v2 = np.sum(c2)
+    d_v2 = np.sum(c2, axis=0)
     # step 10: dl/dv3 = dl/dyhat*(h1*h2)
     d_v3_n = c1*h2
     # dL/dv3: the sum of dl/dv3 over the batch
-    d_v3 = np.sum(d_v3_n)
+    d_v3 = np.sum(d_v3_n, axis=0)
     # step 11: dl/dc = dl/dyhat*(1), summed over the batch
-    d_c = np.sum(d_yhat)
+    d_c = np.sum(d_yhat, axis=0)
     grads = {
         "a1": np.asarray(d_a1, dtype=DTYPE),
         "b1": np.asarray(d_b1, dtype=DTYPE),

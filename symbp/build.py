@@ -91,3 +91,61 @@ def expression_graph(spec: ExpressionSpec, names: Names) -> Graph:
         targets=list(spec.targets),
         outputs=outputs,
     )
+
+
+def layer_graph(spec, names: Names) -> Graph:
+    """A dense stack: Z(l) = A(l-1) W(l)^T + b(l), A(l) = f(Z(l)), then the loss."""
+    from .layers import ELEMENTWISE_LOSSES, y, yhat, z
+
+    tensors: dict[str, Tensor] = {}
+    nodes: list[Node] = []
+
+    def tensor(name: str, shape: tuple, role: str = "value") -> sp.Symbol:
+        tensors[name] = Tensor(name, shape, role, named=True)
+        return tensors[name].symbol
+
+    current = tensor("X", (BATCH, spec.input), "input")
+    widths = spec.widths
+    for layer in spec.layers:
+        k, width = layer.index, widths[layer.index]
+        if layer.dense is not None:
+            inputs = [current.name, f"W{k}"]
+            tensor(f"W{k}", (width, widths[k - 1]), "param")
+            if layer.bias:
+                tensor(f"b{k}", (width,), "param")
+                inputs.append(f"b{k}")
+            current = tensor(f"Z{k}", (BATCH, width))
+            nodes.append(Node("linear", tuple(inputs), current.name))
+        if layer.activation == "softmax":
+            out = tensor(f"A{k}", (BATCH, width))
+            nodes.append(Node("softmax", (current.name,), out.name))
+            current = out
+        elif layer.formula is not None and layer.activation != "identity":
+            out = tensor(f"A{k}", (BATCH, width))
+            expr = layer.formula.xreplace({z: current})
+            nodes.append(Node("elementwise", (current.name,), out.name, {"expr": expr}))
+            current = out
+    names.taken |= set(tensors)
+    target = tensor("Y", (BATCH, spec.outputs), "target")
+    sample_loss = names.pick("l_n")
+    if spec.loss == "cross_entropy":
+        tensor(sample_loss, (BATCH,), "sample_loss")
+        nodes.append(Node("cross_entropy", (current.name, "Y"), sample_loss))
+        per_sample = 1
+    else:
+        expr = ELEMENTWISE_LOSSES[spec.loss].xreplace({yhat: current, y: target})
+        tensor(sample_loss, (BATCH, spec.outputs), "sample_loss")
+        nodes.append(Node("elementwise", (current.name, "Y"), sample_loss, {"expr": expr}))
+        per_sample = spec.outputs  # torch's mean runs over every element
+    batch_loss = names.pick("L")
+    tensor(batch_loss, (), "loss")
+    nodes.append(Node("mean", (sample_loss,), batch_loss, {"per_sample": per_sample}))
+    return Graph(
+        tensors=tensors,
+        nodes=nodes,
+        loss=batch_loss,
+        params=spec.params,
+        inputs=["X"],
+        targets=["Y"],
+        outputs=[current.name],
+    )

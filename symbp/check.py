@@ -53,8 +53,25 @@ def central_difference(model, params, X, Y, name: str) -> np.ndarray:
 
 
 def random_point(model, rng, batch: int = 8):
-    """Parameters near their initial values; inputs and targets in [0.5, 2] (away from
-    0, where log, sqrt and 1/x are undefined or kinked)."""
+    """A random (parameters, X, Y) for ``model``.
+
+    Expression models: parameters near their initial values; inputs and targets in
+    [0.5, 2] (away from 0, where log, sqrt and 1/x are undefined or kinked). Layer
+    stacks: torch-style initial weights, standard normal inputs, and targets of the
+    loss's kind (class labels, probabilities or reals)."""
+    if hasattr(model, "LAYER_WIDTHS"):
+        params = {
+            k: v.astype(np.float64) for k, v in model.init_params(int(rng.integers(1000))).items()
+        }
+        X = rng.normal(size=(batch, model.LAYER_WIDTHS[0]))
+        out = model.LAYER_WIDTHS[-1]
+        if model.LOSS == "cross_entropy":
+            Y = rng.integers(0, out, size=batch)
+        elif model.LOSS.startswith("bce"):
+            Y = rng.uniform(0.0, 1.0, size=(batch, out))
+        else:
+            Y = rng.normal(size=(batch, out))
+        return params, X, Y
     params = {
         k: np.asarray(v + rng.normal(0.0, 0.5, np.shape(v)), dtype=np.float64)
         for k, v in model.init_params(0).items()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .build import expression_graph
+from .build import expression_graph, layer_graph
 from .ir import Graph
 from .naming import Names, finalize
 from .program import (
@@ -25,7 +25,9 @@ class Derivation:
     program: Program
 
 
-def user_names(spec: ExpressionSpec) -> set[str]:
+def user_names(spec) -> set[str]:
+    if not isinstance(spec, ExpressionSpec):
+        return set()
     return {
         *spec.inputs,
         *spec.targets,
@@ -37,7 +39,11 @@ def user_names(spec: ExpressionSpec) -> set[str]:
 
 def derive(spec: ExpressionSpec) -> Derivation:
     names = Names(user_names(spec) | RESERVED)
-    graph = expression_graph(spec, names)
+    graph = (
+        expression_graph(spec, names)
+        if isinstance(spec, ExpressionSpec)
+        else layer_graph(spec, names)
+    )
     program = reverse_mode(graph, names)
     program = eliminate_dead_code(program)
     program = inline_single_use(program)

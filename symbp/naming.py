@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .program import Assign, Program
+from .program import Assign, Call, Program
 
 
 class Names:
@@ -88,6 +88,8 @@ def finalize(program: Program, names: Names) -> Program:
         target = mapping.get(stmt.target, stmt.target)
         if isinstance(stmt, Assign):
             return replace(stmt, target=target, expr=stmt.expr.xreplace(mapping))
+        if isinstance(stmt, Call):
+            return replace(stmt, target=target, args=tuple(mapping.get(a, a) for a in stmt.args))
         return replace(stmt, target=target, source=mapping.get(stmt.source, stmt.source))
 
     program.statements = [rename(s) for s in program.statements]

@@ -58,7 +58,24 @@ class BatchMean:
         return {self.source}
 
 
-Statement = Assign | BatchSum | BatchMean
+@dataclass(frozen=True)
+class Call:
+    """``target = op(*args)``: a tensor operation that is not elementwise (a matrix
+    product, a softmax, ...). Its name is one the target's printer knows."""
+
+    target: sp.Symbol
+    op: str
+    args: tuple[sp.Symbol, ...]
+    shape: tuple
+    phase: str
+    comment: str = ""
+
+    @property
+    def reads(self) -> set[sp.Symbol]:
+        return set(self.args)
+
+
+Statement = Assign | BatchSum | BatchMean | Call
 
 
 @dataclass
@@ -94,6 +111,30 @@ def eliminate_dead_code(program: Program) -> Program:
     return program
 
 
+def coalesce_call_results(program: Program) -> Program:
+    """``v = op(...); d_W = v`` becomes ``d_W = op(...)`` when nothing else reads v."""
+    protected = set(program.keep) | set(program.results)
+    uses: Counter = Counter(s for stmt in program.statements for s in stmt.reads)
+    calls = {stmt.target for stmt in program.statements if isinstance(stmt, Call)}
+    rename = {
+        stmt.expr: stmt.target
+        for stmt in program.statements
+        if isinstance(stmt, Assign)
+        and stmt.expr in calls
+        and uses[stmt.expr] == 1
+        and stmt.expr not in protected
+    }
+    statements = []
+    for stmt in program.statements:
+        if isinstance(stmt, Assign) and stmt.expr in rename and rename[stmt.expr] == stmt.target:
+            continue
+        if isinstance(stmt, Call) and stmt.target in rename:
+            stmt = replace(stmt, target=rename[stmt.target])
+        statements.append(stmt)
+    program.statements = statements
+    return program
+
+
 def propagate_copies(program: Program) -> Program:
     """Replace reads of ``a = b`` (b a symbol or a constant) by ``b`` and drop ``a``."""
     protected = set(program.keep) | set(program.results)
@@ -105,10 +146,14 @@ def propagate_copies(program: Program) -> Program:
             if stmt.expr.is_Atom and stmt.target not in protected:
                 resolved[stmt.target] = stmt.expr
                 continue
-        elif stmt.source in resolved and resolved[stmt.source].is_Symbol:
-            stmt = replace(stmt, source=resolved[stmt.source])
-        elif stmt.source in resolved:  # a reduction of a constant: keep the constant
-            statements.append(Assign(stmt.source, resolved.pop(stmt.source), (), "backward"))
+        else:
+            for symbol in stmt.reads & set(resolved):
+                if not resolved[symbol].is_Symbol:  # a constant read by a tensor op: keep it
+                    statements.append(Assign(symbol, resolved.pop(symbol), (), stmt.phase))
+            if isinstance(stmt, Call):
+                stmt = replace(stmt, args=tuple(resolved.get(a, a) for a in stmt.args))
+            elif stmt.source in resolved:
+                stmt = replace(stmt, source=resolved[stmt.source])
         statements.append(stmt)
     program.statements = statements
     return program
@@ -120,6 +165,7 @@ def inline_single_use(program: Program) -> Program:
     Reverse mode works on atomic operations; this turns ``t1 = x**2; t2 = w1*t1``
     back into ``t2 = w1*x**2`` wherever nothing else needs ``t1``.
     """
+    program = coalesce_call_results(program)
     program = propagate_copies(program)
     protected = set(program.keep) | set(program.results)
     uses: Counter = Counter()

@@ -13,7 +13,7 @@ import sympy as sp
 
 from .ir import BATCH, Graph, N, broadcast_shape
 from .naming import Names
-from .program import Assign, BatchSum, Program, Statement
+from .program import Assign, BatchSum, Call, Program, Statement
 from .rules import RULES
 
 
@@ -39,6 +39,18 @@ class Adjoints:
     def emit(self, statement: Statement) -> None:
         self.shapes[statement.target] = statement.shape
         self.statements.append(statement)
+
+    def call(self, op: str, args: tuple, shape: tuple, name: str) -> sp.Symbol:
+        """Emit ``op(*args)`` for a tensor op's rule; return the symbol holding it."""
+        symbol = self.names.fresh("v")
+        args = tuple(a if isinstance(a, sp.Symbol) else self._materialize(a) for a in args)
+        self.emit(Call(symbol, op, args, shape, "backward"))
+        return symbol
+
+    def _materialize(self, expr: sp.Expr) -> sp.Symbol:
+        symbol = self.names.fresh("v")
+        self.emit(Assign(symbol, expr, self.actual_shape(expr), "backward"))
+        return symbol
 
     def total(self, tensor: str) -> sp.Symbol | None:
         parts = self.pending.pop(tensor, None)
@@ -81,7 +93,8 @@ def reverse_mode(graph: Graph, names: Names) -> Program:
     for node in reversed(graph.nodes):
         g = adjoints.total(node.output)
         if g is not None:
-            for tensor, contribution, shape in RULES[node.op].vjp(node, g, graph, needs):
+            rule = RULES[node.op]
+            for tensor, contribution, shape in rule.vjp(node, g, graph, needs, adjoints.call):
                 adjoints.add(tensor, contribution, shape)
     grads = {}
     for param in graph.params:

@@ -17,7 +17,7 @@ from sympy.core.parameters import distribute
 
 from .functions import apply_kink_conventions
 from .ir import BATCH, Graph, N, Node, Shape
-from .program import Assign, BatchMean, Statement
+from .program import Assign, BatchMean, Call, Statement
 
 Contribution = tuple[str, sp.Expr, Shape]
 
@@ -25,7 +25,10 @@ Contribution = tuple[str, sp.Expr, Shape]
 @dataclass(frozen=True)
 class Rule:
     forward: Callable[[Node, Graph], list[Statement]]
-    vjp: Callable[[Node, sp.Expr, Graph, set[str]], list[Contribution]]
+    # (node, adjoint of its output, graph, tensors that need adjoints, emitter) ->
+    # contributions; tensor ops emit their products through ``emit`` and contribute
+    # the resulting symbol
+    vjp: Callable[..., list[Contribution]]
 
 
 RULES: dict[str, Rule] = {}
@@ -58,7 +61,7 @@ def local_derivative(expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol) -> sp.Expr
     return apply_kink_conventions(local)
 
 
-def _elementwise_vjp(node: Node, g: sp.Expr, graph: Graph, needs: set[str]) -> list[Contribution]:
+def _elementwise_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
     out = graph.tensors[node.output]
     expr = node.attrs["expr"]
     result = []
@@ -85,12 +88,79 @@ def _mean_forward(node: Node, graph: Graph) -> list[Statement]:
     return [Assign(out.symbol, src.symbol, out.shape, "forward")]
 
 
-def _mean_vjp(node: Node, g: sp.Expr, graph: Graph, needs: set[str]) -> list[Contribution]:
+def _mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
     src = graph.tensors[node.inputs[0]]
     if src.name not in needs:
         return []
-    # each sample's loss enters the mean with weight 1/N
-    return [(src.name, g / N if BATCH in src.shape else g, ())]
+    # each element enters the mean with weight 1/(N * elements per sample)
+    per_sample = node.attrs.get("per_sample", 1)
+    return [(src.name, g / (N * per_sample) if BATCH in src.shape else g / per_sample, ())]
 
 
 register("mean", _mean_forward, _mean_vjp)
+
+
+# --- linear: Z = A W^T + b (torch.nn.Linear's layout) ----------------------------------
+
+
+def _linear_forward(node: Node, graph: Graph) -> list[Statement]:
+    out = graph.tensors[node.output]
+    args = tuple(graph.tensors[i].symbol for i in node.inputs)
+    return [Call(out.symbol, "linear", args, out.shape, "forward")]
+
+
+def _linear_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """dL/dA = delta W, dL/dW = delta^T A, dL/db = the column sums of delta."""
+    a, w = (graph.tensors[i] for i in node.inputs[:2])
+    result = []
+    if a.name in needs:
+        result.append((a.name, emit("matmul", (g, w.symbol), a.shape, f"d_{a.name}"), a.shape))
+    if w.name in needs:
+        result.append((w.name, emit("matmul_tn", (g, a.symbol), w.shape, f"d_{w.name}"), w.shape))
+    if len(node.inputs) > 2 and node.inputs[2] in needs:
+        b = graph.tensors[node.inputs[2]]
+        result.append((b.name, emit("sum_rows", (g,), b.shape, f"d_{b.name}"), b.shape))
+    return result
+
+
+register("linear", _linear_forward, _linear_vjp)
+
+
+# --- softmax over the features: s_i = exp(z_i) / sum_j exp(z_j) ------------------------
+
+
+def _softmax_forward(node: Node, graph: Graph) -> list[Statement]:
+    out, src = graph.tensors[node.output], graph.tensors[node.inputs[0]]
+    return [Call(out.symbol, "softmax", (src.symbol,), out.shape, "forward")]
+
+
+def _softmax_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """J^T g with J_ij = s_i (delta_ij - s_j): dL/dz = s o (g - (g . s) 1)."""
+    src, out = graph.tensors[node.inputs[0]], graph.tensors[node.output]
+    if src.name not in needs:
+        return []
+    return [(src.name, emit("softmax_vjp", (out.symbol, g), src.shape, f"d_{src.name}"), src.shape)]
+
+
+register("softmax", _softmax_forward, _softmax_vjp)
+
+
+# --- cross-entropy of logits against class probabilities (one-hot labels) -------------
+
+
+def _cross_entropy_forward(node: Node, graph: Graph) -> list[Statement]:
+    out = graph.tensors[node.output]
+    args = tuple(graph.tensors[i].symbol for i in node.inputs)
+    return [Call(out.symbol, "cross_entropy", args, out.shape, "forward")]
+
+
+def _cross_entropy_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """l_n = logsumexp(z_n) - y_n . z_n, so dl_n/dz_n = softmax(z_n) - y_n (fused, stable)."""
+    logits, labels = (graph.tensors[i] for i in node.inputs)
+    if logits.name not in needs:
+        return []
+    delta = emit("cross_entropy_vjp", (logits.symbol, labels.symbol, g), logits.shape, "delta")
+    return [(logits.name, delta, logits.shape)]
+
+
+register("cross_entropy", _cross_entropy_forward, _cross_entropy_vjp)

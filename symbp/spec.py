@@ -153,6 +153,10 @@ def parse_spec(text: str, source: str):
     if not isinstance(description, str):
         raise SpecError(source, "description", "expected a string")
     model = _table(doc, "model", source, required=True)
+    if "layers" in model:
+        from .layers import layer_spec
+
+        return layer_spec(doc, model, name, description, source)
     return _expression_spec(doc, model, name, description, source)
 
 

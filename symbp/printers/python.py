@@ -165,6 +165,38 @@ class NumpyPrinter(_PythonTarget):
     def _print_sign(self, expr):
         return f"np.sign({self._print(expr.args[0])})"
 
+    # tensor operations (program.Call), by op name
+    def call(self, op: str, args: tuple[str, ...]) -> str:
+        return getattr(self, f"_call_{op}")(*args)
+
+    def _call_linear(self, a, w, b=None):
+        return f"{a} @ {w}.T" + (f" + {b}" if b else "")
+
+    def _call_matmul(self, g, w):
+        return f"{g} @ {w}"
+
+    def _call_matmul_tn(self, g, a):
+        return f"{g}.T @ {a}"
+
+    def _call_sum_rows(self, g):
+        return f"{g}.sum(axis=0)"
+
+    def _call_softmax(self, z):
+        self.helpers.add("softmax")
+        return f"_softmax({z})"
+
+    def _call_softmax_vjp(self, s, g):
+        self.helpers.add("softmax_vjp")
+        return f"_softmax_vjp({s}, {g})"
+
+    def _call_cross_entropy(self, z, y):
+        self.helpers.add("cross_entropy")
+        return f"_cross_entropy({z}, {y})"
+
+    def _call_cross_entropy_vjp(self, z, y, g):
+        self.helpers |= {"softmax", "cross_entropy_vjp"}
+        return f"_cross_entropy_vjp({z}, {y}, {g})"
+
 
 class ScalarPrinter(_PythonTarget):
     """Expressions over Python floats (one sample at a time, N = 1)."""

@@ -17,11 +17,12 @@ import sympy as sp
 from .. import __version__
 from ..chain import chain_steps
 from ..derive import Derivation
+from ..layers import LayerSpec
 from ..optim import g as grad_symbol
 from ..optim import p as param_symbol
 from ..optim import update_rule
 from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
-from ..program import Assign, BatchMean, BatchSum, Statement
+from ..program import Assign, BatchMean, BatchSum, Call, Statement
 from ..templating import environment
 
 DTYPES = ("float64", "float32")
@@ -75,8 +76,10 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
         target = stmt.target.name
         if isinstance(stmt, Assign):
             text = printer.doprint(stmt.expr)
+        elif isinstance(stmt, Call):
+            text = printer.call(stmt.op, tuple(a.name for a in stmt.args))
         elif isinstance(stmt, BatchSum):
-            text = f"np.sum({stmt.source.name})"
+            text = f"np.sum({stmt.source.name}, axis=0)"
         else:
             text = f"np.mean({stmt.source.name})"
         text = wrap(text, indent, indent + len(target) + 3)
@@ -117,7 +120,7 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
     step_scalars = [Line(s.name, sca.doprint(e)) for s, e in rule.step_scalars]
     vector_updates = [Line(t.name, vec.doprint(e)) for t, e in rule.updates]
     per_param = []
-    for param in derivation.program.params:
+    for param in derivation.program.params if scalar_grads else ():
         mapping = {param_symbol: param, grad_symbol: scalar_grads[param]}
         for buffer in rule.state:
             mapping[sp.Symbol(buffer, real=True)] = sp.Symbol(f"{buffer}_{param.name}", real=True)
@@ -204,7 +207,55 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
     }
 
 
+def layer_context(derivation: Derivation, dtype: str) -> dict:
+    """The template context of a layer stack: one vectorized program, no float path."""
+    spec, program = derivation.spec, derivation.program
+    grads, helpers = _vector_lines(
+        program.needed_for([program.loss, *program.grads.values()]), {}, 4
+    )
+    forward, fh = _vector_lines(program.needed_for(program.outputs), {}, 4)
+    loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
+    widths = spec.widths
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "source": spec.source,
+        "version": __version__,
+        "dtype": dtype,
+        "widths": widths,
+        "layers": [
+            {
+                "index": layer.index,
+                "dense": layer.dense,
+                "bias": layer.bias,
+                "fan_in": widths[layer.index - 1],
+                "activation": layer.text or "identity",
+            }
+            for layer in spec.layers
+        ],
+        "loss_name": spec.loss,
+        "params": spec.params,
+        "train": spec.train,
+        "optimizer": _optimizer_context(derivation, {}),
+        "data": _literal({"X": spec.data[0], "Y": spec.data[1]}, 7) if spec.data else None,
+        "forward_lines": forward,
+        "loss_lines": loss,
+        "grad_lines": grads,
+        "grads": [(p.name, g.name) for p, g in program.grads.items()],
+        "batch_loss": program.loss.name,
+        "output": program.outputs[0].name,
+        "numpy_helpers": sorted(helpers | fh | lh),
+        "uses_math": "erf" in (helpers | fh | lh),
+    }
+
+
 def render_module(derivation: Derivation, dtype: str = "float64") -> str:
+    if isinstance(derivation.spec, LayerSpec):
+        return (
+            environment("numpy")
+            .get_template("layers.py.j2")
+            .render(layer_context(derivation, dtype))
+        )
     return (
         environment("numpy").get_template("module.py.j2").render(module_context(derivation, dtype))
     )
