@@ -124,7 +124,7 @@ def loss(params: dict[str, np.ndarray], X, Y) -> float:
     yhat = _sigmoid(z)
     t1 = 1 - y
     c1 = 1 - yhat
-    l_n = -t1*np.log(c1) - y*np.log(yhat)
+    l_n = -(t1*np.log(c1) + y*np.log(yhat))
     L = np.mean(l_n)
     return float(L)
 
@@ -144,7 +144,7 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     yhat = _sigmoid(z)
     t1 = 1 - y
     c1 = 1 - yhat
-    l_n = -t1*np.log(c1) - y*np.log(yhat)
+    l_n = -(t1*np.log(c1) + y*np.log(yhat))
     L = np.mean(l_n)
     d_l_n = 1/N
     # step 1: dl/dyhat = (1 - y)/(1 - yhat) - y/yhat (over N: L is the mean of l)
@@ -247,7 +247,7 @@ def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
             yhat = _math_sigmoid(z)
             t1 = 1 - y
             c1 = 1 - yhat
-            l_n = -t1*math.log(c1) - y*math.log(yhat)
+            l_n = -(t1*math.log(c1) + y*math.log(yhat))
             d_l_n = 1
             # step 1: dl/dyhat = (1 - y)/(1 - yhat) - y/yhat
             d_yhat = d_l_n*t1/c1 - d_l_n*y/yhat

@@ -133,13 +133,17 @@ def layer_graph(spec, names: Names) -> Graph:
         nodes.append(Node("cross_entropy", (current.name, "Y"), sample_loss))
         per_sample = 1
     else:
-        expr = ELEMENTWISE_LOSSES[spec.loss].xreplace({yhat: current, y: target})
+        scalar = spec.custom_loss if spec.custom_loss is not None else ELEMENTWISE_LOSSES[spec.loss]
+        expr = scalar.xreplace({yhat: current, y: target})
         tensor(sample_loss, (BATCH, spec.outputs), "sample_loss")
         nodes.append(Node("elementwise", (current.name, "Y"), sample_loss, {"expr": expr}))
-        per_sample = spec.outputs  # torch's mean runs over every element
+        # torch's named losses average over every element; a formula sums over outputs
+        per_sample = spec.outputs if spec.custom_loss is None else 1
     batch_loss = names.pick("L")
     tensor(batch_loss, (), "loss")
     nodes.append(Node("mean", (sample_loss,), batch_loss, {"per_sample": per_sample}))
+    if spec.custom_loss is not None:
+        nodes[-1].attrs["sum_features"] = True
     return Graph(
         tensors=tensors,
         nodes=nodes,

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-from sympy.core.parameters import distribute
 
-from .rules import local_derivative
+from .rules import local_derivative, undistributed
 from .spec import ExpressionSpec
 
 
@@ -35,6 +34,11 @@ LOCAL_MAX_OPS = 24  # a definition larger than this keeps its local partial unex
 
 
 def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
+    with undistributed():
+        return _chain_steps(spec)
+
+
+def _chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
     defs = definitions(spec)
     reads = {name: expr.free_symbols for name, expr in defs}  # computed once: O(size)
     large = {name for name, expr in defs if sp.count_ops(expr) > LOCAL_MAX_OPS}
@@ -45,17 +49,16 @@ def chain_steps(spec: ExpressionSpec) -> list[ChainStep]:
     for name in candidates:
         symbol = sp.Symbol(name, real=True)
         terms = []
-        with distribute(False):
-            for consumer, expr in defs:
-                if consumer in adjoint and symbol in reads[consumer]:
-                    value = sp.Symbol(consumer, real=True)
-                    if consumer in large:  # written as d(consumer)/d(name): stays readable
-                        local = sp.Derivative(value, symbol, evaluate=False)
-                    else:
-                        local = local_derivative(expr, symbol, value)
-                    if local != 0:
-                        terms.append((consumer, local))
-            value = sp.Add(*[adjoint[c] * local for c, local in terms])
+        for consumer, expr in defs:
+            if consumer in adjoint and symbol in reads[consumer]:
+                value = sp.Symbol(consumer, real=True)
+                if consumer in large:  # written as d(consumer)/d(name): stays readable
+                    local = sp.Derivative(value, symbol, evaluate=False)
+                else:
+                    local = local_derivative(expr, symbol, value)
+                if local != 0:
+                    terms.append((consumer, local))
+        value = sp.Add(*[adjoint[c] * local for c, local in terms])
         if not terms and name not in spec.params:
             continue  # a let-name nothing reads: no step
         adjoint[name] = value

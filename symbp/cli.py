@@ -30,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="emit a standalone training module")
     generate.add_argument("spec", help=spec_help)
     generate.add_argument("--target", choices=("numpy",), default="numpy")
-    generate.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    generate.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        help="default: float64 for expression models, float32 for layer stacks",
+    )
     generate.add_argument("-o", "--output", help="module path (default: NAME.py here)")
     generate.add_argument("--tests", action="store_true", help="also write test_NAME.py beside it")
 
@@ -59,7 +63,8 @@ def _load(arg: str):
     from .stats import size_warning
 
     spec = load(arg)
-    warning = size_warning(spec)
+    # layer stacks derive on whole tensors: their cost does not grow with the widths
+    warning = size_warning(spec) if hasattr(spec, "lets") else None
     if warning:
         print(f"symbp: {warning}", file=sys.stderr)
     return derive(spec)
@@ -97,7 +102,8 @@ def _cmd_generate(args) -> int:
     path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.py")
     if path.suffix != ".py" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the module path must end in .py and name a valid module")
-    files = {path: render_module(derivation, args.dtype)}
+    dtype = args.dtype or ("float64" if hasattr(derivation.spec, "inputs") else "float32")
+    files = {path: render_module(derivation, dtype)}
     if args.tests:
         files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
     write_atomically(files)

@@ -15,6 +15,7 @@ from .program import (
     propagate_copies,
 )
 from .reverse import reverse_mode
+from .rules import undistributed
 from .spec import RESERVED, ExpressionSpec
 
 
@@ -37,7 +38,12 @@ def user_names(spec) -> set[str]:
     }
 
 
-def derive(spec: ExpressionSpec) -> Derivation:
+def derive(spec) -> Derivation:
+    with undistributed():
+        return _derive(spec)
+
+
+def _derive(spec) -> Derivation:
     names = Names(user_names(spec) | RESERVED)
     graph = (
         expression_graph(spec, names)

@@ -85,6 +85,7 @@ class LayerSpec:
     data: tuple[list, list] | None
     description: str = ""
     seed: int = 0
+    custom_loss: sp.Expr | None = None  # f(yhat, y) per output, summed over outputs
 
     @property
     def widths(self) -> list[int]:
@@ -163,9 +164,16 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
         raise SpecError(source, "model.layers", "expected a non-empty list of layer tables")
     layers = [_layer(raw, i, source) for i, raw in enumerate(raw_layers, 1)]
     loss = model.get("loss")
+    custom = None
+    if loss is None:
+        raise SpecError(source, "model.loss", f"missing (one of {', '.join(NAMED_LOSSES)})")
     if loss not in NAMED_LOSSES:
-        known = ", ".join(NAMED_LOSSES)
-        raise SpecError(source, "model.loss", f"expected one of {known}, got {_describe(loss)}")
+        # a formula in yhat and y per output, summed over the outputs of a sample
+        custom, _ = parse_expression(
+            loss, {"yhat": yhat, "y": y}, source=source, field="model.loss"
+        )
+        if yhat not in custom.free_symbols:
+            raise SpecError(source, "model.loss", "the formula does not use yhat")
     if "params" in doc:
         raise SpecError(source, "params", "layer stacks are initialized as torch.nn.Linear")
     if "predict" in doc:
@@ -174,6 +182,7 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
         name, source, width, layers, loss, _train_table(doc, source), None, description
     )
     spec.seed = spec.train.seed
+    spec.custom_loss = custom
     if loss == "cross_entropy" and spec.outputs < 2:
         raise SpecError(
             source,

@@ -52,6 +52,7 @@ class BatchMean:
     shape: tuple = ()
     phase: str = "forward"
     comment: str = ""
+    sum_features: bool = False  # sum over the features of a sample, mean over the batch
 
     @property
     def reads(self) -> set[sp.Symbol]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sympy as sp
 from sympy.core.parameters import distribute
@@ -49,16 +50,39 @@ def _elementwise_forward(node: Node, graph: Graph) -> list[Statement]:
 def local_derivative(expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol) -> sp.Expr:
     """d expr / d wrt, written with ``value`` (the stored result of ``expr``) wherever
     the derivative repeats the forward computation: tanh' = 1 - t**2 from t = tanh(a),
-    exp' = e, sigmoid' = s*(1 - s), sqrt' = 1/(2*r)."""
-    with distribute(False):
-        local = sp.diff(expr, wrt)
-        reuse = {expr: value}
-        if isinstance(expr, sp.Pow) and not expr.exp.is_Integer:
-            base, power = expr.args
-            reuse[base ** (power - 1)] = value / base
-            reuse[1 / base ** (1 - power)] = value / base
-        local = local.xreplace(reuse)
-    return apply_kink_conventions(local)
+    exp' = e, sigmoid' = s*(1 - s), sqrt' = 1/(2*r). Call it under
+    ``undistributed()`` so that 2*(x - y) stays a product.
+
+    Every layer of a stack applies the same activation to a different tensor, so the
+    derivative is taken once per formula over placeholder names and renamed after."""
+    symbols = sorted(expr.free_symbols | {wrt, value}, key=lambda s: s.name)
+    if len(symbols) > len(_PLACEHOLDERS):
+        return _canonical_derivative(expr, wrt, value)
+    placeholders = _PLACEHOLDERS[: len(symbols)]
+    forward = dict(zip(symbols, placeholders, strict=True))
+    backward = dict(zip(placeholders, symbols, strict=True))
+    local = _canonical_derivative(expr.xreplace(forward), forward[wrt], forward[value])
+    return local.xreplace(backward)
+
+
+_PLACEHOLDERS = [sp.Symbol(f"_u{i}", real=True) for i in range(64)]
+
+
+@lru_cache(maxsize=4096)
+def _canonical_derivative(expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol) -> sp.Expr:
+    local = sp.diff(expr, wrt)
+    reuse = {expr: value}
+    if isinstance(expr, sp.Pow) and not expr.exp.is_Integer:
+        base, power = expr.args
+        reuse[base ** (power - 1)] = value / base
+        reuse[1 / base ** (1 - power)] = value / base
+    return apply_kink_conventions(local.xreplace(reuse))
+
+
+def undistributed():
+    """SymPy otherwise rewrites 2*(x - y) as 2*x - 2*y, which costs an operation and
+    hides shared factors. Switching it clears SymPy's caches, so do it once per pass."""
+    return distribute(False)
 
 
 def _elementwise_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
@@ -70,8 +94,7 @@ def _elementwise_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list
             continue
         local = local_derivative(expr, graph.tensors[name].symbol, out.symbol)
         if local != 0:
-            with distribute(False):
-                result.append((name, g * local, out.shape))
+            result.append((name, g * local, out.shape))
     return result
 
 
@@ -84,7 +107,14 @@ register("elementwise", _elementwise_forward, _elementwise_vjp)
 def _mean_forward(node: Node, graph: Graph) -> list[Statement]:
     out, src = graph.tensors[node.output], graph.tensors[node.inputs[0]]
     if BATCH in src.shape:
-        return [BatchMean(out.symbol, src.symbol, out.shape)]
+        return [
+            BatchMean(
+                out.symbol,
+                src.symbol,
+                out.shape,
+                sum_features=node.attrs.get("sum_features", False),
+            )
+        ]
     return [Assign(out.symbol, src.symbol, out.shape, "forward")]
 
 

@@ -80,6 +80,8 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
             text = printer.call(stmt.op, tuple(a.name for a in stmt.args))
         elif isinstance(stmt, BatchSum):
             text = f"np.sum({stmt.source.name}, axis=0)"
+        elif stmt.sum_features:
+            text = f"np.sum({stmt.source.name}) / {stmt.source.name}.shape[0]"
         else:
             text = f"np.mean({stmt.source.name})"
         text = wrap(text, indent, indent + len(target) + 3)
