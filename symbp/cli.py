@@ -148,9 +148,28 @@ def _cmd_run(args) -> int:
     )
     print(render_document(derivation, "text"))
     print(f"generated {module_path}, its tests and {folder / (name + '.md')}")
+    module = load_module(module_path, name)
+    dataset = getattr(derivation.spec, "dataset", None)
+    if dataset:
+        return _train_on_dataset(module, derivation.spec, dataset)
     print(f"training: python {module_path}\n")
     sys.stdout.flush()
-    return load_module(module_path, name).main([])
+    return module.main([])
+
+
+def _train_on_dataset(module, spec, dataset: str) -> int:
+    """Train on a packaged dataset with a held-out quarter and report its accuracy."""
+    from .datasets import DATASETS, load_dataset
+
+    X, y, X_test, y_test = load_dataset(dataset, spec.source, seed=spec.seed)
+    print(f"training on {DATASETS[dataset]}: {len(X)} samples, {len(X_test)} held out\n")
+    params, losses = module.train(module.init_params(spec.seed), X, y)
+    every = max(1, len(losses) // 10)
+    for epoch in range(every, len(losses) + 1, every):
+        print(f"epoch {epoch:>4}  loss {losses[epoch - 1]:.6g}")
+    print(f"training accuracy: {module.accuracy(params, X, y):.2%}")
+    print(f"held-out accuracy: {module.accuracy(params, X_test, y_test):.2%}")
+    return 0
 
 
 def _cmd_examples(args) -> int:

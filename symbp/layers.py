@@ -86,6 +86,7 @@ class LayerSpec:
     description: str = ""
     seed: int = 0
     custom_loss: sp.Expr | None = None  # f(yhat, y) per output, summed over outputs
+    dataset: str | None = None  # a packaged dataset the example runner loads
 
     @property
     def widths(self) -> list[int]:
@@ -217,6 +218,16 @@ def _matrix(value, columns: int | None, source: str, where: str) -> list[list[fl
 def _data(table, spec: LayerSpec, source: str):
     if not isinstance(table, dict):
         raise SpecError(source, "data", "expected a table with X and Y")
+    if "dataset" in table:
+        from .datasets import DATASETS
+
+        _only(table, {"dataset"}, source, "data")
+        if table["dataset"] not in DATASETS:
+            raise SpecError(
+                source, "data.dataset", f"unknown dataset {_describe(table['dataset'])}"
+            )
+        spec.dataset = table["dataset"]
+        return None
     _only(table, {"X", "Y"}, source, "data")
     for key in ("X", "Y"):
         if key not in table:

@@ -218,6 +218,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     forward, fh = _vector_lines(program.needed_for(program.outputs), {}, 4)
     loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
     widths = spec.widths
+    optimizer = _optimizer_context(derivation, {})
     return {
         "name": spec.name,
         "description": spec.description,
@@ -238,7 +239,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "loss_name": spec.loss,
         "params": spec.params,
         "train": spec.train,
-        "optimizer": _optimizer_context(derivation, {}),
+        "optimizer": optimizer,
         "data": _literal({"X": spec.data[0], "Y": spec.data[1]}, 7) if spec.data else None,
         "forward_lines": forward,
         "loss_lines": loss,
@@ -247,7 +248,8 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "batch_loss": program.loss.name,
         "output": program.outputs[0].name,
         "numpy_helpers": sorted(helpers | fh | lh),
-        "uses_math": "erf" in (helpers | fh | lh),
+        "uses_math": "erf" in (helpers | fh | lh)
+        or any("math." in line.expr for line in optimizer["step_scalars"]),
     }
 
 
