@@ -598,6 +598,12 @@ def tex_escape(text: object) -> str:
 
 def render_document(derivation: Derivation, fmt: str) -> str:
     """The derivation of ``derivation.spec`` in ``fmt``: "text", "markdown" or "latex"."""
+    from .layers import LayerSpec
+
+    if isinstance(derivation.spec, LayerSpec):  # a layer stack: its own, matrix-form document
+        from .layer_document import render_layer_document
+
+        return render_layer_document(derivation, fmt)
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(TEMPLATES)})")
     env = environment("docs")

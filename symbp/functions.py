@@ -99,6 +99,24 @@ class leaky_relu(sp.Function):  # noqa: N801
         return sp.Piecewise((z, z > 0), (slope * z, True))
 
 
+class clamped_log(sp.Function):  # noqa: N801
+    """max(log(x), -100), torch.nn.BCELoss's clamp, evaluated as log(max(x, e^-100)) so
+    that x = 0 neither warns nor gives a NaN gradient (the derivative is 0 there)."""
+
+    nargs = 1
+    FLOOR = sp.exp(-100)
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return sp.Heaviside(x - self.FLOOR, 0) / sp.Max(x, self.FLOOR)
+
+    def definition(self):
+        return sp.Max(sp.log(self.args[0]), -100)
+
+
 # name in a spec -> (SymPy constructor, allowed argument counts; None = two or more)
 FUNCTIONS: dict[str, tuple[object, tuple[int, ...] | None]] = {
     "exp": (sp.exp, (1,)),
@@ -128,7 +146,7 @@ FUNCTIONS: dict[str, tuple[object, tuple[int, ...] | None]] = {
 
 CONSTANTS = {"pi": sp.pi}
 
-CUSTOM_FUNCTIONS = (sigmoid, relu, softplus, leaky_relu)
+CUSTOM_FUNCTIONS = (sigmoid, relu, softplus, leaky_relu, clamped_log)
 
 
 def apply_kink_conventions(expr: sp.Expr) -> sp.Expr:

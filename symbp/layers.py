@@ -14,7 +14,7 @@ import sympy as sp
 
 from .errors import SpecError
 from .expr_parser import parse_expression
-from .functions import leaky_relu, relu, sigmoid, softplus
+from .functions import clamped_log, leaky_relu, relu, sigmoid, softplus
 from .spec import TrainSpec, _describe, _only, _train_table
 
 z = sp.Symbol("z", real=True)
@@ -57,7 +57,7 @@ ELEMENTWISE_LOSSES = {
     "mse": (yhat - y) ** 2,
     "l1": sp.Abs(yhat - y),
     # log clamped at -100 as torch.nn.BCELoss
-    "bce": -(y * sp.Max(sp.log(yhat), -100) + (1 - y) * sp.Max(sp.log(1 - yhat), -100)),
+    "bce": -(y * clamped_log(yhat) + (1 - y) * clamped_log(1 - yhat)),
     # softplus(z) - z y = max(z, 0) - z y + log(1 + exp(-|z|)): no overflow for any z
     "bce_with_logits": softplus(yhat) - yhat * y,
 }
@@ -251,7 +251,16 @@ def _labels(value, classes: int, source: str) -> list[list[float]]:
         if isinstance(item, list) and len(item) == 1:
             item = item[0]
         if isinstance(item, list):
-            rows.append(_matrix([item], classes, source, f"data.Y[{i}]")[0])
+            if len(item) != classes:
+                raise SpecError(
+                    source, f"data.Y[{i}]", f"has {len(item)} values, the model needs {classes}"
+                )
+            for j, v in enumerate(item):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise SpecError(
+                        source, f"data.Y[{i}][{j}]", f"expected a number, got {_describe(v)}"
+                    )
+            rows.append([float(v) for v in item])
             continue
         if isinstance(item, bool) or not isinstance(item, int):
             raise SpecError(

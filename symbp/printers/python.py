@@ -110,6 +110,10 @@ class _PythonTarget(PythonCodePrinter):
     def _print_relu(self, expr):
         return self._print_MinMax(sp.Max(expr.args[0], 0, evaluate=False), "Max")
 
+    def _print_clamped_log(self, expr):
+        floor = repr(float(expr.FLOOR))
+        return f"{self.FUNCS['log']}({self.FUNCS['Max']}({self._print(expr.args[0])}, {floor}))"
+
     def _print_leaky_relu(self, expr):
         z, slope = expr.args
         return self._choice(z > 0, z, slope * z)
