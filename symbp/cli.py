@@ -102,8 +102,7 @@ def _cmd_generate(args) -> int:
     path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.py")
     if path.suffix != ".py" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the module path must end in .py and name a valid module")
-    dtype = args.dtype or ("float64" if hasattr(derivation.spec, "inputs") else "float32")
-    files = {path: render_module(derivation, dtype)}
+    files = {path: render_module(derivation, args.dtype)}
     if args.tests:
         files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
     write_atomically(files)

@@ -866,7 +866,7 @@ def _output(spec: LayerSpec, eq: _Equations) -> dict:
         "closed": eq(closed) if delta is not None or (ce and not is_softmax) else None,
         "softmax_rows": eq(lambda nt: _softmax_rows(nt, K)) if is_softmax else None,
         "unclamped": eq(unclamped) if spec.loss == "bce" else None,
-        "ce_element": eq(ce_element) if ce else None,
+        "ce_element": eq(ce_element) if ce and identity else None,
         "logits": identity and spec.loss in ("bce_with_logits", "cross_entropy"),
         "prediction_minus_target": delta is not None
         and _is_prediction_minus_target(output_delta(spec, clamp=False), out, 1 if ce else d_k),

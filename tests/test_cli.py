@@ -23,7 +23,14 @@ from symbp.targets.numpy_target import render_module, render_tests
 def test_examples_lists_every_builtin_with_its_description(capsys):
     assert main(["examples"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["logistic", "quadratic", "tanh_units"]
+    assert [line.split()[0] for line in lines] == [
+        "digits_mlp",
+        "logistic",
+        "quadratic",
+        "tanh_units",
+        "xor_mlp",
+        "xor_sigmoid",
+    ]
     for line, name in zip(lines, builtin_names(), strict=True):
         description = tomllib.loads(resolve(name)[1])["description"]
         assert line == f"{name:<20} {description}"

@@ -26,7 +26,8 @@ from symbp.derive import derive
 from symbp.spec import builtin_names, load
 from symbp.targets.numpy_target import render_module, render_tests
 
-NAMES = builtin_names()
+# expression models: the layer stacks have their own tests (tests/test_layers.py)
+NAMES = [n for n in builtin_names() if hasattr(load(n), "inputs")]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ import json, sys
 from symbp.derive import derive
 from symbp.spec import builtin_names, load
 from symbp.targets.numpy_target import render_module
-json.dump({n: render_module(derive(load(n))) for n in builtin_names()}, sys.stdout)
+json.dump({n: render_module(derive(load(n))) for n in sys.argv[1:]}, sys.stdout)
 """
 
 
@@ -95,7 +96,11 @@ json.dump({n: render_module(derive(load(n))) for n in builtin_names()}, sys.stdo
 def test_generation_does_not_depend_on_the_hash_seed(sources, hash_seed):
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     result = subprocess.run(
-        [sys.executable, "-c", RENDER_ALL], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", RENDER_ALL, *NAMES],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     import json
 
@@ -286,7 +291,7 @@ def test_generated_test_files_pass_under_pytest(tmp_path):
         derivation = derive(load(name))
         (tmp_path / f"{name}.py").write_text(render_module(derivation), encoding="utf-8")
         (tmp_path / f"test_{name}.py").write_text(render_tests(derivation, name), encoding="utf-8")
-    # the float32 build: its tests skip (their finite differences need float64)
+    # the float32 build: its tests run the module in float64 (they set DTYPE)
     single = derive(load("quadratic"))
     (tmp_path / "quadratic32.py").write_text(render_module(single, "float32"), encoding="utf-8")
     (tmp_path / "test_quadratic32.py").write_text(render_tests(single, "quadratic32"), "utf-8")
@@ -297,7 +302,7 @@ def test_generated_test_files_pass_under_pytest(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b6 passed, 2 skipped\b", result.stdout), result.stdout
+    assert re.search(rf"\b{2 * (len(NAMES) + 1)} passed\b", result.stdout), result.stdout
 
 
 def test_running_the_module_trains_and_reports(folder, tmp_path, sources):

@@ -9,6 +9,8 @@ printer records which helpers a module needs in ``self.helpers``.
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
@@ -252,11 +254,16 @@ class ScalarPrinter(_PythonTarget):
 def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
     """Break a long printed expression at top-level ``+``/``-`` (then ``*``) inside
     parentheses so that generated lines stay within ``width`` columns. ``indent`` is the
-    statement's indentation, ``start`` the column where the expression begins."""
+    statement's indentation, ``start`` the column where the expression begins. A whole
+    expression in parentheses, ``-(a + b)``, is broken inside them."""
     if start + len(text) <= width:
         return text
+    opening, body, closing = "(", text, ")"
+    outer = re.match(r"^(-?[\w.]*\()(.*)\)$", text, re.S)
+    if outer and _balanced(outer.group(2)) and len(_split_top_level(text, (" + ", " - "))) == 1:
+        opening, body = outer.group(1), outer.group(2)
     for separators in ((" + ", " - "), ("*",)):
-        pieces = _split_top_level(text, separators)
+        pieces = _split_top_level(body, separators)
         if len(pieces) > 1:
             break
     else:
@@ -270,8 +277,17 @@ def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
         else:
             current += piece
     lines.append(current)
-    body = "\n".join(pad + line for line in lines)
-    return "(\n" + body + "\n" + " " * indent + ")"
+    return opening + "\n" + "\n".join(pad + line for line in lines) + "\n" + " " * indent + closing
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _split_top_level(text: str, separators: tuple[str, ...]) -> list[str]:

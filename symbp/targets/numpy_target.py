@@ -253,7 +253,13 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     }
 
 
-def render_module(derivation: Derivation, dtype: str = "float64") -> str:
+def default_dtype(spec) -> str:
+    """float64 for expression models (checked to the last digit), float32 for layer stacks."""
+    return "float32" if isinstance(spec, LayerSpec) else "float64"
+
+
+def render_module(derivation: Derivation, dtype: str | None = None) -> str:
+    dtype = dtype or default_dtype(derivation.spec)
     if isinstance(derivation.spec, LayerSpec):
         return (
             environment("numpy")
