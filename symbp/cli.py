@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     derive.add_argument("--format", choices=("text", "latex", "markdown"), default="text")
     derive.add_argument("-o", "--output", help="file to write (default: stdout)")
     derive.add_argument("--stats", action="store_true", help="report operation counts instead")
+    derive.add_argument(
+        "--element",
+        action="store_true",
+        help="layer stacks: add the index form (dL/dw_ij = sum_n delta_ni a_nj)",
+    )
 
     generate = sub.add_parser("generate", help="emit a standalone training module")
     generate.add_argument("spec", help=spec_help)
@@ -71,16 +76,32 @@ def _load(arg: str):
 
 
 def _cmd_derive(args) -> int:
+    from .layers import LayerSpec
+
     if args.stats:
         from .spec import load
-        from .stats import format_stats, op_stats
 
         spec = load(args.spec)
-        text = format_stats(op_stats(spec), spec.name)
+        if isinstance(spec, LayerSpec):  # per-layer parameters, flops and cached memory
+            from .layer_document import format_layer_costs, layer_costs
+
+            text = format_layer_costs(layer_costs(spec), spec.name)
+        else:  # operation counts of the straight-line program against naive differentiation
+            from .stats import format_stats, op_stats
+
+            text = format_stats(op_stats(spec), spec.name)
     else:
         from .document import render_document
 
-        text = render_document(_load(args.spec), args.format)
+        derivation = _load(args.spec)
+        if isinstance(derivation.spec, LayerSpec):
+            from .layer_document import render_layer_document
+
+            text = render_layer_document(derivation, args.format, element=args.element)
+        else:
+            if args.element:
+                print("symbp: --element applies to layer stacks only; ignored", file=sys.stderr)
+            text = render_document(derivation, args.format)
     return _emit(text, args.output)
 
 

@@ -109,9 +109,17 @@ class _TextPrinter(StrPrinter):
         return super()._print_Pow(expr, rational)
 
 
+def _shown(expr: sp.Expr) -> sp.Expr:
+    """``expr`` as the documents write it: bce's clamped log as max(log x, -100)."""
+    return expr.replace(
+        lambda e: type(e).__name__ == "clamped_log" and hasattr(e, "definition"),
+        lambda e: e.definition(),
+    )
+
+
 def text_expr(expr: sp.Expr) -> str:
     """A formula of the text document."""
-    return _TextPrinter({"order": "none"}).doprint(expr)
+    return _TextPrinter({"order": "none"}).doprint(_shown(expr))
 
 
 class TexNames:
@@ -123,7 +131,7 @@ class TexNames:
         self.breakable = breakable
 
     def expr(self, expr: sp.Expr) -> str:
-        return latex(expr, (), self.breakable)
+        return latex(_shown(expr), (), self.breakable)
 
     def m(self, kind: str, k: object = None, t: bool = False) -> str:
         """A matrix: ``m("W", 2, t=True)`` is W^{(2)T}; ``m("A", 0)`` is X."""
@@ -261,13 +269,15 @@ def _ordered(expr: sp.Basic) -> sp.Basic:
 
 def _shortest(expr: sp.Expr) -> sp.Expr:
     """The shortest of a few rewritings (the first on ties: stable)."""
-    candidates = [expr, sp.factor_terms(expr)]
+    rewritings = [sp.factor_terms]
     if not expr.has(sp.Piecewise, sp.Heaviside, sp.Max, sp.Min, sp.sign):
-        candidates.append(sp.expand(expr))
+        rewritings += [sp.expand, sp.factor]
+    candidates = [expr]
+    for rewrite in rewritings:
         try:
-            candidates.append(sp.factor(expr))
-        except (sp.PolynomialError, NotImplementedError):  # pragma: no cover - defensive
-            pass
+            candidates.append(rewrite(expr))
+        except (sp.PolynomialError, NotImplementedError, RecursionError):  # pragma: no cover
+            pass  # SymPy gives up on some formulas: keep the others
     return min(candidates, key=sp.count_ops)
 
 
@@ -308,6 +318,7 @@ def _output_gradient(spec: LayerSpec) -> sp.Expr:
 
 def _unclamped(loss: sp.Expr) -> sp.Expr:
     """The bce loss without torch's clamp of the logs at -100."""
+    loss = loss.replace(lambda e: type(e).__name__ == "clamped_log", lambda e: sp.log(e.args[0]))
     return loss.replace(
         lambda e: isinstance(e, sp.Max) and -100 in e.args,
         lambda e: next(a for a in e.args if a != -100),
@@ -351,7 +362,11 @@ def _real(expr: sp.Expr) -> sp.Expr:
 def _ops(expr: sp.Expr) -> int:
     """Operations per element of ``expr`` (``dag_ops``), common factors pulled out first
     where that is shorter: 2*(yhat - y) rather than SymPy's 2*yhat - 2*y."""
-    return min(dag_ops(expr), dag_ops(sp.factor_terms(expr)))
+    try:
+        factored = sp.factor_terms(expr)
+    except RecursionError:  # pragma: no cover - SymPy gives up on some formulas
+        factored = expr
+    return min(dag_ops(expr), dag_ops(factored))
 
 
 def _elementwise_ops(layer: Layer) -> tuple[int, int]:
@@ -562,6 +577,15 @@ def format_layer_costs(costs: dict, name: str) -> str:
     lines = [f"operation counts for {name} (floating-point operations per step)"]
     lines += [f"  {label:<{width}}  {value:>12}" for label, value in rows]
     lines.append(f"  step / forward with loss: {costs['step_flops'] / max(forward, 1):.2f}")
+    lines.append(
+        "per layer        in      out   parameters      forward     backward   cached floats"
+    )
+    for layer in costs["layers"]:
+        lines.append(
+            f"  {layer['index']:>5} {layer['in']:>8} {layer['out']:>8} {layer['params']:>12} "
+            f"{layer['forward']['total']:>12} {layer['backward']['total']:>12} "
+            f"{layer['cached_floats']:>15}"
+        )
     lines.append("memory of activations (float32)")
     lines.append(
         f"  training keeps   {costs['training_floats']:>10} floats "
@@ -714,6 +738,12 @@ def _loss(spec: LayerSpec, eq: _Equations) -> dict:
         "definition": eq(definition),
         "batch": eq(batch),
         "stable": eq(lambda nt: _stable_rows(spec.loss, nt)) if spec.loss != "mse" else None,
+        # bce's clamp evaluated as log(max(x, e^-100)) (symbp.functions.clamped_log)
+        "log_of_max": spec.loss == "bce"
+        and any(
+            type(e).__name__ == "clamped_log"
+            for e in sp.preorder_traversal(ELEMENTWISE_LOSSES["bce"])
+        ),
     }
 
 
@@ -723,8 +753,7 @@ def _stable_rows(loss: str, nt: Names) -> Rows:
         return {
             "l1": [("l_ni", "|yhat_ni - y_ni|")],
             "bce": [
-                ("l_ni", "-(y_ni max(log(yhat_ni), -100)"),
-                ("", "  + (1 - y_ni) max(log(1 - yhat_ni), -100))"),
+                ("l_ni", "-(y_ni max(log(yhat_ni), -100) + (1 - y_ni) max(log(1 - yhat_ni), -100))")
             ],
             "bce_with_logits": [
                 ("l_ni", "-(y_ni log(sigmoid(yhat_ni)) + (1 - y_ni) log(1 - sigmoid(yhat_ni)))"),

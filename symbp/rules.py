@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy as sp
-from sympy.core.parameters import distribute
+from sympy.core.parameters import distribute, global_parameters
 
 from .functions import apply_kink_conventions
 from .ir import BATCH, Graph, N, Node, Shape
@@ -56,12 +56,15 @@ def local_derivative(expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol) -> sp.Expr
     Every layer of a stack applies the same activation to a different tensor, so the
     derivative is taken once per formula over placeholder names and renamed after."""
     symbols = sorted(expr.free_symbols | {wrt, value}, key=lambda s: s.name)
+    # SymPy's distribute switch changes the result (2*(x - y) or 2*x - 2*y): part of the key
+    distributing = bool(global_parameters.distribute)
     if len(symbols) > len(_PLACEHOLDERS):
-        return _canonical_derivative(expr, wrt, value)
+        return _canonical_derivative(expr, wrt, value, distributing)
     placeholders = _PLACEHOLDERS[: len(symbols)]
     forward = dict(zip(symbols, placeholders, strict=True))
     backward = dict(zip(placeholders, symbols, strict=True))
-    local = _canonical_derivative(expr.xreplace(forward), forward[wrt], forward[value])
+    canonical = expr.xreplace(forward)
+    local = _canonical_derivative(canonical, forward[wrt], forward[value], distributing)
     return local.xreplace(backward)
 
 
@@ -69,7 +72,9 @@ _PLACEHOLDERS = [sp.Symbol(f"_u{i}", real=True) for i in range(64)]
 
 
 @lru_cache(maxsize=4096)
-def _canonical_derivative(expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol) -> sp.Expr:
+def _canonical_derivative(
+    expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol, distributing: bool
+) -> sp.Expr:
     local = sp.diff(expr, wrt)
     reuse = {expr: value}
     if isinstance(expr, sp.Pow) and not expr.exp.is_Integer:

@@ -220,3 +220,16 @@ def test_a_modified_copy_of_generated_is_stale(tmp_path, capsys):
     target.write_text(target.read_text(encoding="utf-8").replace("0.05", "0.5", 1), "utf-8")
     assert main(["regenerate", "--check", str(copy)]) == 1
     assert "tanh_units.py is stale" in capsys.readouterr().out
+
+
+@needs_generated
+def test_regeneration_does_not_depend_on_what_the_process_derived_before():
+    # a derivative first taken outside undistributed() (the layer costs count operations
+    # that way) must not be reused in SymPy's distributed form: 2*(yhat - y), not -2*y + 2*yhat
+    from symbp.builtins import stale_files
+    from symbp.layer_document import layer_costs
+    from symbp.spec import parse_spec
+
+    mse_stack = 'name = "s"\n[model]\ninput = 1\nlayers = [{ dense = 1 }]\nloss = "mse"\n'
+    layer_costs(parse_spec(mse_stack, "s.toml"))
+    assert stale_files(GENERATED) == []
