@@ -7,6 +7,8 @@ shared DAG rather than a tree.
 
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 
 from .ir import BATCH, Graph, Node, Tensor, broadcast_shape
@@ -93,8 +95,19 @@ def expression_graph(spec: ExpressionSpec, names: Names) -> Graph:
     )
 
 
+def _batched(shape: tuple[int, ...]) -> tuple:
+    """The IR shape of a batch of per-sample ``shape``: images (C, H, W) are stored
+    channels-last, (N, H, W, C), so that a convolution's unfolded rows are pixels and
+    its product with the kernel is the output without a transpose."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return (BATCH, h, w, c)
+    return (BATCH, *shape)
+
+
 def layer_graph(spec, names: Names) -> Graph:
-    """A dense stack: Z(l) = A(l-1) W(l)^T + b(l), A(l) = f(Z(l)), then the loss."""
+    """A layer stack: Z(l) = A(l-1) W(l)^T + b(l) (dense) or unfold(A(l-1)) W(l)^T + b(l)
+    (conv2d, U(l) the unfolded input), pooling and flatten, A(l) = f(Z(l)), then the loss."""
     from .layers import ELEMENTWISE_LOSSES, y, yhat, z
 
     tensors: dict[str, Tensor] = {}
@@ -104,24 +117,45 @@ def layer_graph(spec, names: Names) -> Graph:
         tensors[name] = Tensor(name, shape, role, named=True)
         return tensors[name].symbol
 
-    current = tensor("X", (BATCH, spec.input), "input")
-    widths = spec.widths
+    current = tensor("X", (BATCH, *spec.shapes[0]), "input")  # images (N, C, H, W) as torch
+    if spec.convolutional:  # A(0): the same images channels-last, a transposed view
+        first = tensor("A0", _batched(spec.shapes[0]))
+        nodes.append(Node("channels_last", (current.name,), first.name))
+        current = first
+    param_shapes = spec.param_shapes()
     for layer in spec.layers:
-        k, width = layer.index, widths[layer.index]
-        if layer.dense is not None:
-            inputs = [current.name, f"W{k}"]
-            tensor(f"W{k}", (width, widths[k - 1]), "param")
+        k, shape = layer.index, _batched(spec.shapes[layer.index])
+        if layer.has_params:
+            inputs = [f"W{k}"]
+            tensor(f"W{k}", param_shapes[f"W{k}"], "param")
             if layer.bias:
-                tensor(f"b{k}", (width,), "param")
+                tensor(f"b{k}", param_shapes[f"b{k}"], "param")
                 inputs.append(f"b{k}")
-            current = tensor(f"Z{k}", (BATCH, width))
-            nodes.append(Node("linear", tuple(inputs), current.name))
+            geometry = {"kernel": layer.kernel, "stride": layer.stride, "padding": layer.padding}
+            if layer.op == "conv2d":
+                # U(l): every patch of A(l-1) a row (a ones column for the bias)
+                _, ho, wo, _ = shape
+                columns = math.prod(param_shapes[f"W{k}"][1:]) + layer.bias
+                unfolded = tensor(f"U{k}", (BATCH, ho, wo, columns))
+                attrs = {**geometry, "ones": layer.bias}
+                nodes.append(Node("unfold", (current.name,), unfolded.name, attrs))
+                current = tensor(f"Z{k}", shape)
+                nodes.append(Node("conv2d", (unfolded.name, *inputs), current.name, geometry))
+            else:
+                current_in = current.name
+                current = tensor(f"Z{k}", shape)
+                nodes.append(Node("linear", (current_in, *inputs), current.name))
+        elif layer.op in ("maxpool2d", "avgpool2d", "flatten"):
+            out = tensor(f"A{k}", shape)
+            attrs = {"kernel": layer.kernel, "stride": layer.stride}
+            nodes.append(Node(layer.op, (current.name,), out.name, attrs))
+            current = out
         if layer.activation == "softmax":
-            out = tensor(f"A{k}", (BATCH, width))
+            out = tensor(f"A{k}", shape)
             nodes.append(Node("softmax", (current.name,), out.name))
             current = out
         elif layer.formula is not None and layer.activation != "identity":
-            out = tensor(f"A{k}", (BATCH, width))
+            out = tensor(f"A{k}", shape)
             expr = layer.formula.xreplace({z: current})
             nodes.append(Node("elementwise", (current.name,), out.name, {"expr": expr}))
             current = out

@@ -15,6 +15,7 @@ the templates (templates/docs/layers.*.j2) hold the layout and the prose.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -382,7 +383,7 @@ def _per_row(count: tuple, d: int) -> int:
 
 def _needs_input_gradient(spec: LayerSpec, index: int) -> bool:
     """Whether dL/dA(index - 1) is needed: some layer before ``index`` has parameters."""
-    return any(layer.dense is not None for layer in spec.layers[: index - 1])
+    return any(layer.has_params for layer in spec.layers[: index - 1])
 
 
 def _cached(spec: LayerSpec, program: Program) -> list[dict]:
@@ -405,7 +406,7 @@ def _cached(spec: LayerSpec, program: Program) -> list[dict]:
     pending = 0  # shared values waiting for the next Z(l) or A(l) (the output is one)
     past_output = False
     for symbol, _ in values:
-        match = re.fullmatch(r"[ZA](\d+)", symbol.name)
+        match = re.fullmatch(r"[ZAU](\d+)", symbol.name)
         if symbol.name == "X":
             layers.append(0)
         elif past_output or symbol in program.targets:
@@ -439,7 +440,23 @@ def _cached(spec: LayerSpec, program: Program) -> list[dict]:
 
 
 def _leaf_shape(spec: LayerSpec, symbol: sp.Symbol) -> tuple:
-    return ("N", spec.input) if symbol.name == "X" else ("N", spec.outputs)
+    if symbol.name == "X":
+        return ("N", *spec.shapes[0])
+    return ("N", spec.outputs)
+
+
+def _batched(shape: tuple) -> tuple:
+    """The IR shape (channels-last for images) of a batch of per-sample ``shape``."""
+    return ("N", shape[1], shape[2], shape[0]) if len(shape) == 3 else ("N", *shape)
+
+
+def _param_count(spec: LayerSpec, layer: Layer) -> int:
+    """(in + 1) x out for a dense layer, (C kh kw + 1) x out for a convolution."""
+    shapes = spec.param_shapes()
+    if not layer.has_params:
+        return 0
+    weights = math.prod(shapes[f"W{layer.index}"])
+    return weights + (shapes[f"W{layer.index}"][0] if layer.bias else 0)
 
 
 def _optimizer_ops(spec: LayerSpec) -> tuple[int, int]:
@@ -474,17 +491,34 @@ def layer_costs(spec: LayerSpec, program: Program | None = None) -> dict:
     layers = []
     for layer in spec.layers:
         k, d_in, d_out = layer.index, widths[layer.index - 1], widths[layer.index]
-        dense = layer.dense is not None
+        dense = layer.has_params
+        # a product of (rows x inner)(inner x out): N x in x out (dense), or per output
+        # pixel a patch of C kh kw times the kernel (conv2d, rows = N Ho Wo)
+        rows, inner, outs = batch, d_in, d_out
+        if layer.op == "conv2d":
+            c_out, ho, wo = spec.shapes[k]
+            rows, inner, outs = batch * ho * wo, math.prod(spec.param_shapes()[f"W{k}"][1:]), c_out
         forward = {
-            "product": 2 * batch * d_in * d_out if dense else 0,
-            "bias": batch * d_out if dense and layer.bias else 0,
+            "product": 2 * rows * inner * outs if dense else 0,
+            "bias": rows * outs if dense and layer.bias else 0,
         }
+        needs_input = _needs_input_gradient(spec, k)
         backward = {
-            "weights": 2 * batch * d_in * d_out if dense else 0,
-            "bias": batch * d_out if dense and layer.bias else 0,
-            "input": 2 * batch * d_in * d_out if dense and _needs_input_gradient(spec, k) else 0,
+            "weights": 2 * rows * inner * outs if dense else 0,
+            "bias": rows * outs if dense and layer.bias else 0,
+            "input": 2 * rows * inner * outs if dense and needs_input else 0,
         }
-        needs_delta = dense or _needs_input_gradient(spec, k)
+        if layer.op == "conv2d" and needs_input:  # fold: one add per patch entry
+            backward["input"] += rows * inner
+        if layer.op in ("maxpool2d", "avgpool2d"):
+            window = layer.kernel[0] * layer.kernel[1]
+            forward["activation_pool"] = (window - 1) * batch * d_out  # max or sum per window
+            if layer.op == "avgpool2d":
+                forward["activation_pool"] += batch * d_out  # the division
+            # max: a compare and a multiply per window entry; avg: an add per entry
+            per_entry = 2 if layer.op == "maxpool2d" else 1
+            backward["pool"] = per_entry * window * batch * d_out if needs_input else 0
+        needs_delta = dense or needs_input
         if layer.activation == "softmax":
             f_ops, df_ops = None, None
             forward["activation"] = batch * _per_row(SOFTMAX_OPS, d_out)
@@ -497,7 +531,7 @@ def layer_costs(spec: LayerSpec, program: Program | None = None) -> dict:
             backward["activation"] = 0
         forward["total"] = sum(forward.values())
         backward["total"] = sum(backward.values())
-        params = (d_in + layer.bias) * d_out if dense else 0
+        params = _param_count(spec, layer)
         layers.append(
             {
                 "index": k,
@@ -614,6 +648,32 @@ def _dense_rhs(nt: Names, layer: Layer, k: int) -> str:
     return f"{product} + {nt.m('b', k)}" if layer.bias else product
 
 
+def _image_rhs(nt: Names, layer: Layer, k: int) -> str:
+    """Z(l) of an image layer: unfold + product, pooling, or flatten of A(l-1)."""
+    a = nt.m("A", k - 1)
+    if layer.op == "conv2d":
+        product = f"{nt.op('unfold', a)} {nt.m('W', k, t=True)}"
+        return f"{product} + {nt.m('b', k)}" if layer.bias else product
+    return nt.op(layer.op, a)
+
+
+def _above_gradient(nt: Names, above: Layer, k: int) -> str:
+    """G(k) = dL/dA(k) from delta(k + 1) of the layer above: through its product (dense),
+    fold of the product (conv2d), the pooling's routing, or the inverse reshape."""
+    delta = nt.m("delta", k + 1)
+    if above.dense is not None:
+        return f"{delta} {nt.m('W', k + 1)}"
+    if above.op == "conv2d":
+        return nt.op("fold", f"{delta} {nt.m('W', k + 1)}")
+    if above.op == "maxpool2d":
+        return nt.op("unpool_max", delta)
+    if above.op == "avgpool2d":
+        return nt.op("unpool_avg", delta)
+    if above.op == "flatten":
+        return nt.op("unflatten", delta)
+    return delta
+
+
 def _activation_name(layer: Layer, last: bool, loss: str) -> str:
     if layer.activation == "custom":
         return "custom"
@@ -630,19 +690,113 @@ def _layer_table(spec: LayerSpec) -> list[dict]:
     for layer in spec.layers:
         d_in, d_out = widths[layer.index - 1], widths[layer.index]
         dense = layer.dense is not None
-        params = (d_in + layer.bias) * d_out if dense else 0
+        params = _param_count(spec, layer)
+        w_dims = list(spec.param_shapes().get(f"W{layer.index}", ()))
         rows.append(
             {
                 "index": layer.index,
                 "in": d_in,
                 "out": d_out,
+                "w_dims": w_dims,  # W's shape ([] without parameters)
+                "fan": math.prod(w_dims[1:]) if w_dims else 0,  # inputs per output
+                "outs": w_dims[0] if w_dims else 0,  # outputs (features or channels)
                 "dense": dense,
-                "bias": dense and layer.bias,
+                "bias": layer.has_params and layer.bias,
                 "activation": _activation_name(layer, layer.index == K, spec.loss),
                 "params": params,
             }
         )
     return rows
+
+
+def _convolution(spec: LayerSpec, eq: _Equations) -> dict | None:
+    """The image layers in the unfold/fold view: per layer its sizes (with what the floor
+    of torch's output size drops), the memory of the unfolded input against the input,
+    and the general equations of the forward and backward passes."""
+    if not spec.convolutional:
+        return None
+    batch = spec.train.batch_size
+    layers = []
+    for layer in spec.layers:
+        if layer.op not in ("conv2d", "maxpool2d", "avgpool2d"):
+            continue
+        k = layer.index
+        (c, h, w), (c_out, ho, wo) = spec.shapes[k - 1], spec.shapes[k]
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+        sizes = []
+        for name, size, kernel, stride, pad, out in (
+            ("height", h, kh, sh, ph, ho),
+            ("width", w, kw, sw, pw, wo),
+        ):
+            left = (size + 2 * pad - kernel) % stride  # what the floor drops
+            sizes.append(
+                {
+                    "name": name,
+                    "size": size,
+                    "kernel": kernel,
+                    "stride": stride,
+                    "padding": pad,
+                    "out": out,
+                    "dropped": left,
+                }
+            )
+        entry = {
+            "index": k,
+            "op": layer.op,
+            "in": f"{c} x {h} x {w}",
+            "out": f"{c_out} x {ho} x {wo}",
+            "sizes": sizes,
+            "kernel": f"{kh} x {kw}",
+            "stride": f"{sh} x {sw}",
+            "window": kh * kw,
+            "needs_input": _needs_input_gradient(spec, k),
+        }
+        if layer.op == "conv2d":
+            columns = c * kh * kw
+            unfolded = ho * wo * (columns + layer.bias)
+            entry.update(
+                {
+                    "columns": columns,
+                    "bias": layer.bias,
+                    "rows": ho * wo,
+                    "unfolded": unfolded * batch,
+                    "input_floats": c * h * w * batch,
+                    "ratio": f"{unfolded / (c * h * w):.1f}",
+                    "unfolded_bytes": unfolded * batch * FLOAT32_BYTES,
+                }
+            )
+        layers.append(entry)
+
+    def forward(nt: Names) -> Rows:
+        u, a, wt = nt.m("U", "l"), nt.m("A", "l-1"), nt.m("W", "l", t=True)
+        return [
+            (u, nt.op("unfold", a)),
+            (nt.m("Z", "l"), f"{u} {wt} + {nt.m('b', 'l')}"),
+        ]
+
+    def backward(nt: Names) -> Rows:
+        delta = nt.m("delta", "l")
+        return [
+            (
+                nt.d(nt.m("W", "l")),
+                nt.op("reshape", f"{nt.m('delta', 'l', t=True)} {nt.m('U', 'l')}"),
+            ),
+            (nt.d(nt.m("b", "l")), f"{nt.ones_t} {delta}"),
+            (nt.d(nt.m("U", "l")), f"{delta} {nt.m('W', 'l')}"),
+            (nt.d(nt.m("A", "l-1")), nt.op("fold", f"{delta} {nt.m('W', 'l')}")),
+        ]
+
+    return {
+        "layers": layers,
+        "forward": eq(forward),
+        "backward": eq(backward),
+        "has_max": any(entry["op"] == "maxpool2d" for entry in layers),
+        "has_avg": any(entry["op"] == "avgpool2d" for entry in layers),
+        "has_conv": any(entry["op"] == "conv2d" for entry in layers),
+        "has_flatten": any(layer.op == "flatten" for layer in spec.layers),
+        "input": " x ".join(map(str, spec.shapes[0])),
+        "batch": batch,
+    }
 
 
 def _network(spec: LayerSpec, eq: _Equations) -> dict:
@@ -662,6 +816,8 @@ def _network(spec: LayerSpec, eq: _Equations) -> dict:
             k = layer.index
             if layer.dense is not None:
                 rows.append((nt.m("Z", k), _dense_rhs(nt, layer, k)))
+            elif layer.op:
+                rows.append((nt.m("Z", k), _image_rhs(nt, layer, k)))
             else:
                 rows.append((nt.m("Z", k), nt.m("A", k - 1)))
             if layer.activation == "softmax":
@@ -676,7 +832,7 @@ def _network(spec: LayerSpec, eq: _Equations) -> dict:
     table = _layer_table(spec)
     return {
         "K": K,
-        "d0": spec.input,
+        "d0": spec.widths[0],
         "dK": spec.outputs,
         "general": eq(general),
         "concrete": eq(concrete),
@@ -959,7 +1115,7 @@ def _derivatives(spec: LayerSpec, eq: _Equations) -> list[dict]:
 
 def _first_needed(spec: LayerSpec) -> int:
     """The lowest layer whose delta the backward pass computes (the first dense layer)."""
-    return next(layer.index for layer in spec.layers if layer.dense is not None)
+    return next(layer.index for layer in spec.layers if layer.has_params)
 
 
 def _backward(spec: LayerSpec, eq: _Equations) -> dict:
@@ -1009,7 +1165,7 @@ def _layer_rows(spec: LayerSpec, layer: Layer, nt: Names) -> Rows:
     rows: Rows = []
     if k < K:
         above = spec.layers[k]  # layer l + 1
-        g = f"{nt.m('delta', k + 1)} {nt.m('W', k + 1)}" if above.dense else nt.m("delta", k + 1)
+        g = _above_gradient(nt, above, k)
         rows.append((f"{nt.m('G', k)} = {nt.d(nt.m('A', k))}", g))
         lhs = f"{nt.m('delta', k)} = {nt.d(nt.m('Z', k))}"
         if layer.activation == "softmax":
@@ -1030,6 +1186,11 @@ def _layer_rows(spec: LayerSpec, layer: Layer, nt: Names) -> Rows:
             df = _factor(nt, activation_derivative(layer, k))
             rows.append((lhs, f"{nt.m('G', k)}{nt.had}{df}"))
             rows.append(("", f"{nt.paren(g) if above.dense else g}{nt.had}{df}"))
+    if layer.op == "conv2d":
+        product = f"{nt.m('delta', k, t=True)} {nt.m('U', k)}"
+        rows.append((nt.d(nt.m("W", k)), nt.op("reshape", product)))
+        if layer.bias:
+            rows.append((nt.d(nt.m("b", k)), f"{nt.ones_t} {nt.m('delta', k)}"))
     if layer.dense is not None:
         rows.append((nt.d(nt.m("W", k)), f"{nt.m('delta', k, t=True)} {nt.m('A', k - 1)}"))
         if layer.bias:
@@ -1154,7 +1315,7 @@ def _value(name: str, nt: Names, spec: LayerSpec) -> dict:
     """A program name as the document writes it: math (Z1 -> Z^(1), d_Z1 -> delta^(1))
     or code (shared values such as c1)."""
     patterns = (
-        (r"([ZAWb])(\d+)", lambda m: nt.m(m.group(1), int(m.group(2)))),
+        (r"([ZAWbU])(\d+)", lambda m: nt.m(m.group(1), int(m.group(2)))),
         (r"d_Z(\d+)", lambda m: nt.m("delta", int(m.group(1)))),
         (r"d_A(\d+)", lambda m: nt.m(*_adjoint_of_a(spec, int(m.group(1))))),
         (r"d_([Wb])(\d+)", lambda m: nt.d(nt.m(m.group(1), int(m.group(2))))),
@@ -1229,11 +1390,24 @@ CALLS = {
 }
 
 
+def _call_text(stmt: Call) -> str:
+    """A Call as the document's program writes it: the op with its settings."""
+    args = [a.name for a in stmt.args]
+    if stmt.op in CALLS:
+        return CALLS[stmt.op](*args)
+    if stmt.op == "kernel_part":
+        return f"reshape({args[0]}[:, :-1], {dict(stmt.attrs)['shape']})"
+    if stmt.op == "bias_part":
+        return f"{args[0]}[:, -1]"
+    settings = [f"{key}={value}" for key, value in stmt.attrs]
+    return f"{stmt.op}({', '.join(args + settings)})"
+
+
 def _statement_text(stmt: Statement) -> str:
     if isinstance(stmt, Assign):
         return sp.sstr(stmt.expr, order="none")
     if isinstance(stmt, Call):
-        return CALLS[stmt.op](*(a.name for a in stmt.args))
+        return _call_text(stmt)
     return f"{'sum' if isinstance(stmt, BatchSum) else 'mean'}({stmt.source.name})"
 
 
@@ -1313,6 +1487,7 @@ def _context(derivation: Derivation, fmt: str, element: bool) -> dict:
         "loss": _loss(spec, eq),
         "output": _output(spec, eq),
         "backward": _backward(spec, eq),
+        "convolution": _convolution(spec, eq),
         "element": _element(spec, eq) if element else None,
         "costs": _costs(spec, derivation.program, eq.nt),
         "program": _program(derivation),

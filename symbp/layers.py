@@ -1,14 +1,20 @@
-"""Layer stacks (dense networks): the spec, and the activations and losses as scalar
-SymPy definitions.
+"""Layer stacks (dense and convolutional networks): the spec, and the activations and
+losses as scalar SymPy definitions.
 
 Each activation is a formula in ``z``; its derivative comes from ``sympy.diff`` like any
 other elementwise node, so a custom activation costs nothing extra. Named losses are
 written in their numerically stable forms.
+
+Convolutional stacks take ``input = [C, H, W]`` and the layers ``conv2d``,
+``maxpool2d``, ``avgpool2d`` and ``flatten``, with torch.nn's parameter layouts and
+output sizes; every layer's per-sample shape is worked out here, so that a shape error
+is reported once, naming the layer and the shapes, before anything is derived.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -72,13 +78,31 @@ class Layer:
     activation: str | None  # a named activation, "softmax", "custom" or None
     formula: sp.Expr | None  # f(z) for elementwise activations
     text: str = ""  # the activation as the user wrote it
+    # "" for a dense layer or an activation alone; else one of IMAGE_OPS
+    op: str = ""
+    channels: int | None = None  # conv2d: output channels
+    kernel: tuple[int, int] = (1, 1)  # (kh, kw) of conv2d and pooling
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)  # conv2d: zeros added on each side
+
+    @property
+    def has_params(self) -> bool:
+        return self.dense is not None or self.op == "conv2d"
+
+    @property
+    def kind(self) -> str:
+        """What the layer does, as the documents name it."""
+        return self.op or ("dense" if self.dense is not None else "activation")
+
+
+IMAGE_OPS = ("conv2d", "maxpool2d", "avgpool2d", "flatten")
 
 
 @dataclass
 class LayerSpec:
     name: str
     source: str
-    input: int
+    input: int | tuple[int, int, int]  # features, or (channels, height, width)
     layers: list[Layer]
     loss: str
     train: TrainSpec
@@ -87,24 +111,85 @@ class LayerSpec:
     seed: int = 0
     custom_loss: sp.Expr | None = None  # f(yhat, y) per output, summed over outputs
     dataset: str | None = None  # a packaged dataset the example runner loads
+    # per-sample shape after each layer, the input first: (d,) or (C, H, W)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
     def widths(self) -> list[int]:
-        """Feature width after each layer, the input first."""
-        widths = [self.input]
-        for layer in self.layers:
-            widths.append(layer.dense if layer.dense is not None else widths[-1])
-        return widths
+        """Values per sample after each layer, the input first (C H W for an image)."""
+        return [math.prod(shape) for shape in self.shapes]
+
+    @property
+    def input_width(self) -> int:
+        return self.widths[0]
+
+    @property
+    def convolutional(self) -> bool:
+        return len(self.shapes[0]) == 3
 
     @property
     def params(self) -> list[str]:
         names = []
         for layer in self.layers:
-            if layer.dense is not None:
+            if layer.has_params:
                 names.append(f"W{layer.index}")
                 if layer.bias:
                     names.append(f"b{layer.index}")
         return names
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """torch.nn's layouts: Linear W (out, in), Conv2d W (out, in, kh, kw); b (out,)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self.layers:
+            before = self.shapes[layer.index - 1]
+            if layer.dense is not None:
+                shapes[f"W{layer.index}"] = (layer.dense, before[0])
+            elif layer.op == "conv2d":
+                shapes[f"W{layer.index}"] = (layer.channels, before[0], *layer.kernel)
+            else:
+                continue
+            if layer.bias:
+                shapes[f"b{layer.index}"] = (shapes[f"W{layer.index}"][0],)
+        return shapes
+
+    def summary(self, layer: Layer) -> str:
+        """One line on what ``layer`` does and the shapes it maps (per sample)."""
+        before, after = self.shapes[layer.index - 1], self.shapes[layer.index]
+        shapes = f"{'x'.join(map(str, before))} -> {'x'.join(map(str, after))}"
+        activation = f", activation {layer.text}" if layer.text else ""
+        if layer.op == "conv2d":
+            (kh, kw), stride, padding = layer.kernel, layer.stride, layer.padding
+            bias = "" if layer.bias else ", no bias"
+            return (
+                f"conv2d {before[0]} -> {layer.channels} channels, kernel {kh}x{kw}, stride "
+                f"{_hw(stride)}, padding {_hw(padding)}{bias}{activation}: {shapes}"
+            )
+        if layer.op in ("maxpool2d", "avgpool2d"):
+            (kh, kw) = layer.kernel
+            return f"{layer.op} {kh}x{kw}, stride {_hw(layer.stride)}: {shapes}"
+        if layer.op == "flatten":
+            return f"flatten (C, H, W) order: {shapes}"
+        if layer.dense is not None:
+            bias = "" if layer.bias else " (no bias)"
+            return f"dense {before[0]} -> {layer.dense}{bias}{activation}"
+        return f"activation {layer.text}"
+
+    def template_context(self) -> dict:
+        """What the NumPy template needs beyond dense layers: parameter shapes and fan-ins,
+        and for images the input shape."""
+        table = [
+            {"name": name, "shape": _tuple_text(shape), "fan_in": self.fan_in(name)}
+            for name, shape in self.param_shapes().items()
+        ]
+        image = None
+        if self.convolutional:
+            image = {"shape": _tuple_text(self.shapes[0]), "width": self.widths[0]}
+            image["shape_values"] = list(self.shapes[0])
+        return {"param_table": table, "image": image}
+
+    def fan_in(self, param: str) -> int:
+        """The fan-in of torch's default initialization (uniform in +-1/sqrt(fan_in))."""
+        return math.prod(self.param_shapes()[f"W{param[1:]}"][1:])
 
     @property
     def outputs(self) -> int:
@@ -117,13 +202,60 @@ def _positive_int(value, source, where) -> int:
     return value
 
 
+def _pair(value, source, where, *, minimum: int = 1) -> tuple[int, int]:
+    """An int or [a, b] (height, width) of integers >= minimum."""
+    items = value if isinstance(value, list) else [value, value]
+    if len(items) != 2:
+        raise SpecError(source, where, f"expected an integer or [height, width], got {value!r}")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
+            kind = "positive" if minimum == 1 else "non-negative"
+            raise SpecError(
+                source, where, f"expected {kind} integers (or [height, width]), got {value!r}"
+            )
+    return (items[0], items[1])
+
+
+def _activation_of(raw, where, source) -> tuple[str | None, sp.Expr | None, str]:
+    """(kind, f(z), text) of a layer's ``activation`` (None, None, "" without one)."""
+    options = {}
+    for key in ("negative_slope", "alpha"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(source, f"{where}.{key}", "expected a number")
+            options[key] = float(value)
+    text = raw.get("activation")
+    if text is None:
+        return None, None, ""
+    if not isinstance(text, str):
+        raise SpecError(source, f"{where}.activation", "expected a name or a formula in z")
+    if text in NAMED_ACTIVATIONS:
+        formula = None if text == "softmax" else _activation(text, options)
+        return text, formula, text
+    formula, _ = parse_expression(
+        text, {"z": z}, source=source, field=f"{where}.activation", allow_new_names=False
+    )
+    if z not in formula.free_symbols:
+        raise SpecError(source, f"{where}.activation", "the formula does not use z")
+    return "custom", formula, text
+
+
+ACTIVATION_OPTIONS = {"activation", "negative_slope", "alpha"}
+
+
 def _layer(raw, index: int, source: str) -> Layer:
     where = f"model.layers[{index}]"
     if not isinstance(raw, dict):
         raise SpecError(
             source, where, f"expected a table such as {{ dense = 8 }}, got {_describe(raw)}"
         )
-    _only(raw, {"dense", "activation", "bias", "negative_slope", "alpha"}, source, where)
+    ops = [key for key in IMAGE_OPS if key in raw]
+    if len(ops) > 1 or (ops and "dense" in raw):
+        raise SpecError(source, where, f"one layer kind per table, got {', '.join(ops)}")
+    if ops:
+        return _image_layer(raw, ops[0], index, source)
+    _only(raw, {"dense", "bias", "in_features", *ACTIVATION_OPTIONS}, source, where)
     dense = raw.get("dense")
     if dense is not None:
         dense = _positive_int(dense, source, f"{where}.dense")
@@ -132,38 +264,173 @@ def _layer(raw, index: int, source: str) -> Layer:
         raise SpecError(source, f"{where}.bias", "expected true or false")
     if dense is None and "bias" in raw:
         raise SpecError(source, f"{where}.bias", "only a dense layer has a bias")
-    text = raw.get("activation")
-    if dense is None and text is None:
-        raise SpecError(source, where, "a layer needs 'dense' or 'activation'")
-    options = {}
-    for key in ("negative_slope", "alpha"):
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SpecError(source, f"{where}.{key}", "expected a number")
-            options[key] = float(value)
-    if text is None:
-        return Layer(index, dense, bias, None, None)
-    if not isinstance(text, str):
-        raise SpecError(source, f"{where}.activation", "expected a name or a formula in z")
-    if text in NAMED_ACTIVATIONS:
-        formula = None if text == "softmax" else _activation(text, options)
-        return Layer(index, dense, bias, text, formula, text)
-    formula, _ = parse_expression(
-        text, {"z": z}, source=source, field=f"{where}.activation", allow_new_names=False
-    )
-    if z not in formula.free_symbols:
-        raise SpecError(source, f"{where}.activation", "the formula does not use z")
-    return Layer(index, dense, bias, "custom", formula, text)
+    if dense is None and "in_features" in raw:
+        raise SpecError(source, f"{where}.in_features", "only a dense layer has input features")
+    if "in_features" in raw:
+        _positive_int(raw["in_features"], source, f"{where}.in_features")
+    if dense is None and raw.get("activation") is None:
+        raise SpecError(
+            source,
+            where,
+            "a layer needs 'dense', 'conv2d', 'maxpool2d', 'avgpool2d', 'flatten' or 'activation'",
+        )
+    activation, formula, text = _activation_of(raw, where, source)
+    return Layer(index, dense, bias, activation, formula, text)
+
+
+def _image_layer(raw: dict, op: str, index: int, source: str) -> Layer:
+    where = f"model.layers[{index}]"
+    value = raw[op]
+    if op == "flatten":
+        _only(raw, {"flatten"}, source, where)
+        if value is not True:
+            raise SpecError(source, f"{where}.flatten", "expected true")
+        return Layer(index, None, False, None, None, op=op)
+    if op == "conv2d":
+        _only(
+            raw,
+            {"conv2d", "kernel", "stride", "padding", "bias", *ACTIVATION_OPTIONS},
+            source,
+            where,
+        )
+        channels = _positive_int(value, source, f"{where}.conv2d")
+        if "kernel" not in raw:
+            raise SpecError(source, f"{where}.kernel", "missing (an integer or [kh, kw])")
+        kernel = _pair(raw["kernel"], source, f"{where}.kernel")
+        bias = raw.get("bias", True)
+        if not isinstance(bias, bool):
+            raise SpecError(source, f"{where}.bias", "expected true or false")
+        activation, formula, text = _activation_of(raw, where, source)
+        return Layer(
+            index,
+            None,
+            bias,
+            activation,
+            formula,
+            text,
+            op=op,
+            channels=channels,
+            kernel=kernel,
+            stride=_pair(raw.get("stride", 1), source, f"{where}.stride"),
+            padding=_pair(raw.get("padding", 0), source, f"{where}.padding", minimum=0),
+        )
+    _only(raw, {op, "stride"}, source, where)
+    kernel = _pair(value, source, f"{where}.{op}")
+    stride = _pair(raw["stride"], source, f"{where}.stride") if "stride" in raw else kernel
+    return Layer(index, None, False, None, None, op=op, kernel=kernel, stride=stride)
+
+
+def _hw(pair: tuple[int, int]) -> str:
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def _tuple_text(shape: tuple[int, ...]) -> str:
+    return f"({shape[0]},)" if len(shape) == 1 else f"({', '.join(map(str, shape))})"
+
+
+def _shown(shape: tuple[int, ...]) -> str:
+    return f"({', '.join(map(str, shape))})" if len(shape) > 1 else f"{shape[0]} features"
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """torch.nn's output size: floor((size + 2 padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def layer_shapes(layers: list[Layer], input_shape: tuple[int, ...], raw_layers, source: str):
+    """The per-sample shape after each layer, the input first; shape errors name the layer."""
+    shapes = [input_shape]
+    for layer, raw in zip(layers, raw_layers, strict=True):
+        where = f"model.layers[{layer.index}]"
+        before = shapes[-1]
+        image = len(before) == 3
+        if layer.op in ("conv2d", "maxpool2d", "avgpool2d"):
+            if not image:
+                raise SpecError(
+                    source,
+                    where,
+                    f"{layer.op} needs an image input (channels, height, width), "
+                    f"got {_shown(before)}",
+                )
+            c, h, w = before
+            (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+            if kh > h + 2 * ph or kw > w + 2 * pw:
+                padded = f" padded to {h + 2 * ph}x{w + 2 * pw}" if ph or pw else ""
+                raise SpecError(
+                    source,
+                    where,
+                    f"{layer.op} kernel {kh}x{kw} is larger than its input {_shown(before)}"
+                    f"{padded}",
+                )
+            out_c = layer.channels if layer.op == "conv2d" else c
+            shapes.append((out_c, _output_size(h, kh, sh, ph), _output_size(w, kw, sw, pw)))
+        elif layer.op == "flatten":
+            if not image:
+                raise SpecError(
+                    source, where, f"flatten needs an image input, got {_shown(before)}"
+                )
+            shapes.append((math.prod(before),))
+        elif layer.dense is not None:
+            if image:
+                raise SpecError(
+                    source,
+                    where,
+                    f"dense needs a flat input, got {_shown(before)}: "
+                    "add { flatten = true } before it",
+                )
+            expected = raw.get("in_features")
+            if expected is not None and expected != before[0]:
+                came = (
+                    f"flatten gives {before[0]} = {' x '.join(map(str, shapes[-2]))}"
+                    if layers[layer.index - 2].op == "flatten"
+                    else f"it gets {before[0]}"
+                )
+                raise SpecError(
+                    source,
+                    f"{where}.in_features",
+                    f"dense expects {expected} input features, but {came}",
+                )
+            shapes.append((layer.dense,))
+        else:
+            shapes.append(before)
+        if layer.activation == "softmax" and len(shapes[-1]) == 3:
+            raise SpecError(
+                source,
+                f"{where}.activation",
+                f"softmax needs a flat input, got {_shown(shapes[-1])}: flatten first",
+            )
+    if len(shapes[-1]) != 1:
+        raise SpecError(
+            source,
+            "model.layers",
+            f"the network ends with an image {_shown(shapes[-1])}: "
+            "end with { flatten = true } or a dense layer",
+        )
+    return shapes
+
+
+def _input_shape(value, source: str) -> tuple[int, ...]:
+    if isinstance(value, list):
+        if len(value) != 3:
+            raise SpecError(
+                source, "model.input", f"expected [channels, height, width], got {value!r}"
+            )
+        for item in value:
+            _positive_int(item, source, "model.input")
+        return tuple(value)
+    return (_positive_int(value, source, "model.input"),)
 
 
 def layer_spec(doc, model, name, description, source) -> LayerSpec:
     _only(model, {"input", "layers", "loss"}, source, "model")
-    width = _positive_int(model.get("input"), source, "model.input")
+    if "input" not in model:
+        raise SpecError(source, "model.input", "missing (features, or [channels, height, width])")
+    input_shape = _input_shape(model["input"], source)
     raw_layers = model["layers"]
     if not isinstance(raw_layers, list) or not raw_layers:
         raise SpecError(source, "model.layers", "expected a non-empty list of layer tables")
     layers = [_layer(raw, i, source) for i, raw in enumerate(raw_layers, 1)]
+    shapes = layer_shapes(layers, input_shape, raw_layers, source)
     loss = model.get("loss")
     custom = None
     if loss is None:
@@ -179,9 +446,11 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
         raise SpecError(source, "params", "layer stacks are initialized as torch.nn.Linear")
     if "predict" in doc:
         raise SpecError(source, "predict", "not supported for layer stacks")
+    width = input_shape if len(input_shape) == 3 else input_shape[0]
     spec = LayerSpec(
         name, source, width, layers, loss, _train_table(doc, source), None, description
     )
+    spec.shapes = shapes
     spec.seed = spec.train.seed
     spec.custom_loss = custom
     if loss == "cross_entropy" and spec.outputs < 2:
@@ -232,7 +501,7 @@ def _data(table, spec: LayerSpec, source: str):
     for key in ("X", "Y"):
         if key not in table:
             raise SpecError(source, f"data.{key}", "missing")
-    X = _matrix(table["X"], spec.input, source, "data.X")
+    X = _matrix(table["X"], spec.input_width, source, "data.X")
     if spec.loss == "cross_entropy":
         Y = _labels(table["Y"], spec.outputs, source)
     else:

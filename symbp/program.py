@@ -70,6 +70,8 @@ class Call:
     shape: tuple
     phase: str
     comment: str = ""
+    # constant settings of the op, as (name, value) pairs: a convolution's kernel size
+    attrs: tuple[tuple[str, object], ...] = ()
 
     @property
     def reads(self) -> set[sp.Symbol]:

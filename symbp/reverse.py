@@ -40,11 +40,11 @@ class Adjoints:
         self.shapes[statement.target] = statement.shape
         self.statements.append(statement)
 
-    def call(self, op: str, args: tuple, shape: tuple, name: str) -> sp.Symbol:
+    def call(self, op: str, args: tuple, shape: tuple, name: str, attrs: tuple = ()) -> sp.Symbol:
         """Emit ``op(*args)`` for a tensor op's rule; return the symbol holding it."""
         symbol = self.names.fresh("v")
         args = tuple(a if isinstance(a, sp.Symbol) else self._materialize(a) for a in args)
-        self.emit(Call(symbol, op, args, shape, "backward"))
+        self.emit(Call(symbol, op, args, shape, "backward", attrs=attrs))
         return symbol
 
     def _materialize(self, expr: sp.Expr) -> sp.Symbol:

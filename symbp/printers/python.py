@@ -16,6 +16,7 @@ from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..ir import N
+from .conv import ConvCalls
 
 
 class _PythonTarget(PythonCodePrinter):
@@ -138,7 +139,7 @@ class _PythonTarget(PythonCodePrinter):
         return self._step(x, h0)
 
 
-class NumpyPrinter(_PythonTarget):
+class NumpyPrinter(ConvCalls, _PythonTarget):
     """Expressions over NumPy arrays (a batch at a time)."""
 
     FUNCS = {
@@ -172,8 +173,8 @@ class NumpyPrinter(_PythonTarget):
         return f"np.sign({self._print(expr.args[0])})"
 
     # tensor operations (program.Call), by op name
-    def call(self, op: str, args: tuple[str, ...]) -> str:
-        return getattr(self, f"_call_{op}")(*args)
+    def call(self, op: str, args: tuple[str, ...], attrs: tuple = ()) -> str:
+        return getattr(self, f"_call_{op}")(*args, **dict(attrs))
 
     def _call_linear(self, a, w, b=None):
         return f"{a} @ {w}.T" + (f" + {b}" if b else "")

@@ -77,7 +77,7 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
         if isinstance(stmt, Assign):
             text = printer.doprint(stmt.expr)
         elif isinstance(stmt, Call):
-            text = printer.call(stmt.op, tuple(a.name for a in stmt.args))
+            text = printer.call(stmt.op, tuple(a.name for a in stmt.args), stmt.attrs)
         elif isinstance(stmt, BatchSum):
             text = f"np.sum({stmt.source.name}, axis=0)"
         elif stmt.sum_features:
@@ -233,9 +233,11 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
                 "bias": layer.bias,
                 "fan_in": widths[layer.index - 1],
                 "activation": layer.text or "identity",
+                "summary": spec.summary(layer),
             }
             for layer in spec.layers
         ],
+        **spec.template_context(),
         "loss_name": spec.loss,
         "params": spec.params,
         "train": spec.train,
