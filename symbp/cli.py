@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = sub.add_parser("generate", help="emit a standalone training module")
     generate.add_argument("spec", help=spec_help)
-    generate.add_argument("--target", choices=("numpy",), default="numpy")
+    generate.add_argument("--target", choices=("numpy", "cuda"), default="numpy")
     generate.add_argument(
         "--dtype",
         choices=("float64", "float32"),
@@ -119,6 +119,8 @@ def _cmd_generate(args) -> int:
     from .output import write_atomically
     from .targets.numpy_target import render_module, render_tests
 
+    if args.target == "cuda":
+        return _generate_cuda(args)
     derivation = _load(args.spec)
     path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.py")
     if path.suffix != ".py" or not path.stem.isidentifier():
@@ -126,6 +128,28 @@ def _cmd_generate(args) -> int:
     files = {path: render_module(derivation, args.dtype)}
     if args.tests:
         files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
+    write_atomically(files)
+    for written in files:
+        print(f"wrote {written}")
+    return 0
+
+
+def _generate_cuda(args) -> int:
+    """One .cu (kernels, C API, standalone main) and its CuPy loader NAME_cuda.py."""
+    from .output import write_atomically
+    from .targets.cuda_target import render_cuda, render_loader
+
+    if args.tests:
+        raise SpecError("--tests", "", "generated tests come with --target numpy only")
+    derivation = _load(args.spec)
+    path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.cu")
+    if path.suffix != ".cu" or not path.stem.isidentifier():
+        raise SpecError(str(path), "", "the CUDA source path must end in .cu and name a module")
+    dtype = args.dtype or "float32"
+    files = {
+        path: render_cuda(derivation, dtype),
+        path.with_name(f"{path.stem}_cuda.py"): render_loader(derivation, path.name, dtype),
+    }
     write_atomically(files)
     for written in files:
         print(f"wrote {written}")
