@@ -59,7 +59,8 @@ def nvcc_command(source: Path, output: Path) -> list[str]:
         str(source),
         "-o",
         str(output),
-        str(library),
+        f"-L{lib}",
+        f"-l:{library.name}",  # the wheel has libcublas.so.13 only, no libcublas.so
         f"-Xlinker=-rpath-link={lib}",
     ]
 
@@ -68,7 +69,7 @@ def emulation_command(source: Path, output: Path) -> list[str]:
     return [
         gxx(),
         "-std=c++20",
-        "-O1",
+        "-O0",
         "-Wall",
         "-Werror",
         "-shared",

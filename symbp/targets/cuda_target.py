@@ -38,7 +38,7 @@ from ..optim import t as step_symbol
 from ..optim import update_rule
 from ..printers.cuda import CudaPrinter
 from ..printers.python import ScalarPrinter
-from ..program import Assign, BatchMean, BatchSum
+from ..program import Assign, BatchMean, BatchSum, Call
 from ..templating import environment
 
 DTYPES = ("float32", "float64")
@@ -125,7 +125,9 @@ class _Planner:
         if entry == "forward":
             statements, self.results = self._broadcast_outputs(statements, wanted)
         for stmt in statements:
-            if isinstance(stmt, Assign):
+            if isinstance(stmt, Assign) and stmt.target.name.startswith("_out_"):
+                self.shapes[stmt.target] = (BATCH,)  # an output broadcast over the batch
+            elif isinstance(stmt, Assign):
                 shape = _broadcast([self.shapes.get(s, ()) for s in stmt.reads if s != N])
                 if shape and shape[0] != BATCH and BATCH in shape:
                     raise SpecError(target.spec.source, "", "unsupported broadcast for CUDA")
@@ -210,8 +212,10 @@ class _Planner:
                     add("map", self.shapes[stmt.target], bias)
                 else:
                     add("gemm", None, stmt, joinable=False)
-            else:  # pragma: no cover - every op of symbp.rules is listed above
-                raise ValueError(f"the CUDA target has no lowering for {stmt.op}")
+            else:
+                raise SpecError(
+                    self.t.spec.source, "", f"the CUDA target has no kernels for {stmt.op} yet"
+                )
         return stages
 
     # --- storage ------------------------------------------------------------------------
@@ -645,7 +649,9 @@ class CudaTarget:
         regions += [("_loss", 1)]
         if "_scal" in grads["buffers"]:
             regions.append(("_scal", grads["scalar_slots"]))
-        regions += [("_x", batch * self.n_in), ("_y", batch * max(1, self.n_target))]
+        regions.append(("_x", batch * self.n_in))
+        if self.n_target:
+            regions.append(("_y", batch * self.n_target))
         for name, (batched, count) in sorted(self.work.items()):
             if f"_w_{name}" in grads["buffers"]:
                 regions.append((f"_w_{name}", count * batch if batched else count))
@@ -758,6 +764,16 @@ class CudaTarget:
         from .numpy_target import _model_lines
 
         return _model_lines(self.derivation)
+
+
+LOWERED_OPS = frozenset((*ROW_OPS, *GEMM_OPS, "sum_rows"))
+
+
+def supported(derivation: Derivation) -> bool:
+    """Whether every tensor operation of the program has CUDA kernels (dense stacks and
+    expression models do; convolution and pooling layers do not yet)."""
+    calls = (s for s in derivation.program.statements if isinstance(s, Call))
+    return all(call.op in LOWERED_OPS for call in calls)
 
 
 def render_cuda(derivation: Derivation, dtype: str | None = None) -> str:
