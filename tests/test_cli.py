@@ -17,6 +17,7 @@ from symbp.cli import main
 from symbp.derive import derive
 from symbp.document import render_document
 from symbp.spec import builtin_names, load, resolve
+from symbp.targets.cuda_target import supported as cuda_supported
 from symbp.targets.numpy_target import render_module, render_tests
 
 
@@ -179,7 +180,12 @@ def test_regenerate_writes_and_checks_a_folder(tmp_path, capsys):
     folder = tmp_path / "generated"
     assert main(["regenerate", str(folder)]) == 0
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(f"{n}{ext}" for n in builtin_names() for ext in (".py", ".md"))
+    # every built-in's module and derivation; the dense ones' CUDA source and loader too
+    cuda = [n for n in builtin_names() if cuda_supported(derive(load(n)))]
+    assert names == sorted(
+        [f"{n}{ext}" for n in builtin_names() for ext in (".py", ".md")]
+        + [f"{n}{ext}" for n in cuda for ext in (".cu", "_cuda.py")]
+    )
     assert capsys.readouterr().out == f"wrote {len(names)} files to {folder}\n"
     assert main(["regenerate", "--check", str(folder)]) == 0
     assert capsys.readouterr().out == ""
