@@ -93,10 +93,26 @@ def _cross_entropy(z, y):
     return lse - (y * z).sum(axis=1)
 
 
+def _cross_entropy_into(z, y, out):
+    """_cross_entropy(z, y) written into out, of shape (N,)."""
+    m = z.max(axis=1)
+    np.log(np.exp(z - m[:, None]).sum(axis=1), out=out)
+    out += m
+    out -= np.einsum("ij,ij->i", y, z)
+
+
 def _cross_entropy_vjp(z, y, g):
     """dl/dz = (softmax(z) - y) times each sample's adjoint g."""
     g = np.asarray(g)
     return (_softmax(z) - y) * (g[:, None] if g.ndim == 1 else g)
+
+
+def _cross_entropy_vjp_into(z, y, g, out):
+    """_cross_entropy_vjp(z, y, g) written into out (which may be z itself)."""
+    _softmax_into(z, out)
+    out -= y
+    g = np.asarray(g)
+    out *= g[:, None] if g.ndim == 1 else g
 
 
 def _flatten(a, out=None):
@@ -142,6 +158,13 @@ def _softmax(z):
     """exp(z) / sum(exp(z)) over the features, with the row maximum shifted out."""
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _softmax_into(z, out):
+    """_softmax(z) written into out (which may be z itself)."""
+    np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    np.divide(out, out.sum(axis=1, keepdims=True), out=out)
 
 
 def _unflatten(g, shape):
@@ -289,7 +312,7 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     d_b4 = d_Z4.sum(axis=0)
     d_A2 = _unflatten(d_A3, shape=(16, 4, 4))
     d_A1 = _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2))
-    d_Z1 = d_A1*(Z1 > 0)
+    d_Z1 = d_A1*(A1 > 0)
     v1 = _conv2d_weight_grad(d_Z1, U1)
     d_W1 = v1[:, :9].reshape(16, 1, 3, 3)
     d_b1 = v1[:, -1]
@@ -300,6 +323,111 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
         "b4": np.asarray(d_b4, dtype=DTYPE),
     }
     return float(L), grads
+
+
+def _buffers(N: int) -> dict[str, np.ndarray]:
+    """The arrays that a training step on N samples writes, allocated once per batch
+    size. A value the backward pass reads stays until then; the array of a value that
+    nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's)."""
+    return {
+        "A0": np.empty((N, 8, 8, 1), DTYPE),
+        "U1": np.empty((N, 8, 8, 10), DTYPE),
+        "Z1": np.empty((N, 8, 8, 16), DTYPE),
+        "A2": np.empty((N, 4, 4, 16), DTYPE),
+        "A3": np.empty((N, 256), DTYPE),
+        "Z4": np.empty((N, 10), DTYPE),
+        "l_n": np.empty((N,), DTYPE),
+        "d_A3": np.empty((N, 256), DTYPE),
+        "d_A2": np.empty((N, 4, 4, 16), DTYPE),
+        "d_A1": np.empty((N, 8, 8, 16), DTYPE),
+        "v1": np.empty((16, 10), DTYPE),
+    }
+
+
+def _loss_and_grads_into(
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    buffers: dict[str, np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+) -> float:
+    """loss_and_grads without allocating: the same program, each step written into an
+    existing array (out=). The gradients land in ``grads``; ``buffers`` is _buffers(N)."""
+    N = X.shape[0]
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W4 = params["W4"]
+    b4 = params["b4"]
+    d_W1 = grads["W1"]
+    d_b1 = grads["b1"]
+    d_W4 = grads["W4"]
+    d_b4 = grads["b4"]
+    A0 = buffers["A0"]
+    U1 = buffers["U1"]
+    Z1 = buffers["Z1"]
+    A2 = buffers["A2"]
+    A3 = buffers["A3"]
+    Z4 = buffers["Z4"]
+    l_n = buffers["l_n"]
+    d_A3 = buffers["d_A3"]
+    d_A2 = buffers["d_A2"]
+    d_A1 = buffers["d_A1"]
+    v1 = buffers["v1"]
+    # A0 = X.transpose(0, 2, 3, 1)
+    np.copyto(A0, X.transpose(0, 2, 3, 1))
+    # U1 = _unfold(A0, kernel=(3, 3), stride=(1, 1), padding=(1, 1), ones=True)
+    _unfold(A0, kernel=(3, 3), stride=(1, 1), padding=(1, 1), ones=True, out=U1)
+    # Z1 = _conv2d(U1, W1, b1)
+    _conv2d(U1, W1, b1, out=Z1)
+    # A1 = np.maximum(0, Z1)
+    A1 = Z1  # Z1 is dead: A1 takes its array
+    np.maximum(Z1, 0, out=A1)
+    # A2 = _maxpool2d(A1, kernel=(2, 2), stride=(2, 2))
+    _maxpool2d(A1, kernel=(2, 2), stride=(2, 2), out=A2)
+    # A3 = _flatten(A2)
+    _flatten(A2, out=A3)
+    # Z4 = A3 @ W4.T + b4
+    np.matmul(A3, W4.T, out=Z4)
+    np.add(Z4, b4, out=Z4)
+    # l_n = _cross_entropy(Z4, Y)
+    _cross_entropy_into(Z4, Y, out=l_n)
+    L = float(np.mean(l_n))
+    d_l_n = 1/N
+    # d_Z4 = _cross_entropy_vjp(Z4, Y, d_l_n)
+    d_Z4 = Z4  # Z4 is dead: d_Z4 takes its array
+    _cross_entropy_vjp_into(Z4, Y, d_l_n, out=d_Z4)
+    # d_A3 = d_Z4 @ W4
+    np.matmul(d_Z4, W4, out=d_A3)
+    # d_W4 = d_Z4.T @ A3
+    np.matmul(d_Z4.T, A3, out=d_W4)
+    # d_b4 = d_Z4.sum(axis=0)
+    np.sum(d_Z4, axis=0, out=d_b4)
+    # d_A2 = _unflatten(d_A3, shape=(16, 4, 4))
+    np.copyto(d_A2, _unflatten(d_A3, shape=(16, 4, 4)))
+    # d_A1 = _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2))
+    _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2), out=d_A1)
+    # d_Z1 = d_A1*(A1 > 0)
+    d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
+    np.greater(A1, 0, out=d_Z1)
+    np.multiply(d_Z1, d_A1, out=d_Z1)
+    # v1 = _conv2d_weight_grad(d_Z1, U1)
+    _conv2d_weight_grad(d_Z1, U1, out=v1)
+    # d_W1 = v1[:, :9].reshape(16, 1, 3, 3)
+    np.copyto(d_W1, v1[:, :9].reshape(16, 1, 3, 3))
+    # d_b1 = v1[:, -1]
+    np.copyto(d_b1, v1[:, -1])
+    return L
+
+
+def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A zeroed flat array for all parameters, and each parameter's view of its part."""
+    flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
+    views, offset = {}, 0
+    for name, shape in PARAM_SHAPES.items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return flat, views
 
 
 def train(
@@ -322,36 +450,53 @@ def train(
     Y = _targets(Y)
     if len(X) != len(Y):
         raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
-    params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
-    state = {
-        "exp_avg": {name: np.full_like(p, 0.0) for name, p in params.items()},
-        "exp_avg_sq": {name: np.full_like(p, 0.0) for name, p in params.items()},
-    }
+    # p: every parameter in one flat array, each parameter a view of its part; g and the
+    # optimizer's state likewise, so that the update is one pass over all of them
+    p, views = _flat()
+    for name, view in views.items():
+        view[...] = params[name]
+    g, grads = _flat()
+    exp_avg = np.full_like(p, 0.0)
+    exp_avg_sq = np.full_like(p, 0.0)
+    tmp0 = np.empty_like(p)
+    workspaces: dict[int, dict[str, np.ndarray]] = {}  # batch size -> _buffers(batch size)
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
     for _ in range(epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
+        order = rng.permutation(n) if shuffle else None
         total = 0.0
         for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            value, grads = loss_and_grads(params, X[batch], Y[batch])
-            total += value * len(batch)
+            stop = min(start + batch_size, n)
+            if stop - start not in workspaces:
+                workspaces[stop - start] = _buffers(stop - start)
+            work = workspaces[stop - start]
+            if shuffle:  # gather the rows into arrays of the workspace
+                rows = order[start:stop]
+                X_batch = work.setdefault("X_batch", np.empty((stop - start, *X.shape[1:]), DTYPE))
+                Y_batch = work.setdefault("Y_batch", np.empty((stop - start, *Y.shape[1:]), DTYPE))
+                np.take(X, rows, axis=0, out=X_batch)
+                np.take(Y, rows, axis=0, out=Y_batch)
+            else:  # consecutive rows: views, no copy
+                X_batch, Y_batch = X[start:stop], Y[start:stop]
+            total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
             step_size = lr/(1 - 0.9**step)
             bias_correction2_sqrt = math.sqrt(1 - 0.999**step)
-            for name, p in params.items():
-                g = grads[name]
-                exp_avg = state["exp_avg"][name]
-                exp_avg_sq = state["exp_avg_sq"][name]
-                exp_avg = 0.09999999999999998*g + 0.9*exp_avg
-                exp_avg_sq = 0.0010000000000000009*g**2 + 0.999*exp_avg_sq
-                p = p - exp_avg*step_size/(1e-08 + np.sqrt(exp_avg_sq)/bias_correction2_sqrt)
-                params[name] = np.asarray(p, dtype=DTYPE)
-                state["exp_avg"][name] = exp_avg
-                state["exp_avg_sq"][name] = exp_avg_sq
+            np.multiply(g, 0.09999999999999998, out=tmp0)
+            np.multiply(exp_avg, 0.9, out=exp_avg)
+            np.add(exp_avg, tmp0, out=exp_avg)
+            np.square(g, out=tmp0)
+            np.multiply(tmp0, 0.0010000000000000009, out=tmp0)
+            np.multiply(exp_avg_sq, 0.999, out=exp_avg_sq)
+            np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
+            np.sqrt(exp_avg_sq, out=tmp0)
+            np.divide(tmp0, bias_correction2_sqrt, out=tmp0)
+            np.add(tmp0, 1e-08, out=tmp0)
+            np.divide(exp_avg, tmp0, out=tmp0)
+            np.multiply(tmp0, step_size, out=tmp0)
+            np.subtract(p, tmp0, out=p)
         losses.append(total / n)
-    return params, losses
-
+    return {name: view.copy() for name, view in views.items()}, losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""

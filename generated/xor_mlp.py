@@ -140,7 +140,7 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     d_A1 = d_Z2 @ W2
     d_W2 = d_Z2.T @ A1
     d_b2 = d_Z2.sum(axis=0)
-    d_Z1 = d_A1*(Z1 > 0)
+    d_Z1 = d_A1*(A1 > 0)
     d_W1 = d_Z1.T @ X
     d_b1 = d_Z1.sum(axis=0)
     grads = {
@@ -150,6 +150,93 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
         "b2": np.asarray(d_b2, dtype=DTYPE),
     }
     return float(L), grads
+
+
+def _buffers(N: int) -> dict[str, np.ndarray]:
+    """The arrays that a training step on N samples writes, allocated once per batch
+    size. A value the backward pass reads stays until then; the array of a value that
+    nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's)."""
+    return {
+        "Z1": np.empty((N, 2), DTYPE),
+        "Z2": np.empty((N, 1), DTYPE),
+        "l_n": np.empty((N, 1), DTYPE),
+        "d_A1": np.empty((N, 2), DTYPE),
+        "tmp_N_1_0": np.empty((N, 1), DTYPE),
+    }
+
+
+def _loss_and_grads_into(
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    buffers: dict[str, np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+) -> float:
+    """loss_and_grads without allocating: the same program, each step written into an
+    existing array (out=). The gradients land in ``grads``; ``buffers`` is _buffers(N)."""
+    N = X.shape[0]
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
+    d_W1 = grads["W1"]
+    d_b1 = grads["b1"]
+    d_W2 = grads["W2"]
+    d_b2 = grads["b2"]
+    Z1 = buffers["Z1"]
+    Z2 = buffers["Z2"]
+    l_n = buffers["l_n"]
+    d_A1 = buffers["d_A1"]
+    tmp_N_1_0 = buffers["tmp_N_1_0"]
+    # Z1 = X @ W1.T + b1
+    np.matmul(X, W1.T, out=Z1)
+    np.add(Z1, b1, out=Z1)
+    # A1 = np.maximum(0, Z1)
+    A1 = Z1  # Z1 is dead: A1 takes its array
+    np.maximum(Z1, 0, out=A1)
+    # Z2 = A1 @ W2.T + b2
+    np.matmul(A1, W2.T, out=Z2)
+    np.add(Z2, b2, out=Z2)
+    # l_n = -Y*Z2 + _softplus(Z2)
+    np.logaddexp(0, Z2, out=tmp_N_1_0)
+    np.multiply(Y, Z2, out=l_n)
+    np.negative(l_n, out=l_n)
+    np.add(l_n, tmp_N_1_0, out=l_n)
+    L = float(np.mean(l_n))
+    # d_Z2 = (-Y + _sigmoid(Z2))/N
+    d_Z2 = Z2  # Z2 is dead: d_Z2 takes its array
+    np.negative(Z2, out=d_Z2)
+    np.logaddexp(0, d_Z2, out=d_Z2)
+    np.negative(d_Z2, out=d_Z2)
+    np.exp(d_Z2, out=d_Z2)
+    np.subtract(d_Z2, Y, out=d_Z2)
+    np.divide(d_Z2, N, out=d_Z2)
+    # d_A1 = d_Z2 @ W2
+    np.matmul(d_Z2, W2, out=d_A1)
+    # d_W2 = d_Z2.T @ A1
+    np.matmul(d_Z2.T, A1, out=d_W2)
+    # d_b2 = d_Z2.sum(axis=0)
+    np.sum(d_Z2, axis=0, out=d_b2)
+    # d_Z1 = d_A1*(A1 > 0)
+    d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
+    np.greater(A1, 0, out=d_Z1)
+    np.multiply(d_Z1, d_A1, out=d_Z1)
+    # d_W1 = d_Z1.T @ X
+    np.matmul(d_Z1.T, X, out=d_W1)
+    # d_b1 = d_Z1.sum(axis=0)
+    np.sum(d_Z1, axis=0, out=d_b1)
+    return L
+
+
+def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A zeroed flat array for all parameters, and each parameter's view of its part."""
+    flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
+    views, offset = {}, 0
+    for name, shape in PARAM_SHAPES.items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return flat, views
 
 
 def train(
@@ -172,24 +259,38 @@ def train(
     Y = _targets(Y)
     if len(X) != len(Y):
         raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
-    params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
+    # p: every parameter in one flat array, each parameter a view of its part; g and the
+    # optimizer's state likewise, so that the update is one pass over all of them
+    p, views = _flat()
+    for name, view in views.items():
+        view[...] = params[name]
+    g, grads = _flat()
+    tmp0 = np.empty_like(p)
+    workspaces: dict[int, dict[str, np.ndarray]] = {}  # batch size -> _buffers(batch size)
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
     for _ in range(epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
+        order = rng.permutation(n) if shuffle else None
         total = 0.0
         for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            value, grads = loss_and_grads(params, X[batch], Y[batch])
-            total += value * len(batch)
+            stop = min(start + batch_size, n)
+            if stop - start not in workspaces:
+                workspaces[stop - start] = _buffers(stop - start)
+            work = workspaces[stop - start]
+            if shuffle:  # gather the rows into arrays of the workspace
+                rows = order[start:stop]
+                X_batch = work.setdefault("X_batch", np.empty((stop - start, *X.shape[1:]), DTYPE))
+                Y_batch = work.setdefault("Y_batch", np.empty((stop - start, *Y.shape[1:]), DTYPE))
+                np.take(X, rows, axis=0, out=X_batch)
+                np.take(Y, rows, axis=0, out=Y_batch)
+            else:  # consecutive rows: views, no copy
+                X_batch, Y_batch = X[start:stop], Y[start:stop]
+            total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
-            for name, p in params.items():
-                g = grads[name]
-                p = p - g*lr
-                params[name] = np.asarray(p, dtype=DTYPE)
+            np.multiply(g, lr, out=tmp0)
+            np.subtract(p, tmp0, out=p)
         losses.append(total / n)
-    return params, losses
-
+    return {name: view.copy() for name, view in views.items()}, losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""

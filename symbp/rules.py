@@ -81,7 +81,29 @@ def _canonical_derivative(
         base, power = expr.args
         reuse[base ** (power - 1)] = value / base
         reuse[1 / base ** (1 - power)] = value / base
-    return apply_kink_conventions(local.xreplace(reuse))
+    return _tests_on_the_value(apply_kink_conventions(local.xreplace(reuse)), expr, wrt, value)
+
+
+def _tests_on_the_value(local: sp.Expr, expr: sp.Expr, wrt: sp.Symbol, value: sp.Symbol):
+    """relu'(z) = [z > 0] is also [a > 0] for the stored a = relu(z): where f(z) > 0
+    exactly when z > 0 (relu, leaky_relu), a test on z is the same test on a, and the
+    backward pass need not keep z. Only done where it removes z from the derivative."""
+    tests = {
+        e
+        for e in sp.preorder_traversal(local)
+        if (isinstance(e, sp.Heaviside) and e.args == (wrt, 0)) or e == (wrt > 0)
+    }
+    if not tests:
+        return local
+    on_value = local.xreplace({t: t.xreplace({wrt: value}) for t in tests})
+    if on_value.has(wrt):
+        return local
+    definition = expr.replace(lambda e: hasattr(e, "definition"), lambda e: e.definition())
+    try:
+        positive = sp.solveset(definition > 0, wrt, sp.S.Reals)
+    except (NotImplementedError, ValueError, TypeError):  # pragma: no cover - SymPy gives up
+        return local
+    return on_value if positive == sp.Interval.open(0, sp.oo) else local
 
 
 def undistributed():

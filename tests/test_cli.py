@@ -25,8 +25,10 @@ def test_examples_lists_every_builtin_with_its_description(capsys):
     assert main(["examples"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [
+        "digits_cnn",
         "digits_mlp",
         "logistic",
+        "mnist_cnn",
         "quadratic",
         "tanh_units",
         "xor_mlp",

@@ -149,18 +149,18 @@ def test_xor_states_the_output_delta_and_the_relu_step(xor):
     delta = r"\frac{\operatorname{sigmoid}{\left(Z^{(2)} \right)} - Y}{N}"
     assert r"\delta^{(2)} = \frac{\partial L}{\partial Z^{(2)}}" in md
     assert f"&= {delta}" in md  # delta(K) = (sigmoid(Z) - Y)/N for bce_with_logits on logits
-    assert r"\left[Z^{(1)} > 0\right]" in md  # relu' = [Z > 0]
-    step = r"\left[Z^{(1)} > 0\right]"
+    assert r"\left[A^{(1)} > 0\right]" in md  # relu' = [Z > 0] = [A > 0]
+    step = r"\left[A^{(1)} > 0\right]"
     assert (
         rf"\delta^{{(1)}} = \frac{{\partial L}}{{\partial Z^{{(1)}}}} &= G^{{(1)}} \circ {step}"
         in md
     )
-    assert r"&= \left(\delta^{(2)} W^{(2)}\right) \circ \left[Z^{(1)} > 0\right]" in md
+    assert r"&= \left(\delta^{(2)} W^{(2)}\right) \circ \left[A^{(1)} > 0\right]" in md
     assert r"\frac{\partial L}{\partial W^{(1)}} &= \delta^{(1)T} X" in md
     assert r"\frac{\partial L}{\partial b^{(2)}} &= \mathbf{1}^{T} \delta^{(2)}" in md
     text = render_layer_document(xor, "text")
     assert "= (sigmoid(Z^(2)) - Y)/N" in text
-    assert "delta^(1) = dL/dZ^(1) = G^(1) o [Z^(1) > 0]" in text
+    assert "delta^(1) = dL/dZ^(1) = G^(1) o [A^(1) > 0]" in text
     assert "max(yhat_ni, 0) - yhat_ni y_ni + log(1 + exp(-|yhat_ni|))" in text
 
 
@@ -251,7 +251,7 @@ def test_activation_derivatives_read_the_stored_values():
     assert activation_derivative(softmax, 4) is None
     sig = load(PROBABILITIES).layers[-1]
     assert text_expr(activation_derivative(sig, 3)) == "A^(3)*(1 - A^(3))"
-    assert text_expr(activation_derivative(load(XOR).layers[0], 1)) == "[Z^(1) > 0]"
+    assert text_expr(activation_derivative(load(XOR).layers[0], 1)) == "[A^(1) > 0]"
 
 
 def test_element_form_is_optional(xor):
@@ -263,7 +263,7 @@ def test_element_form_is_optional(xor):
     assert r"\frac{\partial L}{\partial b^{(2)}_{i}} &= \sum_{n=1}^{N} \delta^{(2)}_{ni}" in md
     row = (
         r"\delta^{(1)}_{ni} &= \left(\sum_{k=1}^{1} \delta^{(2)}_{nk} w^{(2)}_{ki}\right)"
-        r" \left[z^{(1)}_{ni} > 0\right]"
+        r" \left[a^{(1)}_{ni} > 0\right]"
     )
     assert row in md
     sigmoid = r"\operatorname{sigmoid}{\left(z^{(2)}_{ni} \right)}"
@@ -331,7 +331,8 @@ def test_the_first_layer_computes_no_input_gradient():
     assert first["backward"]["input"] == 0
     assert second["backward"]["input"] == 2 * 4 * 2 * 1
     kept = {c["name"]: c["layer"] for c in costs["cached"]}
-    assert kept == {"X": 0, "Z1": 1, "A1": 1, "Z2": 2, "Y": 3}
+    # relu' = [Z > 0] = [A > 0]: layer 1 keeps A1 only, not Z1 as well
+    assert kept == {"X": 0, "A1": 1, "Z2": 2, "Y": 3}
 
 
 def test_format_layer_costs():
@@ -363,7 +364,8 @@ def test_unknown_format_is_an_error(xor):
 
 def test_program_listing(xor):
     md = render_layer_document(xor, "markdown")
-    assert "Z1 = X @ W1.T + b1  # cached for the backward pass" in md
+    assert "A1 = relu(Z1)  # cached for the backward pass" in md
+    assert "Z1 = X @ W1.T + b1\n" in md  # relu's derivative reads A1: Z1 is not kept
     assert "d_Z2 = (-Y + sigmoid(Z2))/N  # delta^(2)" in md
     assert "d_W1 = d_Z1.T @ X" in md and "d_b1 = d_Z1.sum(axis=0)" in md
 

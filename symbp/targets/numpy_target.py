@@ -18,9 +18,11 @@ from .. import __version__
 from ..chain import chain_steps
 from ..derive import Derivation
 from ..layers import LayerSpec
+from ..memory import plan_buffers
 from ..optim import g as grad_symbol
 from ..optim import p as param_symbol
 from ..optim import update_rule
+from ..printers.inplace import InplacePrinter
 from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
 from ..program import Assign, BatchMean, BatchSum, Call, Statement
 from ..templating import environment
@@ -219,6 +221,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
     widths = spec.widths
     optimizer = _optimizer_context(derivation, {})
+    step = inplace_step_context(derivation)
     return {
         "name": spec.name,
         "description": spec.description,
@@ -249,10 +252,110 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "grads": [(p.name, g.name) for p, g in program.grads.items()],
         "batch_loss": program.loss.name,
         "output": program.outputs[0].name,
-        "numpy_helpers": sorted(helpers | fh | lh),
+        "step": step,
+        "inplace_optimizer": inplace_optimizer_context(derivation),
+        "numpy_helpers": sorted(helpers | fh | lh | step["helpers"]),
         "uses_math": "erf" in (helpers | fh | lh)
         or any("math." in line.expr for line in optimizer["step_scalars"]),
     }
+
+
+def _shape_text(shape: tuple) -> str:
+    dims = [str(d) for d in shape]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+
+def _scratch_name(shape: tuple, k: int) -> str:
+    return "_".join(["tmp", *(str(d) for d in shape), str(k)])
+
+
+def _may_overwrite(stmt: Statement, symbol: sp.Symbol) -> bool:
+    """Elementwise statements may write over a dying operand (the printer orders the
+    work so that it is safe); a tensor operation only over the argument it allows."""
+    if isinstance(stmt, Assign):
+        return True
+    if isinstance(stmt, Call) and stmt.op in InplacePrinter.OVERWRITES:
+        return stmt.args[InplacePrinter.OVERWRITES[stmt.op]] == symbol
+    return False
+
+
+def inplace_step_context(derivation: Derivation) -> dict:
+    """The training step printed into preallocated arrays (symbp.memory plans them):
+    the step's lines, the arrays to allocate per batch size, and the helpers it calls."""
+    program = derivation.program
+    statements = program.needed_for([program.loss, *program.grads.values()])
+    external = {*program.inputs, *program.targets, *program.params}
+    results = {g: g.name for g in program.grads.values()}
+    plan = plan_buffers(statements, external, results, _may_overwrite)
+    tensors = {s.name for s in external} | {s.name for s in plan.home}
+    scratch: dict[tuple, int] = {}
+    printer = NumpyPrinter()  # the same statement, allocating: the comment above each block
+    helpers: set[str] = set()
+    lines: list[dict] = []
+    for stmt in statements:
+        target = stmt.target.name
+        formula = _vector_lines([stmt], {}, 6)[0][0].expr
+        comment = f"{target} = {formula}"
+        if "\n" in formula:  # a long formula: loss_and_grads prints it in full
+            comment = f"{target}: as in loss_and_grads"
+        taken = plan.reuses.get(stmt.target)
+        bind = None
+        if taken is not None:
+            home = plan.home[stmt.target]
+            bind = f"{target} = {home}  # {taken.name} is dead: {target} takes its array"
+        shape = stmt.shape
+        aliases = frozenset({taken.name}) if taken is not None else frozenset()
+        if isinstance(stmt, Assign) and not shape:
+            code = [f"{target} = {printer.doprint(stmt.expr)}"]
+        elif isinstance(stmt, Assign):
+            inplace = InplacePrinter(tensors, lambda k, shape=shape: _scratch_name(shape, k))
+            code = inplace.assign(target, stmt.expr, aliases)
+            scratch[shape] = max(scratch.get(shape, 0), inplace.scratch_used)
+            helpers |= inplace.helpers
+        elif isinstance(stmt, Call):
+            inplace = InplacePrinter(tensors, lambda k: "")
+            code = inplace.call(stmt.op, target, tuple(a.name for a in stmt.args), stmt.attrs)
+            helpers |= inplace.helpers
+        elif isinstance(stmt, BatchSum):
+            code = [f"np.sum({stmt.source.name}, axis=0, out={target})"]
+        elif stmt.sum_features:
+            code = [f"{target} = float(np.sum({stmt.source.name})) / {stmt.source.name}.shape[0]"]
+        else:
+            code = [f"{target} = float(np.mean({stmt.source.name}))"]
+        if isinstance(stmt, (Assign, BatchMean)) and not shape:
+            comment = None  # the line says it all
+        lines.append({"comment": comment, "bind": bind, "code": code})
+    buffers = [{"name": b.name, "shape": _shape_text(b.shape)} for b in plan.buffers]
+    for shape, count in sorted(scratch.items(), key=lambda item: str(item[0])):
+        buffers += [
+            {"name": _scratch_name(shape, k), "shape": _shape_text(shape)} for k in range(count)
+        ]
+    return {
+        "lines": lines,
+        "buffers": buffers,
+        "params": [p.name for p in program.params],
+        "grads": [(p.name, g.name) for p, g in program.grads.items()],
+        "inputs": [s.name for s in program.inputs],
+        "targets": [s.name for s in program.targets],
+        "loss": program.loss.name,
+        "helpers": helpers,
+    }
+
+
+def inplace_optimizer_context(derivation: Derivation) -> dict:
+    """The optimizer's update over all parameters at once, printed in place: ``p`` and
+    ``g`` are the flat arrays of every parameter and gradient, each state buffer one flat
+    array too."""
+    spec = derivation.spec
+    rule = update_rule(spec.train.optimizer, spec.train.options)
+    tensors = {param_symbol.name, grad_symbol.name, *rule.state}
+    used = 0
+    lines = []
+    for target, expr in rule.updates:
+        printer = InplacePrinter(tensors, lambda k: f"tmp{k}")
+        lines += printer.assign(target.name, expr)
+        used = max(used, printer.scratch_used)
+    return {"lines": lines, "scratch": [f"tmp{k}" for k in range(used)]}
 
 
 def default_dtype(spec) -> str:

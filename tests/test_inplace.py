@@ -1,0 +1,151 @@
+"""The in-place training step: ufunc sequences that write into existing arrays give the
+same values as NumPy's allocating expressions (also when the result overwrites an
+operand), the memory plan never lets two live values share an array, and train()'s
+step equals loss_and_grads on random stacks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import sympy as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from layer_strategies import LOSSES, random_batch, random_params, stacks
+from support import import_file
+
+from symbp.derive import derive
+from symbp.functions import relu, sigmoid, softplus
+from symbp.memory import plan_buffers
+from symbp.printers.inplace import InplacePrinter
+from symbp.printers.python import NumpyPrinter
+from symbp.program import Assign
+from symbp.spec import parse_spec
+from symbp.targets.numpy_target import render_module
+
+NAMES = ("a", "b", "c", "d")
+ARRAYS = [sp.Symbol(n, real=True) for n in NAMES]
+SCALAR = sp.Symbol("s", real=True)  # a step scalar, such as Adam's step size
+_unique = itertools.count()
+
+
+def expressions(depth: int = 3):
+    """Elementwise expressions over the arrays a..d, a scalar s and constants."""
+    leaves = st.sampled_from([*ARRAYS, *ARRAYS, SCALAR, sp.Integer(2), sp.Float(0.5)])
+    unary = [sp.exp, sp.tanh, sigmoid, softplus, relu, lambda x: sp.Abs(x), sp.sin]
+
+    def extend(children):
+        pair = st.tuples(children, children)
+        return st.one_of(
+            pair.map(lambda p: p[0] + p[1]),
+            pair.map(lambda p: p[0] - p[1]),
+            pair.map(lambda p: p[0] * p[1]),
+            pair.map(lambda p: p[0] / (1 + p[1] ** 2)),
+            pair.map(lambda p: sp.Max(p[0], p[1])),
+            children.map(lambda e: e**2),
+            children.map(lambda e: -e),
+            children.map(lambda e: sp.sqrt(1 + e**2)),
+            children.map(lambda e: sp.Heaviside(e, 0)),
+            st.tuples(st.sampled_from(unary), children).map(lambda p: p[0](p[1])),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=8).filter(
+        lambda e: bool(e.free_symbols & set(ARRAYS))
+    )
+
+
+class FloatStepPrinter(NumpyPrinter):
+    """The reference: [x > 0] as floats (a bool array squared is not a float array)."""
+
+    def _step(self, x, h0) -> str:
+        return f"np.where({self._print(x)} > 0, 1.0, 0.0)"
+
+
+def numpy_value(expr: sp.Expr, env: dict) -> np.ndarray:
+    text = FloatStepPrinter().doprint(expr)
+    helpers = {
+        "_sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+        "_softplus": lambda z: np.logaddexp(0, z),
+        "_sign": np.sign,
+    }
+    return np.broadcast_to(eval(text, {"np": np, **helpers, **env}), (6,))  # noqa: S307
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(expr=expressions(), overwrite=st.sampled_from([None, *NAMES]), seed=st.integers(0, 999))
+def test_inplace_sequence_equals_the_numpy_expression(expr, overwrite, seed):
+    rng = np.random.default_rng(seed)
+    env = {n: rng.standard_normal(6) for n in NAMES}
+    env["s"] = 0.75
+    with np.errstate(all="ignore"):
+        expected = numpy_value(expr, env)
+    arrays = {n: v.copy() for n, v in env.items() if n in NAMES}
+    out = overwrite or "out"  # the result may overwrite an operand, as optimizer updates do
+    if overwrite is None:
+        arrays["out"] = np.full(6, np.nan)
+    printer = InplacePrinter({*NAMES, "out"}, lambda k: f"tmp{k}")
+    lines = printer.assign(out, expr)
+    scope = {"np": np, "s": 0.75, **arrays}
+    scope |= {f"tmp{k}": np.full(6, np.nan) for k in range(printer.scratch_used)}
+    with np.errstate(all="ignore"):
+        for line in lines:
+            exec(line, scope)  # noqa: S102
+    assert all(line.endswith(")") for line in lines)
+    np.testing.assert_allclose(scope[out], expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_optimizer_update_reads_its_state_before_overwriting_it():
+    m, g = sp.symbols("m g", real=True)
+    printer = InplacePrinter({"m", "g"}, lambda k: f"tmp{k}")
+    lines = printer.assign("m", sp.Float(0.9) * m + sp.Float(0.1) * g)
+    assert lines == [
+        "np.multiply(g, 0.1, out=tmp0)",
+        "np.multiply(m, 0.9, out=m)",
+        "np.add(m, tmp0, out=m)",
+    ]
+
+
+def test_plan_reuses_dead_arrays_and_never_shares_live_ones():
+    x, w, a, b, c, d = sp.symbols("x w a b c d", real=True)
+    shape = ("N", 3)
+    program = [
+        Assign(a, x * w, shape, "forward"),
+        Assign(b, sp.tanh(a), shape, "forward"),  # a dies here: b may take its array
+        Assign(c, b * 2, shape, "forward"),
+        Assign(d, b * c + x, shape, "forward"),  # b, c die here
+    ]
+    plan = plan_buffers(program, {x, w}, {}, lambda stmt, symbol: True)
+    assert plan.home[b] == plan.home[a]  # tanh written over its dying input
+    assert plan.home[c] != plan.home[b]  # b is still read by d
+    assert len(plan.buffers) == 2
+    never = plan_buffers(program, {x, w}, {}, lambda stmt, symbol: False)
+    assert never.home[b] != never.home[a]
+    assert never.home[c] == never.home[a]  # a is dead once b is written: c takes its array
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(stack=stacks(losses=LOSSES), seed=st.integers(0, 2**32 - 1))
+def test_inplace_step_equals_loss_and_grads(tmp_path_factory, stack, seed):
+    code = render_module(derive(parse_spec(stack.toml(), "m.toml")), "float64")
+    path = tmp_path_factory.mktemp("inplace") / f"inplace_{next(_unique)}.py"
+    path.write_text(code, encoding="utf-8")
+    module = import_file(path)
+    rng = np.random.default_rng(seed)
+    params = random_params(stack, rng)
+    X, Y = random_batch(stack, rng)
+    loss, grads = module.loss_and_grads(params, X, Y)
+    X, Y = module._inputs(X), module._targets(Y)
+    into = {k: np.full_like(v, np.nan) for k, v in params.items()}
+    buffers = module._buffers(len(X))
+    for array in buffers.values():
+        array.fill(np.nan)  # nothing may be read before it is written
+    for _ in range(2):  # the second step reuses the arrays the first one wrote
+        assert module._loss_and_grads_into(params, into, buffers, X, Y) == loss
+        for name, grad in grads.items():
+            np.testing.assert_allclose(into[name], grad, rtol=1e-12, atol=1e-15)
