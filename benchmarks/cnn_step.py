@@ -4,8 +4,10 @@ The network: Conv2d(1, 32, 3, padding=1), ReLU, MaxPool2d(2), Flatten,
 Linear(32*14*14, 10), cross-entropy (mean), Adam (lr 1e-3), on 28x28 images. Contenders:
 
 (a) the module symbp generates from the built-in spec mnist_cnn (written by the CLI into
-    a temporary directory): ``loss_and_grads`` followed by the in-place Adam update that
-    (b) uses;
+    a temporary directory), two ways: "generated train()" is the module's own train() on
+    16 copies of the batch (one epoch of 16 steps per call: its in-place step, buffers
+    allocated once per call, Adam in place on flat arrays), per step; "generated l&g" is
+    its allocating ``loss_and_grads`` followed by the in-place Adam update that (b) uses;
 (b) a hand-written NumPy step: every buffer allocated once; im2col rows ordered so that
     each 2x2 pooling window is four consecutive rows (N, 14, 14, 2, 2 pixels), the bias
     folded into the product as a ones column, ReLU in place, max-pooling as a running
@@ -19,10 +21,12 @@ Before timing, (a) and (b) are checked against (c) on the same weights and batch
 loss (rtol 1e-5) and all gradients (atol 1e-5 relative to the largest).
 
 Timing: rounds in rotating order, each a block of k steps per contender (k so that a
-block takes about 0.1 s), with a pause after each block (BLAS threads spin after work);
-medians over blocks of the time per step. Peak memory: tracemalloc's peak over one step
-for (a) and (b) (NumPy reports its buffers to tracemalloc; torch does not, so (c) has
-none). Run from the repository root: python benchmarks/cnn_step.py [--rounds 15]
+block takes about 0.1 s; one train() call of 16 steps for "generated train()"), with a
+pause after each block (BLAS threads spin after work); medians over blocks of the time
+per step. Peak memory: tracemalloc's peak over one step for (a) and (b) (for train(),
+over one call of 16 steps, its set-up included); NumPy reports its buffers to
+tracemalloc, torch does not, so (c) has none. Run from the repository root:
+python benchmarks/cnn_step.py [--rounds 15]
 """
 
 from __future__ import annotations
@@ -144,6 +148,22 @@ class HandStep:
         self.t += 1
         adam_update(self.params, self.grads, self.ms, self.vs, self.tmps, self.t)
         return loss
+
+
+class GeneratedTrain:
+    """(a): the generated module's train() over REPEAT copies of the batch, per step."""
+
+    REPEAT = 16
+
+    def __init__(self, module, init):
+        self.module = module
+        self.params = {k: v.copy() for k, v in init.items()}
+        self.steps = self.REPEAT
+
+    def step(self, X, y):
+        Xs, ys = np.concatenate([X] * self.REPEAT), np.concatenate([y] * self.REPEAT)
+        _, losses = self.module.train(self.params, Xs, ys, epochs=1, batch_size=len(X), lr=LR)
+        return losses[0]
 
 
 class GeneratedStep:
@@ -273,12 +293,13 @@ def main() -> int:
         check(module, init, X, y)
         gen_init = {"W1": init["W1"], "b1": init["b1"], "W4": init["W2"], "b4": init["b2"]}
         contenders = {
-            "generated": (GeneratedStep(module, gen_init), (X, y)),
+            "generated train()": (GeneratedTrain(module, gen_init), (X, y)),
+            "generated l&g": (GeneratedStep(module, gen_init), (X, y)),
             "hand-written": (HandStep(init), (X, y)),
             "torch eager": (TorchStep(init), (torch.from_numpy(X), torch.from_numpy(y))),
         }
         peaks = {}
-        for name in ("generated", "hand-written"):
+        for name in ("generated train()", "generated l&g", "hand-written"):
             stepper, data = contenders[name]
             stepper.step(*data)
             tracemalloc.start()
@@ -291,16 +312,19 @@ def main() -> int:
                 stepper.step(*data)
             start = time.perf_counter()
             stepper.step(*data)
-            blocks[name] = max(3, int(0.1 / (time.perf_counter() - start)))
+            blocks[name] = max(
+                1 if name == "generated train()" else 3, int(0.1 / (time.perf_counter() - start))
+            )
         times: dict[str, list[float]] = {name: [] for name in contenders}
         names = list(contenders)
         for r in range(args.rounds):
-            for name in names[r % 3 :] + names[: r % 3]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 stepper, data = contenders[name]
                 start = time.perf_counter()
                 for _ in range(blocks[name]):
                     stepper.step(*data)
-                times[name].append((time.perf_counter() - start) / blocks[name])
+                steps = blocks[name] * getattr(stepper, "steps", 1)
+                times[name].append((time.perf_counter() - start) / steps)
                 time.sleep(0.05)
     med = {name: statistics.median(v) * 1e3 for name, v in times.items()}
     print(
@@ -310,9 +334,10 @@ def main() -> int:
     print(f"course CNN step, batch {N}, float32, Adam; medians over {args.rounds} rounds")
     for name in names:
         extra = f"  peak {peaks[name] / 2**20:.1f} MiB (tracemalloc)" if name in peaks else ""
-        print(f"  {name:<13} {med[name]:7.2f} ms{extra}")
-    print(f"  generated / torch eager:  {med['generated'] / med['torch eager']:.2f}")
-    print(f"  generated / hand-written: {med['generated'] / med['hand-written']:.2f}")
+        print(f"  {name:<17} {med[name]:7.2f} ms{extra}")
+    for name in ("generated train()", "generated l&g"):
+        print(f"  {name} / torch eager:  {med[name] / med['torch eager']:.2f}")
+        print(f"  {name} / hand-written: {med[name] / med['hand-written']:.2f}")
     return 0
 
 
