@@ -20,22 +20,10 @@ import sympy as sp
 from .conv import CONV_OPS, conv_into
 from .python import NumpyPrinter
 
-# one ufunc per SymPy function of one argument
+# one ufunc per SymPy function of one argument: the NumPy printer's, and sign
 UNARY = {
-    "exp": "np.exp",
-    "log": "np.log",
-    "sqrt": "np.sqrt",
-    "sin": "np.sin",
-    "cos": "np.cos",
-    "tan": "np.tan",
-    "tanh": "np.tanh",
-    "sinh": "np.sinh",
-    "cosh": "np.cosh",
-    "asinh": "np.arcsinh",
-    "atan": "np.arctan",
-    "Abs": "np.absolute",
-    "sign": "np.sign",
-}
+    name: func for name, func in NumpyPrinter.FUNCS.items() if name not in ("Max", "Min", "e", "pi")
+} | {"sign": "np.sign"}
 RELATIONS = {
     sp.StrictGreaterThan: "np.greater",
     sp.GreaterThan: "np.greater_equal",
