@@ -341,6 +341,7 @@ def _buffers(N: int) -> dict[str, np.ndarray]:
         "d_A2": np.empty((N, 4, 4, 16), DTYPE),
         "d_A1": np.empty((N, 8, 8, 16), DTYPE),
         "v1": np.empty((16, 10), DTYPE),
+        "ones_N": np.ones((N,), DTYPE),
     }
 
 
@@ -373,6 +374,7 @@ def _loss_and_grads_into(
     d_A2 = buffers["d_A2"]
     d_A1 = buffers["d_A1"]
     v1 = buffers["v1"]
+    ones_N = buffers["ones_N"]
     # A0 = X.transpose(0, 2, 3, 1)
     np.copyto(A0, X.transpose(0, 2, 3, 1))
     # U1 = _unfold(A0, kernel=(3, 3), stride=(1, 1), padding=(1, 1), ones=True)
@@ -401,7 +403,7 @@ def _loss_and_grads_into(
     # d_W4 = d_Z4.T @ A3
     np.matmul(d_Z4.T, A3, out=d_W4)
     # d_b4 = d_Z4.sum(axis=0)
-    np.sum(d_Z4, axis=0, out=d_b4)
+    np.matmul(ones_N, d_Z4, out=d_b4)
     # d_A2 = _unflatten(d_A3, shape=(16, 4, 4))
     np.copyto(d_A2, _unflatten(d_A3, shape=(16, 4, 4)))
     # d_A1 = _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2))

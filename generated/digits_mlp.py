@@ -202,6 +202,7 @@ def _buffers(N: int) -> dict[str, np.ndarray]:
         "Z2": np.empty((N, 10), DTYPE),
         "l_n": np.empty((N,), DTYPE),
         "d_A1": np.empty((N, 64), DTYPE),
+        "ones_N": np.ones((N,), DTYPE),
     }
 
 
@@ -227,6 +228,7 @@ def _loss_and_grads_into(
     Z2 = buffers["Z2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
+    ones_N = buffers["ones_N"]
     # Z1 = X @ W1.T + b1
     np.matmul(X, W1.T, out=Z1)
     np.add(Z1, b1, out=Z1)
@@ -248,7 +250,7 @@ def _loss_and_grads_into(
     # d_W2 = d_Z2.T @ A1
     np.matmul(d_Z2.T, A1, out=d_W2)
     # d_b2 = d_Z2.sum(axis=0)
-    np.sum(d_Z2, axis=0, out=d_b2)
+    np.matmul(ones_N, d_Z2, out=d_b2)
     # d_Z1 = d_A1*(A1 > 0)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
     np.greater(A1, 0, out=d_Z1)
@@ -256,7 +258,7 @@ def _loss_and_grads_into(
     # d_W1 = d_Z1.T @ X
     np.matmul(d_Z1.T, X, out=d_W1)
     # d_b1 = d_Z1.sum(axis=0)
-    np.sum(d_Z1, axis=0, out=d_b1)
+    np.matmul(ones_N, d_Z1, out=d_b1)
     return L
 
 

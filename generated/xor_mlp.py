@@ -161,6 +161,7 @@ def _buffers(N: int) -> dict[str, np.ndarray]:
         "Z2": np.empty((N, 1), DTYPE),
         "l_n": np.empty((N, 1), DTYPE),
         "d_A1": np.empty((N, 2), DTYPE),
+        "ones_N": np.ones((N,), DTYPE),
         "tmp_N_1_0": np.empty((N, 1), DTYPE),
     }
 
@@ -187,6 +188,7 @@ def _loss_and_grads_into(
     Z2 = buffers["Z2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
+    ones_N = buffers["ones_N"]
     tmp_N_1_0 = buffers["tmp_N_1_0"]
     # Z1 = X @ W1.T + b1
     np.matmul(X, W1.T, out=Z1)
@@ -216,7 +218,7 @@ def _loss_and_grads_into(
     # d_W2 = d_Z2.T @ A1
     np.matmul(d_Z2.T, A1, out=d_W2)
     # d_b2 = d_Z2.sum(axis=0)
-    np.sum(d_Z2, axis=0, out=d_b2)
+    np.matmul(ones_N, d_Z2, out=d_b2)
     # d_Z1 = d_A1*(A1 > 0)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
     np.greater(A1, 0, out=d_Z1)
@@ -224,7 +226,7 @@ def _loss_and_grads_into(
     # d_W1 = d_Z1.T @ X
     np.matmul(d_Z1.T, X, out=d_W1)
     # d_b1 = d_Z1.sum(axis=0)
-    np.sum(d_Z1, axis=0, out=d_b1)
+    np.matmul(ones_N, d_Z1, out=d_b1)
     return L
 
 

@@ -171,6 +171,7 @@ def _buffers(N: int) -> dict[str, np.ndarray]:
         "c2": np.empty((N, 1), DTYPE),
         "l_n": np.empty((N, 1), DTYPE),
         "d_A1": np.empty((N, 4), DTYPE),
+        "ones_N": np.ones((N,), DTYPE),
         "tmp_N_1_0": np.empty((N, 1), DTYPE),
         "tmp_N_1_1": np.empty((N, 1), DTYPE),
     }
@@ -199,6 +200,7 @@ def _loss_and_grads_into(
     c2 = buffers["c2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
+    ones_N = buffers["ones_N"]
     tmp_N_1_0 = buffers["tmp_N_1_0"]
     tmp_N_1_1 = buffers["tmp_N_1_1"]
     # Z1 = X @ W1.T + b1
@@ -255,7 +257,7 @@ def _loss_and_grads_into(
     # d_W2 = d_Z2.T @ A1
     np.matmul(d_Z2.T, A1, out=d_W2)
     # d_b2 = d_Z2.sum(axis=0)
-    np.sum(d_Z2, axis=0, out=d_b2)
+    np.matmul(ones_N, d_Z2, out=d_b2)
     # d_Z1 = d_A1*(1 - A1**2)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
     np.square(A1, out=d_Z1)
@@ -265,7 +267,7 @@ def _loss_and_grads_into(
     # d_W1 = d_Z1.T @ X
     np.matmul(d_Z1.T, X, out=d_W1)
     # d_b1 = d_Z1.sum(axis=0)
-    np.sum(d_Z1, axis=0, out=d_b1)
+    np.matmul(ones_N, d_Z1, out=d_b1)
     return L
 
 

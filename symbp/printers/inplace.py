@@ -37,9 +37,10 @@ class InplacePrinter:
     subexpression without them is a scalar and printed as a Python expression.
     ``scratch(k)`` names the k-th scratch array of ``out``'s shape."""
 
-    def __init__(self, tensors: set[str], scratch: Callable[[int], str]):
+    def __init__(self, tensors: set[str], scratch: Callable[[int], str], ones: str | None = None):
         self.tensors = tensors
         self.scratch = scratch
+        self.ones = ones  # an array of N ones, for column sums of (N, d) matrices
         self.scalar = NumpyPrinter()
         self.lines: list[str] = []
         self.out_names: set[str] = set()
@@ -277,7 +278,10 @@ class InplacePrinter:
         self._emit("np.matmul", f"{g}.T", a, out=out)
 
     def _call_sum_rows(self, out, g):
-        self.lines.append(f"np.sum({g}, axis=0, out={out})")
+        if self.ones:  # 1^T g: one BLAS call, several times faster than a NumPy reduction
+            self._emit("np.matmul", self.ones, g, out=out)
+        else:
+            self.lines.append(f"np.sum({g}, axis=0, out={out})")
 
     def _helper_into(self, name, out, *args):
         self.helpers.add(f"{name}_into")

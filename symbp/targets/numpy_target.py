@@ -260,6 +260,9 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     }
 
 
+ONES = "ones_N"
+
+
 def _shape_text(shape: tuple) -> str:
     dims = [str(d) for d in shape]
     return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
@@ -288,6 +291,8 @@ def inplace_step_context(derivation: Derivation) -> dict:
     results = {g: g.name for g in program.grads.values()}
     plan = plan_buffers(statements, external, results, _may_overwrite)
     tensors = {s.name for s in external} | {s.name for s in plan.home}
+    shape_of = {s.target: s.shape for s in statements}
+    uses_ones = False
     scratch: dict[tuple, int] = {}
     printer = NumpyPrinter()  # the same statement, allocating: the comment above each block
     helpers: set[str] = set()
@@ -313,7 +318,9 @@ def inplace_step_context(derivation: Derivation) -> dict:
             scratch[shape] = max(scratch.get(shape, 0), inplace.scratch_used)
             helpers |= inplace.helpers
         elif isinstance(stmt, Call):
-            inplace = InplacePrinter(tensors, lambda k: "")
+            rows = stmt.op == "sum_rows" and len(shape_of.get(stmt.args[0], ())) == 2
+            inplace = InplacePrinter(tensors, lambda k: "", ONES if rows else None)
+            uses_ones |= rows
             code = inplace.call(stmt.op, target, tuple(a.name for a in stmt.args), stmt.attrs)
             helpers |= inplace.helpers
         elif isinstance(stmt, BatchSum):
@@ -325,10 +332,13 @@ def inplace_step_context(derivation: Derivation) -> dict:
         if isinstance(stmt, (Assign, BatchMean)) and not shape:
             comment = None  # the line says it all
         lines.append({"comment": comment, "bind": bind, "code": code})
-    buffers = [{"name": b.name, "shape": _shape_text(b.shape)} for b in plan.buffers]
+    buffers = [{"name": b.name, "shape": _shape_text(b.shape), "ones": False} for b in plan.buffers]
+    if uses_ones:  # column sums (bias gradients) as 1^T delta
+        buffers.append({"name": ONES, "shape": "(N,)", "ones": True})
     for shape, count in sorted(scratch.items(), key=lambda item: str(item[0])):
         buffers += [
-            {"name": _scratch_name(shape, k), "shape": _shape_text(shape)} for k in range(count)
+            {"name": _scratch_name(shape, k), "shape": _shape_text(shape), "ones": False}
+            for k in range(count)
         ]
     return {
         "lines": lines,
