@@ -393,7 +393,7 @@ def _loss_and_grads_into(
     np.add(Z4, b4, out=Z4)
     # l_n = _cross_entropy(Z4, Y)
     _cross_entropy_into(Z4, Y, out=l_n)
-    L = float(np.mean(l_n))
+    L = float(l_n.sum()) / l_n.size
     d_l_n = 1/N
     # d_Z4 = _cross_entropy_vjp(Z4, Y, d_l_n)
     d_Z4 = Z4  # Z4 is dead: d_Z4 takes its array

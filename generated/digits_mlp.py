@@ -240,7 +240,7 @@ def _loss_and_grads_into(
     np.add(Z2, b2, out=Z2)
     # l_n = _cross_entropy(Z2, Y)
     _cross_entropy_into(Z2, Y, out=l_n)
-    L = float(np.mean(l_n))
+    L = float(l_n.sum()) / l_n.size
     d_l_n = 1/N
     # d_Z2 = _cross_entropy_vjp(Z2, Y, d_l_n)
     d_Z2 = Z2  # Z2 is dead: d_Z2 takes its array

@@ -204,7 +204,7 @@ def _loss_and_grads_into(
     np.multiply(Y, Z2, out=l_n)
     np.negative(l_n, out=l_n)
     np.add(l_n, tmp_N_1_0, out=l_n)
-    L = float(np.mean(l_n))
+    L = float(l_n.sum()) / l_n.size
     # d_Z2 = (-Y + _sigmoid(Z2))/N
     d_Z2 = Z2  # Z2 is dead: d_Z2 takes its array
     np.negative(Z2, out=d_Z2)

@@ -230,7 +230,7 @@ def _loss_and_grads_into(
     np.multiply(l_n, Y, out=l_n)
     np.add(l_n, tmp_N_1_0, out=l_n)
     np.multiply(l_n, -1, out=l_n)
-    L = float(np.mean(l_n))
+    L = float(l_n.sum()) / l_n.size
     c3 = np.exp(-100)
     # d_A2 = (c1*(-(-1 + A2 + c3) > 0)/np.maximum(c2, c3) - Y*(A2 - c3 > 0)/np.maximum(A2, c3))/N
     d_A2 = l_n  # l_n is dead: d_A2 takes its array

@@ -328,7 +328,8 @@ def inplace_step_context(derivation: Derivation) -> dict:
         elif stmt.sum_features:
             code = [f"{target} = float(np.sum({stmt.source.name})) / {stmt.source.name}.shape[0]"]
         else:
-            code = [f"{target} = float(np.mean({stmt.source.name}))"]
+            # sum / size: the same value as np.mean, with less per-call overhead
+            code = [f"{target} = float({stmt.source.name}.sum()) / {stmt.source.name}.size"]
         if isinstance(stmt, (Assign, BatchMean)) and not shape:
             comment = None  # the line says it all
         lines.append({"comment": comment, "bind": bind, "code": code})
