@@ -120,6 +120,16 @@ def test_check_prints_the_worst_error_per_parameter(name, capsys):
     assert out[-1] == "gradients match finite differences"
 
 
+def test_check_samples_the_entries_of_large_arrays():
+    # a convolution's tens of thousands of weights are sampled, small arrays checked whole
+    rng = np.random.default_rng(0)
+    sampled = check_mod.sampled_indices((200, 300), rng)
+    assert len(sampled) == len(set(sampled)) == check_mod.MAX_ENTRIES
+    assert all(0 <= i < 200 and 0 <= j < 300 for i, j in sampled)
+    assert check_mod.sampled_indices((3, 4), rng) == list(np.ndindex((3, 4)))
+    assert check_mod.sampled_indices((), rng) == [()]
+
+
 def test_check_points_must_be_positive(capsys):
     assert main(["check", "quadratic", "--points", "0"]) == 2
     assert capsys.readouterr().err == "quadratic: --points: must be at least 1\n"
