@@ -502,7 +502,7 @@ __host__ __device__ inline void optimizer_step_scalars(const double step, const 
 // one parameter's update
 __host__ __device__ inline void optimizer_update(real& p, real g, real& exp_avg, real& exp_avg_sq, const real step_size, const real bias_correction2_sqrt) {
     exp_avg = 0.9F*exp_avg + 0.09999999999999998F*g;
-    exp_avg_sq = 0.999F*exp_avg_sq + 0.0010000000000000009F*g*g;
+    exp_avg_sq = 0.999F*exp_avg_sq + 0.0010000000000000009F*(g*g);
     p = -exp_avg*step_size/(1e-08F + sqrtf(exp_avg_sq)/bias_correction2_sqrt) + p;
 }
 

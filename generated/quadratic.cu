@@ -355,7 +355,7 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 
 // forward_s1: t1, yhat, one element of N per thread
 __host__ __device__ inline void forward_s1_math(const real b, const real w1, const real w2, const real x, real& yhat) {
-    const real t1 = x*x;
+    const real t1 = (x*x);
     yhat = b + t1*w1 + w2*x;
 }
 
@@ -377,10 +377,10 @@ extern "C" __global__ void forward_s1(const int N, const real* __restrict__ _x, 
 
 // loss_s1: t1, yhat, t2, l_n, one element of N per thread
 __host__ __device__ inline void loss_s1_math(const real b, const real w1, const real w2, const real x, const real y, real& l_n) {
-    const real t1 = x*x;
+    const real t1 = (x*x);
     const real yhat = b + t1*w1 + w2*x;
     const real t2 = -y + yhat;
-    l_n = t2*t2;
+    l_n = (t2*t2);
 }
 
 __device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
@@ -416,10 +416,10 @@ extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* 
 
 // grads_s1: t1, yhat, t2, l_n, d_yhat, d_w1_n, d_w2_n, one element of N per thread
 __host__ __device__ inline void grads_s1_math(const real b, const real w1, const real w2, const real x, const real y, real& l_n, real& d_yhat, real& d_w1_n, real& d_w2_n, const int N) {
-    const real t1 = x*x;
+    const real t1 = (x*x);
     const real yhat = b + t1*w1 + w2*x;
     const real t2 = -y + yhat;
-    l_n = t2*t2;
+    l_n = (t2*t2);
     // step 1: dl/dyhat = 2*(yhat - y) (over N: L is the mean of l)
     d_yhat = 2*t2/((float)N);
     // step 2: dl/dw1 = dl/dyhat*(x**2)

@@ -389,7 +389,7 @@ __host__ __device__ inline void loss_s1_math(const real a1, const real a2, const
     const real h2 = tanhf(a2*x + b2);
     const real yhat = c + h1*h2*v3 + h1*v1 + h2*v2;
     const real t1 = -y + yhat;
-    l_n = t1*t1;
+    l_n = (t1*t1);
 }
 
 __device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
@@ -429,17 +429,17 @@ __host__ __device__ inline void grads_s1_math(const real a1, const real a2, cons
     const real h2 = tanhf(a2*x + b2);
     const real yhat = c + h1*h2*v3 + h1*v1 + h2*v2;
     const real t1 = -y + yhat;
-    l_n = t1*t1;
+    l_n = (t1*t1);
     // step 1: dl/dyhat = 2*(yhat - y) (over N: L is the mean of l)
     d_yhat = 2*t1/((float)N);
     c1 = d_yhat*h1;
     // step 2: dl/dh2 = dl/dyhat*(v2 + h1*v3) (over N: L is the mean of l)
     const real d_h2 = c1*v3 + d_yhat*v2;
-    g1 = d_h2*(1 - h2*h2);
+    g1 = d_h2*(1 - (h2*h2));
     c2 = d_yhat*h2;
     // step 3: dl/dh1 = dl/dyhat*(v1 + h2*v3) (over N: L is the mean of l)
     const real d_h1 = c2*v3 + d_yhat*v1;
-    g2 = d_h1*(1 - h1*h1);
+    g2 = d_h1*(1 - (h1*h1));
     // step 4: dl/da1 = dl/dh1*(x*(1 - h1**2))
     d_a1_n = g2*x;
     // step 6: dl/da2 = dl/dh2*(x*(1 - h2**2))

@@ -522,7 +522,7 @@ extern "C" __global__ void grads_s5(const int N, real* __restrict__ _loss, real*
 
 // grads_s9: d_Z1, one element of N x 4 per thread
 __host__ __device__ inline void grads_s9_math(const real A1, const real d_A1, real& d_Z1) {
-    d_Z1 = d_A1*(1 - A1*A1);
+    d_Z1 = d_A1*(1 - (A1*A1));
 }
 
 __device__ __forceinline__ void grads_s9_at(const long _i, const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {

@@ -63,7 +63,8 @@ x, y = sp.symbols("x y", real=True)
     ("expr", "float32", "float64"),
     [
         (sp.exp(x) + y / 2, "y/2.0F + expf(x)", "y/2.0 + exp(x)"),
-        (x**2, "x*x", "x*x"),
+        (x**2, "(x*x)", "(x*x)"),
+        (y / x**2, "y/(x*x)", "y/(x*x)"),  # not y/x*x, which is y
         (x**-2, "1.0F/(x*x)", "1.0/(x*x)"),
         (sp.sqrt(x), "sqrtf(x)", "sqrt(x)"),
         (2 * x / N, "2*x/((float)N)", "2*x/((double)N)"),

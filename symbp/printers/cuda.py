@@ -141,8 +141,9 @@ class CudaPrinter(C99CodePrinter):
         base, power = expr.args
         if power.is_Integer and 1 < abs(int(power)) <= 3:
             factor = self.parenthesize(base, PRECEDENCE["Mul"] + 1)
-            product = "*".join([factor] * abs(int(power)))
-            return product if power > 0 else f"{self.literal(1)}/({product})"
+            # parenthesized: after a division sign, a/c*c would divide by c and multiply by it
+            product = "(" + "*".join([factor] * abs(int(power))) + ")"
+            return product if power > 0 else f"{self.literal(1)}/{product}"
         if power == -1:
             return f"{self.literal(1)}/{self.parenthesize(base, PRECEDENCE['Mul'] + 1)}"
         if power == sp.S.Half:
