@@ -427,7 +427,7 @@ class _Planner:
                 if self.shapes.get(symbol, ()) or symbol not in self.inline:
                     if not self.shapes.get(symbol, ()):
                         call[role] = self.load(symbol, ())
-                    elif _width(self.shapes[symbol]) == 1:
+                    elif len(self.shapes[symbol]) == 1:  # one value per sample, (N,)
                         call[role] = self.row_element(symbol)
                     else:
                         call[role] = self.row_pointer(symbol)
@@ -590,8 +590,9 @@ class CudaTarget:
     def program_shape(self, symbol, statements, shapes) -> tuple:
         for stmt in statements:
             if stmt.target == symbol:
-                if isinstance(stmt, Assign):
-                    return _broadcast([shapes.get(s, ()) for s in stmt.reads if s != N])
+                if isinstance(stmt, Assign):  # the shapes of what it reads, broadcast
+                    reads = [s for s in stmt.reads if s != N]
+                    return _broadcast([self.program_shape(s, statements, shapes) for s in reads])
                 return tuple(stmt.shape)
         return shapes.get(symbol, ())
 
