@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .program import Assign, BatchMean, BatchSum, Call, Statement
+from .program import BatchMean, Statement
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,14 @@ def plan_buffers(
     holder: dict[str, sp.Symbol] = {}  # buffer -> the value it holds now
     free: list[str] = []
     reuses: dict[sp.Symbol, sp.Symbol] = {}
-    shapes = {b.name: b.shape for b in buffers}
+    shapes: dict[str, tuple] = {}
     for i, stmt in enumerate(statements):
         target = stmt.target
         if not _is_tensor(stmt) or target in home or target in external:
             _release(stmt, i, last_read, holder, free)
             continue
         name = _overwritable(stmt, i, last_read, holder, home, may_overwrite)
-        if name is None:
-            _release(stmt, i, last_read, holder, free, exclude_current=True)
+        if name is None:  # a free array of the same shape (values dead before this statement)
             name = next((b for b in free if shapes[b] == stmt.shape), None)
             if name is not None:
                 free.remove(name)
@@ -95,12 +94,8 @@ def _overwritable(stmt, i, last_read, holder, home, may_overwrite) -> str | None
     return None
 
 
-def _release(stmt, i, last_read, holder, free, exclude_current=False) -> None:
-    """Buffers whose values are dead after statement ``i`` (or before it) become free."""
-    limit = i - 1 if exclude_current else i
+def _release(stmt, i, last_read, holder, free) -> None:
+    """Buffers whose values are dead after statement ``i`` become free."""
     for name, symbol in list(holder.items()):
-        if last_read.get(symbol, -1) <= limit and name not in free and symbol != stmt.target:
+        if last_read.get(symbol, -1) <= i and name not in free and symbol != stmt.target:
             free.append(name)
-
-
-__all__ = ["Assign", "BatchSum", "Buffer", "Call", "Plan", "plan_buffers"]
