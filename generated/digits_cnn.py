@@ -482,18 +482,21 @@ def train(
                 X_batch, Y_batch = X[start:stop], Y[start:stop]
             total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
-            step_size = lr/(1 - 0.9**step)
-            bias_correction2_sqrt = math.sqrt(1 - 0.999**step)
-            np.multiply(g, 0.09999999999999998, out=tmp0)
+            # the same update in fewer passes over memory, equal up to rounding:
+            #   m' <- 0.9 m' + g  (m' = m / (1 - 0.9))
+            #   v' <- 0.999 v' + g^2  (v' = v / (1 - 0.999))
+            #   p <- p - lr (1 - 0.9) / (1 - 0.9^t) / k * m' / (sqrt(v') + eps / k)
+            #      with k = sqrt(1 - 0.999) / sqrt(1 - 0.999^t)
+            k = 0.031622776601683805/math.sqrt(1 - 0.999**step)
+            step_size = 0.09999999999999998*lr/(k*(1 - 0.9**step))
+            eps_k = 1e-08/k
             np.multiply(exp_avg, 0.9, out=exp_avg)
-            np.add(exp_avg, tmp0, out=exp_avg)
+            np.add(exp_avg, g, out=exp_avg)
             np.square(g, out=tmp0)
-            np.multiply(tmp0, 0.0010000000000000009, out=tmp0)
             np.multiply(exp_avg_sq, 0.999, out=exp_avg_sq)
             np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
             np.sqrt(exp_avg_sq, out=tmp0)
-            np.divide(tmp0, bias_correction2_sqrt, out=tmp0)
-            np.add(tmp0, 1e-08, out=tmp0)
+            np.add(tmp0, eps_k, out=tmp0)
             np.divide(exp_avg, tmp0, out=tmp0)
             np.multiply(tmp0, step_size, out=tmp0)
             np.subtract(p, tmp0, out=p)

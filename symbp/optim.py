@@ -8,7 +8,7 @@ optimizer's state buffers and per-step scalars computed once per step from ``t``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -154,3 +154,42 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
         raise ValueError(name)
     init = tuple(float(opts["initial_accumulator_value"]) if b == "sum" else 0.0 for b in state)
     return UpdateRule(name, opts, tuple(state), tuple(scalars), tuple(updates), tuple(words), init)
+
+
+def memory_lean(rule: UpdateRule) -> UpdateRule:
+    """The same update with fewer passes over memory, for targets where each array
+    operation is one pass (the NumPy in-place step); equal to ``rule`` up to rounding.
+
+    Adam keeps its moments scaled, m' = m / (1 - beta1) and v' = v / (1 - beta2), so that
+    they update as m' <- beta1 m' + g and v' <- beta2 v' + g^2 (three passes fewer), and
+    the factors move into two per-step scalars: with k = sqrt(1 - beta2) / sqrt(1 - beta2^t),
+        p <- p - (lr (1 - beta1) / (1 - beta1^t) / k) m' / (sqrt(v') + eps / k).
+    Other rules are already one pass per term and come back unchanged.
+    """
+    if rule.name != "adam":
+        return rule
+    beta1, beta2 = (_num(b) for b in rule.options["betas"])
+    m, v = _sym("exp_avg"), _sym("exp_avg_sq")
+    lr, k = _sym("lr"), _sym("k")
+    step_size, eps = _sym("step_size"), _sym("eps_k")
+    scalars = (
+        (k, sp.sqrt(1 - beta2) / sp.sqrt(1 - beta2**t)),
+        (step_size, lr * (1 - beta1) / (1 - beta1**t) / k),
+        (eps, _num(rule.options["eps"]) / k),
+    )
+    decay = rule.updates[:-3]  # weight decay, if any, stays first
+    updates = (
+        *decay,
+        (m, beta1 * m + g),
+        (v, beta2 * v + g * g),
+        (p, p - step_size * m / (sp.sqrt(v) + eps)),
+    )
+    b1, b2 = rule.options["betas"]
+    words = (
+        *rule.formulas[: len(decay)],
+        f"m' <- {b1} m' + g  (m' = m / (1 - {b1}))",
+        f"v' <- {b2} v' + g^2  (v' = v / (1 - {b2}))",
+        f"p <- p - lr (1 - {b1}) / (1 - {b1}^t) / k * m' / (sqrt(v') + eps / k)",
+        f"   with k = sqrt(1 - {b2}) / sqrt(1 - {b2}^t)",
+    )
+    return replace(rule, step_scalars=scalars, updates=updates, formulas=words)

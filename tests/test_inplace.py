@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -150,3 +151,46 @@ def test_inplace_step_equals_loss_and_grads(tmp_path_factory, stack, seed):
         assert module._loss_and_grads_into(params, into, buffers, X, Y) == loss
         for name, grad in grads.items():
             np.testing.assert_allclose(into[name], grad, rtol=1e-12, atol=1e-15)
+
+
+# --- the memory-lean optimizer form ----------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, {"weight_decay": 0.01, "betas": (0.8, 0.99)}])
+def test_memory_lean_adam_is_torch_adam_with_scaled_moments(options):
+    """Five steps of both forms from the same start: the same parameters to rounding,
+    and the lean form's moments are torch's divided by (1 - beta)."""
+    from symbp.optim import g, memory_lean, p, t, update_rule
+
+    letter = update_rule("adam", options)
+    lean = memory_lean(letter)
+    assert lean.state == letter.state
+    lr = sp.Symbol("lr", real=True)
+    rng = np.random.default_rng(3)
+    gradients = rng.normal(size=5)
+
+    def run(rule):
+        values = {p: 0.7, lr: 0.01, **{sp.Symbol(b, real=True): 0.0 for b in rule.state}}
+        for step, grad in enumerate(gradients, start=1):
+            values[t], values[g] = step, grad
+            for symbol, expr in rule.step_scalars:
+                values[symbol] = float(expr.subs(values))
+            for symbol, expr in rule.updates:
+                values[symbol] = float(expr.subs(values))
+        return values
+
+    a, b = run(letter), run(lean)
+    beta1, beta2 = letter.options["betas"]
+    assert b[p] == pytest.approx(a[p], rel=1e-14)
+    assert a[p] != pytest.approx(0.7)
+    m, v = (sp.Symbol(name, real=True) for name in ("exp_avg", "exp_avg_sq"))
+    assert b[m] * (1 - beta1) == pytest.approx(a[m], rel=1e-14)
+    assert b[v] * (1 - beta2) == pytest.approx(a[v], rel=1e-14)
+
+
+def test_memory_lean_leaves_other_rules_alone():
+    from symbp.optim import memory_lean, update_rule
+
+    for name in ("sgd", "momentum", "adagrad", "rmsprop"):
+        rule = update_rule(name, {})
+        assert memory_lean(rule) is rule

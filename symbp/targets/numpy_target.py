@@ -20,8 +20,8 @@ from ..derive import Derivation
 from ..layers import LayerSpec
 from ..memory import plan_buffers
 from ..optim import g as grad_symbol
+from ..optim import memory_lean, update_rule
 from ..optim import p as param_symbol
-from ..optim import update_rule
 from ..printers.inplace import InplacePrinter
 from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
 from ..program import Assign, BatchMean, BatchSum, Call, Statement
@@ -222,6 +222,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     widths = spec.widths
     optimizer = _optimizer_context(derivation, {})
     step = inplace_step_context(derivation)
+    inplace = inplace_optimizer_context(derivation)
     return {
         "name": spec.name,
         "description": spec.description,
@@ -253,10 +254,10 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "batch_loss": program.loss.name,
         "output": program.outputs[0].name,
         "step": step,
-        "inplace_optimizer": inplace_optimizer_context(derivation),
+        "inplace_optimizer": inplace,
         "numpy_helpers": sorted(helpers | fh | lh | step["helpers"]),
         "uses_math": "erf" in (helpers | fh | lh)
-        or any("math." in line.expr for line in optimizer["step_scalars"]),
+        or any("math." in line.expr for line in inplace["step_scalars"]),
     }
 
 
@@ -358,7 +359,7 @@ def inplace_optimizer_context(derivation: Derivation) -> dict:
     ``g`` are the flat arrays of every parameter and gradient, each state buffer one flat
     array too."""
     spec = derivation.spec
-    rule = update_rule(spec.train.optimizer, spec.train.options)
+    rule = memory_lean(update_rule(spec.train.optimizer, spec.train.options))
     tensors = {param_symbol.name, grad_symbol.name, *rule.state}
     used = 0
     lines = []
@@ -366,7 +367,13 @@ def inplace_optimizer_context(derivation: Derivation) -> dict:
         printer = InplacePrinter(tensors, lambda k: f"tmp{k}")
         lines += printer.assign(target.name, expr)
         used = max(used, printer.scratch_used)
-    return {"lines": lines, "scratch": [f"tmp{k}" for k in range(used)]}
+    scalars = ScalarPrinter()
+    return {
+        "formulas": rule.formulas,
+        "step_scalars": [Line(s.name, scalars.doprint(e)) for s, e in rule.step_scalars],
+        "lines": lines,
+        "scratch": [f"tmp{k}" for k in range(used)],
+    }
 
 
 def default_dtype(spec) -> str:
