@@ -137,19 +137,34 @@ def _maxpool2d(a, kernel, stride, out=None):
 
 def _maxpool2d_vjp(a, p, g, kernel, stride, out=None):
     """dL/da: each window's gradient g goes to the position of its maximum p, the first
-    one in the window on ties (as torch); overlapping windows add up."""
+    one in the window on ties (as torch); overlapping windows add up. When the windows
+    tile a (stride = kernel), each window view of out is written once, with no zero fill
+    first, and out may be a itself: each view is read before it is written."""
+    tiled = tuple(kernel) == tuple(stride)
     if out is None:
-        out = np.zeros(a.shape, dtype=g.dtype)
+        out = np.empty(a.shape, dtype=g.dtype)
+    if tiled:  # only the rows and columns that no window covers stay zero
+        (kh, kw), (ho, wo) = kernel, p.shape[1:3]
+        out[:, ho * kh :] = 0
+        out[:, :, wo * kw :] = 0
     else:
         out.fill(0)
-    taken = np.zeros(p.shape, dtype=bool)
+        routed = np.empty(g.shape, dtype=g.dtype)
+    taken = np.empty(p.shape, dtype=bool)  # the window's maximum is found already
     hit = np.empty(p.shape, dtype=bool)
     windows = zip(_windows(a, kernel, stride), _windows(out, kernel, stride), strict=True)
-    for view, target in windows:
+    for k, (view, target) in enumerate(windows):
         np.equal(view, p, out=hit)
-        np.greater(hit, taken, out=hit)  # a maximum, and none earlier in the window
-        taken |= hit
-        target += g * hit
+        if k == 0:
+            taken[...] = hit
+        else:
+            np.greater(hit, taken, out=hit)  # a maximum, and none earlier in the window
+            taken |= hit
+        if tiled:
+            np.multiply(g, hit, out=target)
+        else:
+            np.multiply(g, hit, out=routed)
+            target += routed
     return out
 
 
@@ -310,8 +325,8 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     d_W4 = d_Z4.T @ A3
     d_b4 = d_Z4.sum(axis=0)
     d_A2 = _unflatten(d_A3, shape=(32, 14, 14))
-    d_A1 = _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2))
-    d_Z1 = d_A1*(A1 > 0)
+    d_A2_masked = d_A2*(A2 > 0)
+    d_Z1 = _maxpool2d_vjp(A1, A2, d_A2_masked, kernel=(2, 2), stride=(2, 2))
     v1 = _conv2d_weight_grad(d_Z1, U1)
     d_W1 = v1[:, :9].reshape(32, 1, 3, 3)
     d_b1 = v1[:, -1]
@@ -338,9 +353,9 @@ def _buffers(N: int) -> dict[str, np.ndarray]:
         "l_n": np.empty((N,), DTYPE),
         "d_A3": np.empty((N, 6272), DTYPE),
         "d_A2": np.empty((N, 14, 14, 32), DTYPE),
-        "d_A1": np.empty((N, 28, 28, 32), DTYPE),
         "v1": np.empty((32, 10), DTYPE),
         "ones_N": np.ones((N,), DTYPE),
+        "tmp_N_14_14_32_0": np.empty((N, 14, 14, 32), DTYPE),
     }
 
 
@@ -371,9 +386,9 @@ def _loss_and_grads_into(
     l_n = buffers["l_n"]
     d_A3 = buffers["d_A3"]
     d_A2 = buffers["d_A2"]
-    d_A1 = buffers["d_A1"]
     v1 = buffers["v1"]
     ones_N = buffers["ones_N"]
+    tmp_N_14_14_32_0 = buffers["tmp_N_14_14_32_0"]
     # A0 = X.transpose(0, 2, 3, 1)
     np.copyto(A0, X.transpose(0, 2, 3, 1))
     # U1 = _unfold(A0, kernel=(3, 3), stride=(1, 1), padding=(1, 1), ones=True)
@@ -405,12 +420,13 @@ def _loss_and_grads_into(
     np.matmul(ones_N, d_Z4, out=d_b4)
     # d_A2 = _unflatten(d_A3, shape=(32, 14, 14))
     np.copyto(d_A2, _unflatten(d_A3, shape=(32, 14, 14)))
-    # d_A1 = _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2))
-    _maxpool2d_vjp(A1, A2, d_A2, kernel=(2, 2), stride=(2, 2), out=d_A1)
-    # d_Z1 = d_A1*(A1 > 0)
+    # d_A2_masked = d_A2*(A2 > 0)
+    d_A2_masked = d_A2  # d_A2 is dead: d_A2_masked takes its array
+    np.greater(A2, 0, out=tmp_N_14_14_32_0)
+    np.multiply(d_A2, tmp_N_14_14_32_0, out=d_A2_masked)
+    # d_Z1 = _maxpool2d_vjp(A1, A2, d_A2_masked, kernel=(2, 2), stride=(2, 2))
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
-    np.greater(A1, 0, out=d_Z1)
-    np.multiply(d_Z1, d_A1, out=d_Z1)
+    _maxpool2d_vjp(A1, A2, d_A2_masked, kernel=(2, 2), stride=(2, 2), out=d_Z1)
     # v1 = _conv2d_weight_grad(d_Z1, U1)
     _conv2d_weight_grad(d_Z1, U1, out=v1)
     # d_W1 = v1[:, :9].reshape(32, 1, 3, 3)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .ir import Graph, Node
 from .program import Call, Statement
-from .rules import Contribution, register
+from .rules import ROUTING, Contribution, register
 
 
 def _geometry(node: Node, *keys: str) -> tuple[tuple[str, object], ...]:
@@ -126,6 +126,8 @@ def _maxpool_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Con
 
 
 register("maxpool2d", _maxpool_forward, _maxpool_vjp)
+# maxpool2d_vjp(a, p, g) sends g[w] to the element of a equal to p[w]
+ROUTING["maxpool2d_vjp"] = (0, 1, 2)
 
 
 def _avgpool_forward(node: Node, graph: Graph) -> list[Statement]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sympy as sp
+
 from .build import expression_graph, layer_graph
 from .ir import Graph
 from .naming import Names, finalize
@@ -12,10 +14,11 @@ from .program import (
     eliminate_common_subexpressions,
     eliminate_dead_code,
     inline_single_use,
+    mask_before_routing,
     propagate_copies,
 )
 from .reverse import reverse_mode
-from .rules import undistributed
+from .rules import ROUTING, undistributed
 from .spec import RESERVED, ExpressionSpec
 
 
@@ -38,6 +41,12 @@ def user_names(spec) -> set[str]:
     }
 
 
+def _masked_name(g: sp.Symbol, names: Names) -> sp.Symbol:
+    """d_A2 -> d_A2_masked: the adjoint with an activation's mask applied."""
+    base = f"{g.name.lstrip('_')}_masked"
+    return sp.Symbol(names.pick(base, *(f"{base}{k}" for k in range(2, 100))), real=True)
+
+
 def derive(spec) -> Derivation:
     with undistributed():
         return _derive(spec)
@@ -53,6 +62,7 @@ def _derive(spec) -> Derivation:
     program = reverse_mode(graph, names)
     program = eliminate_dead_code(program)
     program = inline_single_use(program)
+    program = mask_before_routing(program, ROUTING, lambda g: _masked_name(g, names))
     program = eliminate_common_subexpressions(program, names.cse_symbol)
     program = propagate_copies(program)
     program = finalize(program, names)

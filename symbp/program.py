@@ -251,3 +251,58 @@ def _shape_of(expr: sp.Expr, shapes: dict[sp.Symbol, tuple]) -> tuple:
         if len(shape) > len(result):
             result = shape
     return result
+
+
+
+def mask_before_routing(
+    program: Program, routing: dict[str, tuple[int, int, int]], name_after
+) -> Program:
+    """``r = route(a, p, g); d = r * h(a)`` becomes ``m = g * h(p); d = route(a, p, m)``.
+
+    ``routing`` names the ops that send each element of g to one element of a whose
+    value is the matching element of p (max-pooling's adjoint sends it to the window's
+    maximum), as op -> (index of a, of p, of g) among its arguments. Every other element
+    of r is zero, so a finite mask h(a) (relu's [a > 0], any elementwise factor in a
+    alone) can be applied to g at p's size before the routing instead of to r at a's:
+    for a 2x2 max-pool a quarter of the work and memory traffic. Only when nothing else
+    reads r. ``name_after(g)`` names m.
+    """
+    uses: Counter = Counter(s for stmt in program.statements for s in stmt.reads)
+    protected = set(program.results)  # r may be a kept name: d_A1 gives way to d_Z1
+    shapes = {stmt.target: stmt.shape for stmt in program.statements}
+    routed = {
+        stmt.target: stmt
+        for stmt in program.statements
+        if isinstance(stmt, Call)
+        and stmt.op in routing
+        and uses[stmt.target] == 1
+        and stmt.target not in protected
+    }
+    fused: dict[sp.Symbol, list[Statement]] = {}  # the routing call -> what replaces it
+    dropped: set[sp.Symbol] = set()  # the masking statements folded into those
+    for stmt in program.statements:
+        if not isinstance(stmt, Assign) or len(stmt.reads & set(routed)) != 1:
+            continue
+        (r,) = stmt.reads & set(routed)
+        call = routed[r]
+        a_at, p_at, g_at = routing[call.op]
+        a, p, g = call.args[a_at], call.args[p_at], call.args[g_at]
+        mask = sp.factor_terms(stmt.expr / r)
+        if mask.free_symbols - {a} or mask.is_finite is not True or stmt.shape != call.shape:
+            continue
+        masked = name_after(g)
+        args = list(call.args)
+        args[g_at] = masked
+        fused[r] = [
+            Assign(masked, g * mask.xreplace({a: p}), shapes.get(g, ()), stmt.phase),
+            replace(call, target=stmt.target, args=tuple(args)),
+        ]
+        dropped.add(stmt.target)
+    statements: list[Statement] = []
+    for stmt in program.statements:
+        if stmt.target in fused:
+            statements += fused[stmt.target]
+        elif stmt.target not in dropped:
+            statements.append(stmt)
+    program.statements = statements
+    return program

@@ -39,6 +39,13 @@ def register(op: str, forward, vjp) -> None:
     RULES[op] = Rule(forward, vjp)
 
 
+# adjoint ops that route each gradient element to one input element whose value is
+# known (max-pooling's, to the window's maximum): op -> (index of the input, of the
+# known values, of the gradient) among its arguments; symbp.program.mask_before_routing
+# applies elementwise masks before them
+ROUTING: dict[str, tuple[int, int, int]] = {}
+
+
 # --- elementwise: out = f(inputs), any SymPy expression over the inputs' symbols ------
 
 

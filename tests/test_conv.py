@@ -467,3 +467,92 @@ def test_mnist_cnn_trains_on_data_the_user_supplies(tmp_path, capsys):
     assert "final loss" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         module.main([])  # no data bundled
+
+
+
+# --- an activation's mask applied before max-pooling's routing --------------------------
+
+
+def _routing_program(mask_of_a):
+    """r = maxpool2d_vjp(a, p, g); d = r * mask(a), with d the program's only gradient."""
+    import sympy as sp
+
+    from symbp.program import Assign, Call, Program
+
+    a, p, g, r, d, w = (sp.Symbol(n, real=True) for n in ("a", "p", "g", "r", "d", "w"))
+    attrs = (("kernel", (2, 2)), ("stride", (2, 2)))
+    statements = [
+        Call(r, "maxpool2d_vjp", (a, p, g), ("N", 4, 4, 2), "backward", attrs=attrs),
+        Assign(d, r * mask_of_a(a), ("N", 4, 4, 2), "backward"),
+    ]
+    program = Program(statements, [a, p, g], [], [w], [], w, w, {w: d})
+    return program, (a, p, g, r, d)
+
+
+def test_mask_before_routing_moves_a_finite_mask_to_the_pooled_size():
+    import sympy as sp
+
+    from symbp.program import Assign, Call, mask_before_routing
+    from symbp.rules import ROUTING
+
+    program, (a, p, g, r, d) = _routing_program(lambda a: 1 - a**2)
+    m = sp.Symbol("m", real=True)
+    out = mask_before_routing(program, ROUTING, lambda g: m).statements
+    assert len(out) == 2
+    assert isinstance(out[0], Assign) and out[0].target == m and out[0].expr == g * (1 - p**2)
+    assert isinstance(out[1], Call) and out[1].target == d and out[1].args == (a, p, m)
+
+
+@pytest.mark.parametrize("mask", [lambda a: 1 / a, lambda a: a * sp_symbol("other")])
+def test_mask_before_routing_leaves_unsafe_masks(mask):
+    """1/a may be infinite where r is zero (0 * inf is not 0); a factor that reads
+    anything but a has no value at p to move to."""
+    from symbp.program import mask_before_routing
+    from symbp.rules import ROUTING
+
+    program, _ = _routing_program(mask)
+    before = list(program.statements)
+    assert mask_before_routing(program, ROUTING, lambda g: None).statements == before
+
+
+def sp_symbol(name):
+    import sympy as sp
+
+    return sp.Symbol(name, real=True)
+
+
+def test_relu_then_maxpool_masks_at_the_pooled_size():
+    """In the course's shape (relu, then 2x2 max-pool) no statement works at the
+    activation's full size between the routing and the kernel gradient."""
+    from symbp.program import Assign, Call
+
+    program = derive(parse_spec(TORCH_NETS["course_shape_small"].toml(), "cnn.toml")).program
+    (route,) = [s for s in program.statements if isinstance(s, Call) and s.op == "maxpool2d_vjp"]
+    assert route.target.name == "d_Z1" and route.args[2].name == "d_A2_masked"
+    masked = next(s for s in program.statements if s.target == route.args[2])
+    assert isinstance(masked, Assign) and masked.shape[1:] == (6, 6, 4)
+    backward = [s for s in program.statements if s.phase == "backward"]
+    assert not any(isinstance(s, Assign) and s.shape == route.shape for s in backward)
+
+
+@needs_torch
+def test_relu_maxpool_with_many_ties_equals_torch(folder):
+    """Most pre-activations negative (a bias lowered by 0.4): windows of relu zeros, ties
+    everywhere; the masked, routed gradients still equal torch's, in loss_and_grads and
+    in one SGD step of train()."""
+    for net in (TORCH_NETS["relu_maxpool_stride3_overlap"], TORCH_NETS["course_shape_small"]):
+        module = build(net, folder)
+        X, Y = batch(net, 6, seed=8)
+        params = module.init_params(2)
+        params["b1"] = params["b1"] - 0.4
+        value, grads = module.loss_and_grads(params, X, Y)
+        expected_value, expected = torch_loss_and_grads(net, params, X, Y)
+        assert value == pytest.approx(expected_value, rel=1e-10)
+        assert np.count_nonzero(expected["W1"]) > 0
+        for name, grad in expected.items():
+            np.testing.assert_allclose(grads[name], grad, rtol=1e-9, atol=1e-12, err_msg=name)
+        trained, _ = module.train(params, X, Y, epochs=1, batch_size=len(X), lr=0.5)
+        for name, grad in expected.items():  # the built nets train with SGD: p - lr g
+            np.testing.assert_allclose(
+                trained[name], params[name] - 0.5 * grad, rtol=1e-9, atol=1e-12, err_msg=name
+            )

@@ -258,6 +258,16 @@ class InplacePrinter:
     # which argument an operation may overwrite with its result (symbp.memory)
     OVERWRITES = {"cross_entropy_vjp": 0, "softmax": 0, "softmax_vjp": 1}
 
+    @classmethod
+    def overwritable(cls, op: str, attrs: tuple = ()) -> int | None:
+        """The argument that ``op`` may write its result over, if any: max-pooling's
+        adjoint over its input when the windows tile it (each element read, then
+        written, by one window only)."""
+        settings = dict(attrs)
+        if op == "maxpool2d_vjp" and settings["kernel"] == settings["stride"]:
+            return 0
+        return cls.OVERWRITES.get(op)
+
     def call(self, op: str, out: str, args: tuple[str, ...], attrs: tuple = ()) -> list[str]:
         self.lines = []
         if op in CONV_OPS:  # the image ops: their helpers take out=

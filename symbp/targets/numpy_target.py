@@ -278,8 +278,9 @@ def _may_overwrite(stmt: Statement, symbol: sp.Symbol) -> bool:
     work so that it is safe); a tensor operation only over the argument it allows."""
     if isinstance(stmt, Assign):
         return True
-    if isinstance(stmt, Call) and stmt.op in InplacePrinter.OVERWRITES:
-        return stmt.args[InplacePrinter.OVERWRITES[stmt.op]] == symbol
+    if isinstance(stmt, Call):
+        at = InplacePrinter.overwritable(stmt.op, stmt.attrs)
+        return at is not None and stmt.args[at] == symbol
     return False
 
 
