@@ -202,8 +202,7 @@ def _loss_and_grads_into(
     # l_n = -Y*Z2 + _softplus(Z2)
     np.logaddexp(0, Z2, out=tmp_N_1_0)
     np.multiply(Y, Z2, out=l_n)
-    np.negative(l_n, out=l_n)
-    np.add(l_n, tmp_N_1_0, out=l_n)
+    np.subtract(tmp_N_1_0, l_n, out=l_n)
     L = float(l_n.sum()) / l_n.size
     # d_Z2 = (-Y + _sigmoid(Z2))/N
     d_Z2 = Z2  # Z2 is dead: d_Z2 takes its array

@@ -261,8 +261,7 @@ def _loss_and_grads_into(
     # d_Z1 = d_A1*(1 - A1**2)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
     np.square(A1, out=d_Z1)
-    np.negative(d_Z1, out=d_Z1)
-    np.add(d_Z1, 1, out=d_Z1)
+    np.subtract(1, d_Z1, out=d_Z1)
     np.multiply(d_Z1, d_A1, out=d_Z1)
     # d_W1 = d_Z1.T @ X
     np.matmul(d_Z1.T, X, out=d_W1)
