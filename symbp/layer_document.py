@@ -1415,6 +1415,10 @@ def _comment(stmt: Statement, cached: set[str], spec: LayerSpec) -> str:
     name = stmt.target.name
     if stmt.phase == "forward":
         return "cached for the backward pass" if name in cached else ""
+    masked = re.fullmatch(r"d_A(\d+)_masked", name)
+    if masked:  # symbp.program.mask_before_routing
+        k = int(masked.group(1))
+        return f"f'(Z^({k - 1})) at the pooled size: A^({k - 1}) = A^({k}) where max-pool routes"
     match = re.fullmatch(r"d_([ZA])(\d+)", name)
     if not match:
         return ""
