@@ -253,7 +253,6 @@ def _shape_of(expr: sp.Expr, shapes: dict[sp.Symbol, tuple]) -> tuple:
     return result
 
 
-
 def mask_before_routing(
     program: Program, routing: dict[str, tuple[int, int, int]], name_after
 ) -> Program:

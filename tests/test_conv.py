@@ -469,7 +469,6 @@ def test_mnist_cnn_trains_on_data_the_user_supplies(tmp_path, capsys):
         module.main([])  # no data bundled
 
 
-
 # --- an activation's mask applied before max-pooling's routing --------------------------
 
 
