@@ -146,15 +146,14 @@ class InplacePrinter:
         magnitudes = [-a if negative else a for a, negative in zip(expr.args, signs, strict=True)]
         texts, _ = self._operands(magnitudes, out, depth)
         terms = self._out_first(list(zip(texts, signs, strict=True)), out)
+        first = next((k for k, (_, negative) in enumerate(terms) if not negative), None)
         if terms[0][1] and terms[0][0] == out:  # out holds a subtracted part
-            first = next((k for k, (_, negative) in enumerate(terms) if not negative), None)
             if first is None:  # nothing to subtract it from: negate it
                 terms[0] = (self._emit("np.negative", out, out=out), False)
             else:  # b - out, into out: one call instead of negating out and adding b
                 positive = terms.pop(first)[0]
                 terms[0] = (self._emit("np.subtract", positive, out, out=out), False)
-        if terms[0][1]:  # start from a positive term
-            first = next((k for k, (_, negative) in enumerate(terms) if not negative), None)
+        elif terms[0][1]:  # start from a positive term
             if first is None:  # every term negative: -(a + b + ...)
                 result = self._fold("np.add", [text for text, _ in terms], out)
                 return self._emit("np.negative", result, out=out)
