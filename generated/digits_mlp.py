@@ -193,12 +193,21 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     return float(L), grads
 
 
+# the number operands of the training step as 0-d arrays of DTYPE: NumPy converts a
+# Python number operand on every call, which costs about as much as the call itself on
+# a small array; the values are the same (a Python number takes the array's dtype)
+K_0 = np.asarray(0, DTYPE)
+K_0_9 = np.asarray(0.9, DTYPE)
+K_0_999 = np.asarray(0.999, DTYPE)
+
+
 def _buffers(N: int) -> dict[str, np.ndarray]:
     """The arrays that a training step on N samples writes, allocated once per batch
     size. A value the backward pass reads stays until then; the array of a value that
     nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's).
     An array ``*_ones`` is [features | 1]: its last column stays 1 (a dense layer's bias
-    is a column of its product), the features are the view under the shorter name."""
+    is a column of its product), the features are the view under the shorter name.
+    """
     buffers = {
         "Z1_ones": np.ones((N, 65), DTYPE),
         "Z2": np.empty((N, 10), DTYPE),
@@ -235,7 +244,7 @@ def _loss_and_grads_into(
     np.matmul(X_ones, W1_b1.T, out=Z1)
     # A1 = np.maximum(0, Z1)
     A1 = Z1  # Z1 is dead: A1 takes its array
-    np.maximum(Z1, 0, out=A1)
+    np.maximum(Z1, K_0, out=A1)
     # Z2 = A1 @ W2.T + b2, one product: [A1 | 1] @ [W2 | b2].T (Z1_ones is [A1 | 1])
     np.matmul(Z1_ones, W2_b2.T, out=Z2)
     # l_n = _cross_entropy(Z2, Y)
@@ -252,7 +261,7 @@ def _loss_and_grads_into(
     np.matmul(d_Z2.T, Z1_ones, out=d_W2_b2)
     # d_Z1 = d_A1*(A1 > 0)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
-    np.greater(A1, 0, out=d_Z1)
+    np.greater(A1, K_0, out=d_Z1)
     np.multiply(d_Z1, d_A1, out=d_Z1)
     # d_W1_b1 = d_Z1.T @ [X | 1]: d_W1 = d_Z1.T @ X and d_b1 = d_Z1.sum(axis=0)
     np.matmul(d_Z1.T, X_ones, out=d_W1_b1)
@@ -350,10 +359,10 @@ def train(
             k = 0.031622776601683805/math.sqrt(1 - 0.999**step)
             step_size = 0.09999999999999998*lr/(k*(1 - 0.9**step))
             eps_k = 1e-08/k
-            np.multiply(exp_avg, 0.9, out=exp_avg)
+            np.multiply(exp_avg, K_0_9, out=exp_avg)
             np.add(exp_avg, g, out=exp_avg)
             np.square(g, out=tmp0)
-            np.multiply(exp_avg_sq, 0.999, out=exp_avg_sq)
+            np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
             np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
             np.sqrt(exp_avg_sq, out=tmp0)
             np.add(tmp0, eps_k, out=tmp0)

@@ -339,6 +339,14 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     return float(L), grads
 
 
+# the number operands of the training step as 0-d arrays of DTYPE: NumPy converts a
+# Python number operand on every call, which costs about as much as the call itself on
+# a small array; the values are the same (a Python number takes the array's dtype)
+K_0 = np.asarray(0, DTYPE)
+K_0_9 = np.asarray(0.9, DTYPE)
+K_0_999 = np.asarray(0.999, DTYPE)
+
+
 def _buffers(N: int) -> dict[str, np.ndarray]:
     """The arrays that a training step on N samples writes, allocated once per batch
     size. A value the backward pass reads stays until then; the array of a value that
@@ -398,7 +406,7 @@ def _loss_and_grads_into(
     _conv2d(U1, W1, b1, out=Z1)
     # A1 = np.maximum(0, Z1)
     A1 = Z1  # Z1 is dead: A1 takes its array
-    np.maximum(Z1, 0, out=A1)
+    np.maximum(Z1, K_0, out=A1)
     # A2 = _maxpool2d(A1, kernel=(2, 2), stride=(2, 2))
     _maxpool2d(A1, kernel=(2, 2), stride=(2, 2), out=A2)
     # A3 = _flatten(A2)
@@ -423,7 +431,7 @@ def _loss_and_grads_into(
     np.copyto(d_A2, _unflatten(d_A3, shape=(32, 14, 14)))
     # d_A2_masked = d_A2*(A2 > 0)
     d_A2_masked = d_A2  # d_A2 is dead: d_A2_masked takes its array
-    np.greater(A2, 0, out=tmp_N_14_14_32_0)
+    np.greater(A2, K_0, out=tmp_N_14_14_32_0)
     np.multiply(d_A2, tmp_N_14_14_32_0, out=d_A2_masked)
     # d_Z1 = _maxpool2d_vjp(A1, A2, d_A2_masked, kernel=(2, 2), stride=(2, 2))
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
@@ -511,10 +519,10 @@ def train(
             k = 0.031622776601683805/math.sqrt(1 - 0.999**step)
             step_size = 0.09999999999999998*lr/(k*(1 - 0.9**step))
             eps_k = 1e-08/k
-            np.multiply(exp_avg, 0.9, out=exp_avg)
+            np.multiply(exp_avg, K_0_9, out=exp_avg)
             np.add(exp_avg, g, out=exp_avg)
             np.square(g, out=tmp0)
-            np.multiply(exp_avg_sq, 0.999, out=exp_avg_sq)
+            np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
             np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
             np.sqrt(exp_avg_sq, out=tmp0)
             np.add(tmp0, eps_k, out=tmp0)

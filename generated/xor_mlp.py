@@ -152,17 +152,26 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     return float(L), grads
 
 
+# the number operands of the training step as 0-d arrays of DTYPE: NumPy converts a
+# Python number operand on every call, which costs about as much as the call itself on
+# a small array; the values are the same (a Python number takes the array's dtype)
+K_0 = np.asarray(0, DTYPE)
+
+
 def _buffers(N: int) -> dict[str, np.ndarray]:
     """The arrays that a training step on N samples writes, allocated once per batch
     size. A value the backward pass reads stays until then; the array of a value that
     nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's).
     An array ``*_ones`` is [features | 1]: its last column stays 1 (a dense layer's bias
-    is a column of its product), the features are the view under the shorter name."""
+    is a column of its product), the features are the view under the shorter name.
+    N_array is N as an operand (see K_0).
+    """
     buffers = {
         "Z1_ones": np.ones((N, 3), DTYPE),
         "Z2": np.empty((N, 1), DTYPE),
         "l_n": np.empty((N, 1), DTYPE),
         "d_A1": np.empty((N, 2), DTYPE),
+        "N_array": np.asarray(N, DTYPE),
         "tmp_N_1_0": np.empty((N, 1), DTYPE),
     }
     buffers["Z1"] = buffers["Z1_ones"][:, :-1]
@@ -180,7 +189,6 @@ def _loss_and_grads_into(
     existing array (out=). ``params`` and ``grads`` are views of the flat arrays (_flat),
     the gradients land in ``grads``; ``buffers`` is _buffers(N); X_ones is
     _step_inputs(X)."""
-    N = X_ones.shape[0]
     W1_b1 = params["W1_b1"]
     W2_b2 = params["W2_b2"]
     W2 = params["W2"]
@@ -191,27 +199,28 @@ def _loss_and_grads_into(
     Z2 = buffers["Z2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
+    N_array = buffers["N_array"]
     tmp_N_1_0 = buffers["tmp_N_1_0"]
     # Z1 = X @ W1.T + b1, one product: [X | 1] @ [W1 | b1].T
     np.matmul(X_ones, W1_b1.T, out=Z1)
     # A1 = np.maximum(0, Z1)
     A1 = Z1  # Z1 is dead: A1 takes its array
-    np.maximum(Z1, 0, out=A1)
+    np.maximum(Z1, K_0, out=A1)
     # Z2 = A1 @ W2.T + b2, one product: [A1 | 1] @ [W2 | b2].T (Z1_ones is [A1 | 1])
     np.matmul(Z1_ones, W2_b2.T, out=Z2)
     # l_n = -Y*Z2 + _softplus(Z2)
-    np.logaddexp(0, Z2, out=tmp_N_1_0)
+    np.logaddexp(K_0, Z2, out=tmp_N_1_0)
     np.multiply(Y, Z2, out=l_n)
     np.subtract(tmp_N_1_0, l_n, out=l_n)
     L = float(l_n.sum()) / l_n.size
     # d_Z2 = (-Y + _sigmoid(Z2))/N
     d_Z2 = Z2  # Z2 is dead: d_Z2 takes its array
     np.negative(Z2, out=d_Z2)
-    np.logaddexp(0, d_Z2, out=d_Z2)
+    np.logaddexp(K_0, d_Z2, out=d_Z2)
     np.negative(d_Z2, out=d_Z2)
     np.exp(d_Z2, out=d_Z2)
     np.subtract(d_Z2, Y, out=d_Z2)
-    np.divide(d_Z2, N, out=d_Z2)
+    np.divide(d_Z2, N_array, out=d_Z2)
     # d_A1 = d_Z2 @ W2
     np.matmul(d_Z2, W2, out=d_A1)
     # d_W2_b2 = d_Z2.T @ [A1 | 1] (Z1_ones is [A1 | 1]): d_W2 = d_Z2.T @ A1 and d_b2 =
@@ -219,7 +228,7 @@ def _loss_and_grads_into(
     np.matmul(d_Z2.T, Z1_ones, out=d_W2_b2)
     # d_Z1 = d_A1*(A1 > 0)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
-    np.greater(A1, 0, out=d_Z1)
+    np.greater(A1, K_0, out=d_Z1)
     np.multiply(d_Z1, d_A1, out=d_Z1)
     # d_W1_b1 = d_Z1.T @ [X | 1]: d_W1 = d_Z1.T @ X and d_b1 = d_Z1.sum(axis=0)
     np.matmul(d_Z1.T, X_ones, out=d_W1_b1)
@@ -286,6 +295,7 @@ def train(
     g, grads = _flat()
     X = _step_inputs(X)  # [X | 1]
     tmp0 = np.empty_like(p)
+    lr_array = np.asarray(lr, DTYPE)  # an operand: see K_0
     workspaces: dict[int, dict[str, np.ndarray]] = {}  # batch size -> _buffers(batch size)
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
@@ -307,7 +317,7 @@ def train(
                 X_batch, Y_batch = X[start:stop], Y[start:stop]
             total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
-            np.multiply(g, lr, out=tmp0)
+            np.multiply(g, lr_array, out=tmp0)
             np.subtract(p, tmp0, out=p)
         losses.append(total / n)
     return {name: views[name].copy() for name in PARAM_SHAPES}, losses

@@ -161,18 +161,30 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     return float(L), grads
 
 
+# the number operands of the training step as 0-d arrays of DTYPE: NumPy converts a
+# Python number operand on every call, which costs about as much as the call itself on
+# a small array; the values are the same (a Python number takes the array's dtype)
+K_0 = np.asarray(0, DTYPE)
+K_1 = np.asarray(1, DTYPE)
+K_3_720075976020836em44 = np.asarray(3.720075976020836e-44, DTYPE)
+K_m1 = np.asarray(-1, DTYPE)
+
+
 def _buffers(N: int) -> dict[str, np.ndarray]:
     """The arrays that a training step on N samples writes, allocated once per batch
     size. A value the backward pass reads stays until then; the array of a value that
     nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's).
     An array ``*_ones`` is [features | 1]: its last column stays 1 (a dense layer's bias
-    is a column of its product), the features are the view under the shorter name."""
+    is a column of its product), the features are the view under the shorter name.
+    N_array is N as an operand (see K_0).
+    """
     buffers = {
         "Z1_ones": np.ones((N, 5), DTYPE),
         "Z2": np.empty((N, 1), DTYPE),
         "c2": np.empty((N, 1), DTYPE),
         "l_n": np.empty((N, 1), DTYPE),
         "d_A1": np.empty((N, 4), DTYPE),
+        "N_array": np.asarray(N, DTYPE),
         "tmp_N_1_0": np.empty((N, 1), DTYPE),
         "tmp_N_1_1": np.empty((N, 1), DTYPE),
     }
@@ -191,7 +203,6 @@ def _loss_and_grads_into(
     existing array (out=). ``params`` and ``grads`` are views of the flat arrays (_flat),
     the gradients land in ``grads``; ``buffers`` is _buffers(N); X_ones is
     _step_inputs(X)."""
-    N = X_ones.shape[0]
     W1_b1 = params["W1_b1"]
     W2_b2 = params["W2_b2"]
     W2 = params["W2"]
@@ -203,6 +214,7 @@ def _loss_and_grads_into(
     c2 = buffers["c2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
+    N_array = buffers["N_array"]
     tmp_N_1_0 = buffers["tmp_N_1_0"]
     tmp_N_1_1 = buffers["tmp_N_1_1"]
     # Z1 = X @ W1.T + b1, one product: [X | 1] @ [W1 | b1].T
@@ -215,21 +227,21 @@ def _loss_and_grads_into(
     # A2 = _sigmoid(Z2)
     A2 = Z2  # Z2 is dead: A2 takes its array
     np.negative(Z2, out=A2)
-    np.logaddexp(0, A2, out=A2)
+    np.logaddexp(K_0, A2, out=A2)
     np.negative(A2, out=A2)
     np.exp(A2, out=A2)
     c1 = 1 - Y
     # c2 = 1 - A2
-    np.subtract(1, A2, out=c2)
+    np.subtract(K_1, A2, out=c2)
     # l_n: as in loss_and_grads
-    np.maximum(c2, 3.720075976020836e-44, out=tmp_N_1_0)
+    np.maximum(c2, K_3_720075976020836em44, out=tmp_N_1_0)
     np.log(tmp_N_1_0, out=tmp_N_1_0)
     np.multiply(tmp_N_1_0, c1, out=tmp_N_1_0)
-    np.maximum(A2, 3.720075976020836e-44, out=l_n)
+    np.maximum(A2, K_3_720075976020836em44, out=l_n)
     np.log(l_n, out=l_n)
     np.multiply(l_n, Y, out=l_n)
     np.add(l_n, tmp_N_1_0, out=l_n)
-    np.multiply(l_n, -1, out=l_n)
+    np.multiply(l_n, K_m1, out=l_n)
     L = float(l_n.sum()) / l_n.size
     c3 = np.exp(-100)
     # d_A2 = (c1*(-(-1 + A2 + c3) > 0)/np.maximum(c2, c3) - Y*(A2 - c3 >
@@ -237,18 +249,18 @@ def _loss_and_grads_into(
     d_A2 = l_n  # l_n is dead: d_A2 takes its array
     np.maximum(A2, c3, out=tmp_N_1_1)
     np.subtract(A2, c3, out=tmp_N_1_0)
-    np.greater(tmp_N_1_0, 0, out=tmp_N_1_0)
+    np.greater(tmp_N_1_0, K_0, out=tmp_N_1_0)
     np.multiply(tmp_N_1_0, Y, out=tmp_N_1_0)
     np.divide(tmp_N_1_0, tmp_N_1_1, out=tmp_N_1_0)
     np.maximum(c2, c3, out=tmp_N_1_1)
-    np.subtract(A2, 1, out=d_A2)
+    np.subtract(A2, K_1, out=d_A2)
     np.add(d_A2, c3, out=d_A2)
-    np.multiply(d_A2, -1, out=d_A2)
-    np.greater(d_A2, 0, out=d_A2)
+    np.multiply(d_A2, K_m1, out=d_A2)
+    np.greater(d_A2, K_0, out=d_A2)
     np.divide(d_A2, tmp_N_1_1, out=d_A2)
     np.multiply(d_A2, c1, out=d_A2)
     np.subtract(d_A2, tmp_N_1_0, out=d_A2)
-    np.divide(d_A2, N, out=d_A2)
+    np.divide(d_A2, N_array, out=d_A2)
     # d_Z2 = A2*c2*d_A2
     d_Z2 = Z2  # A2 is dead: d_Z2 takes its array
     np.multiply(A2, c2, out=d_Z2)
@@ -261,7 +273,7 @@ def _loss_and_grads_into(
     # d_Z1 = d_A1*(1 - A1**2)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
     np.square(A1, out=d_Z1)
-    np.subtract(1, d_Z1, out=d_Z1)
+    np.subtract(K_1, d_Z1, out=d_Z1)
     np.multiply(d_Z1, d_A1, out=d_Z1)
     # d_W1_b1 = d_Z1.T @ [X | 1]: d_W1 = d_Z1.T @ X and d_b1 = d_Z1.sum(axis=0)
     np.matmul(d_Z1.T, X_ones, out=d_W1_b1)
@@ -328,6 +340,7 @@ def train(
     g, grads = _flat()
     X = _step_inputs(X)  # [X | 1]
     tmp0 = np.empty_like(p)
+    lr_array = np.asarray(lr, DTYPE)  # an operand: see K_0
     workspaces: dict[int, dict[str, np.ndarray]] = {}  # batch size -> _buffers(batch size)
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
@@ -349,7 +362,7 @@ def train(
                 X_batch, Y_batch = X[start:stop], Y[start:stop]
             total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
-            np.multiply(g, lr, out=tmp0)
+            np.multiply(g, lr_array, out=tmp0)
             np.subtract(p, tmp0, out=p)
         losses.append(total / n)
     return {name: views[name].copy() for name in PARAM_SHAPES}, losses

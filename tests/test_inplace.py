@@ -18,7 +18,7 @@ from support import import_file
 from symbp.derive import derive
 from symbp.functions import relu, sigmoid, softplus
 from symbp.memory import plan_buffers
-from symbp.printers.inplace import InplacePrinter
+from symbp.printers.inplace import Constants, InplacePrinter
 from symbp.printers.python import NumpyPrinter
 from symbp.program import Assign
 from symbp.spec import parse_spec
@@ -73,8 +73,13 @@ def numpy_value(expr: sp.Expr, env: dict) -> np.ndarray:
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
-@given(expr=expressions(), overwrite=st.sampled_from([None, *NAMES]), seed=st.integers(0, 999))
-def test_inplace_sequence_equals_the_numpy_expression(expr, overwrite, seed):
+@given(
+    expr=expressions(),
+    overwrite=st.sampled_from([None, *NAMES]),
+    seed=st.integers(0, 999),
+    named=st.booleans(),
+)
+def test_inplace_sequence_equals_the_numpy_expression(expr, overwrite, seed, named):
     rng = np.random.default_rng(seed)
     env = {n: rng.standard_normal(6) for n in NAMES}
     env["s"] = 0.75
@@ -84,9 +89,14 @@ def test_inplace_sequence_equals_the_numpy_expression(expr, overwrite, seed):
     out = overwrite or "out"  # the result may overwrite an operand, as optimizer updates do
     if overwrite is None:
         arrays["out"] = np.full(6, np.nan)
-    printer = InplacePrinter({*NAMES, "out"}, lambda k: f"tmp{k}")
+    # named: number operands as 0-d arrays (the layer-stack step), s one too
+    constants = Constants() if named else None
+    arrays_for = {"s": "s_array"} if named else None
+    printer = InplacePrinter({*NAMES, "out"}, lambda k: f"tmp{k}", None, constants, arrays_for)
     lines = printer.assign(out, expr)
-    scope = {"np": np, "s": 0.75, **arrays}
+    scope = {"np": np, "s": 0.75, "s_array": np.asarray(0.75), **arrays}
+    for name, literal in constants.definitions() if named else ():
+        scope[name] = np.asarray(eval(literal), np.float64)  # noqa: S307
     scope |= {f"tmp{k}": np.full(6, np.nan) for k in range(printer.scratch_used)}
     with np.errstate(all="ignore"):
         for line in lines:
@@ -151,7 +161,7 @@ def test_inplace_step_equals_loss_and_grads(tmp_path_factory, stack, seed):
     for name, array in buffers.items():
         if name.endswith("_ones"):  # [features | 1]: only the last column is constant
             array[:, :-1] = np.nan
-        elif name != "ones_N":  # the other constant (column sums as 1^T delta)
+        elif name not in ("ones_N", "N_array"):  # constants: 1^T delta's ones, N
             array.fill(np.nan)  # nothing else may be read before it is written
     for _ in range(2):  # the second step reuses the arrays the first one wrote
         assert module._loss_and_grads_into(views, into, buffers, X, Y) == loss

@@ -32,15 +32,44 @@ RELATIONS = {
 }
 
 
+class Constants:
+    """The number operands of the printed calls, each named once: the module defines
+    them as 0-d arrays of its dtype. NumPy converts a Python number operand on every
+    call, which costs about as much as a ufunc call on a small array; the value is the
+    same either way, a Python number taking the array's dtype (NEP 50)."""
+
+    def __init__(self) -> None:
+        self.literals: dict[str, str] = {}  # name -> the number as printed
+
+    def name(self, literal: str) -> str:
+        spelled = literal.replace("-", "m").replace("+", "").replace(".", "_").replace("/", "_by_")
+        name = f"K_{spelled}"
+        self.literals[name] = literal
+        return name
+
+    def definitions(self) -> list[tuple[str, str]]:
+        return sorted(self.literals.items())
+
+
 class InplacePrinter:
     """Prints ``out = expr`` as ufunc calls. ``tensors`` are the names of arrays; a
     subexpression without them is a scalar and printed as a Python expression.
     ``scratch(k)`` names the k-th scratch array of ``out``'s shape."""
 
-    def __init__(self, tensors: set[str], scratch: Callable[[int], str], ones: str | None = None):
+    def __init__(
+        self,
+        tensors: set[str],
+        scratch: Callable[[int], str],
+        ones: str | None = None,
+        constants: Constants | None = None,
+        arrays: dict[str, str] | None = None,
+    ):
         self.tensors = tensors
         self.scratch = scratch
         self.ones = ones  # an array of N ones, for column sums of (N, d) matrices
+        self.constants = constants  # where number operands get their names, if anywhere
+        # scalar names with a 0-d array of the same value, used where one is an operand
+        self.arrays = arrays or {}
         self.scalar = NumpyPrinter()
         self.lines: list[str] = []
         self.out_names: set[str] = set()
@@ -79,7 +108,15 @@ class InplacePrinter:
 
     def _scalar_text(self, expr: sp.Expr) -> str:
         text = self.scalar.doprint(expr)
+        if expr.is_Number:
+            return self._number(text)
+        if expr.is_Symbol and expr.name in self.arrays:
+            return self.arrays[expr.name]
         return text if expr.is_Atom else f"({text})"
+
+    def _number(self, literal: str) -> str:
+        """A number operand: its name among the constants, or the literal itself."""
+        return self.constants.name(literal) if self.constants is not None else literal
 
     def _emit(self, func: str, *args: str, out: str) -> str:
         self.lines.append(f"{func}({', '.join(args)}, out={out})")
@@ -228,15 +265,17 @@ class InplacePrinter:
     # symbp's own functions (symbp.functions), with the stable forms of the NumPy printer
     def _into_sigmoid(self, expr, out, depth):  # 1 / (1 + exp(-z)) = exp(-logaddexp(0, -z))
         self._emit("np.negative", self._into(expr.args[0], out, depth), out=out)
-        self._emit("np.logaddexp", "0", out, out=out)
+        self._emit("np.logaddexp", self._number("0"), out, out=out)
         self._emit("np.negative", out, out=out)
         return self._emit("np.exp", out, out=out)
 
     def _into_softplus(self, expr, out, depth):
-        return self._emit("np.logaddexp", "0", self._into(expr.args[0], out, depth), out=out)
+        zero = self._number("0")
+        return self._emit("np.logaddexp", zero, self._into(expr.args[0], out, depth), out=out)
 
     def _into_relu(self, expr, out, depth):
-        return self._emit("np.maximum", self._into(expr.args[0], out, depth), "0", out=out)
+        zero = self._number("0")
+        return self._emit("np.maximum", self._into(expr.args[0], out, depth), zero, out=out)
 
     def _into_Max(self, expr, out, depth):
         texts, _ = self._operands(list(expr.args), out, depth)
@@ -247,13 +286,14 @@ class InplacePrinter:
         return self._fold("np.minimum", texts, out)
 
     def _into_clamped_log(self, expr, out, depth):  # log(max(x, e^-100))
-        floor = repr(float(expr.FLOOR))
+        floor = self._number(repr(float(expr.FLOOR)))
         self._emit("np.maximum", self._into(expr.args[0], out, depth), floor, out=out)
         return self._emit("np.log", out, out=out)
 
     def _into_Heaviside(self, expr, out, depth):
         if len(expr.args) > 1 and expr.args[1] == 0:  # [x > 0], the kink convention
-            return self._emit("np.greater", self._into(expr.args[0], out, depth), "0", out=out)
+            zero = self._number("0")
+            return self._emit("np.greater", self._into(expr.args[0], out, depth), zero, out=out)
         self.lines.append(f"np.copyto({out}, {self.scalar.doprint(expr)})")
         return out
 

@@ -23,7 +23,7 @@ from ..memory import plan_buffers
 from ..optim import g as grad_symbol
 from ..optim import memory_lean, update_rule
 from ..optim import p as param_symbol
-from ..printers.inplace import InplacePrinter
+from ..printers.inplace import Constants, InplacePrinter
 from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
 from ..program import Assign, BatchMean, BatchSum, Call, Statement
 from ..templating import environment
@@ -223,8 +223,9 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
     widths = spec.widths
     optimizer = _optimizer_context(derivation, {})
-    step = inplace_step_context(derivation)
-    inplace = inplace_optimizer_context(derivation)
+    constants = Constants()
+    step = inplace_step_context(derivation, constants)
+    inplace = inplace_optimizer_context(derivation, constants)
     return {
         "name": spec.name,
         "description": spec.description,
@@ -257,6 +258,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "output": program.outputs[0].name,
         "step": step,
         "inplace_optimizer": inplace,
+        "constants": constants.definitions(),
         "numpy_helpers": sorted(helpers | fh | lh | step["helpers"]),
         "uses_math": "erf" in (helpers | fh | lh)
         or any("math." in line.expr for line in inplace["step_scalars"]),
@@ -264,6 +266,9 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
 
 
 ONES = "ones_N"
+# N and the learning rate as 0-d arrays of the dtype, for calls that take them as operands
+N_ARRAY = "N_array"
+LR_ARRAY = "lr_array"
 
 
 def _shape_text(shape: tuple) -> str:
@@ -286,7 +291,7 @@ def _may_overwrite(stmt: Statement, symbol: sp.Symbol) -> bool:
     return False
 
 
-def inplace_step_context(derivation: Derivation) -> dict:
+def inplace_step_context(derivation: Derivation, constants: Constants | None = None) -> dict:
     """The training step printed into preallocated arrays (symbp.memory plans them):
     the step's lines, the arrays to allocate per batch size, and the helpers it calls.
     Dense layers take their bias into their products where they can (symbp.targets.
@@ -330,7 +335,12 @@ def inplace_step_context(derivation: Derivation) -> dict:
         elif isinstance(stmt, Assign) and not shape:
             code = [f"{target} = {printer.doprint(stmt.expr)}"]
         elif isinstance(stmt, Assign):
-            inplace = InplacePrinter(tensors, lambda k, shape=shape: _scratch_name(shape, k))
+            inplace = InplacePrinter(
+                tensors,
+                lambda k, shape=shape: _scratch_name(shape, k),
+                constants=constants,
+                arrays={"N": N_ARRAY},
+            )
             code = inplace.assign(target, stmt.expr, aliases)
             scratch[shape] = max(scratch.get(shape, 0), inplace.scratch_used)
             helpers |= inplace.helpers
@@ -350,36 +360,26 @@ def inplace_step_context(derivation: Derivation) -> dict:
         if isinstance(stmt, (Assign, BatchMean)) and not shape:
             comment = None  # the line says it all
         lines.append({"comment": _wrapped(comment) if comment else (), "bind": bind, "code": code})
-    buffers = []
+    read = _names_in(lines)
+    buffers = []  # name, how it is made (or, for a view, the array it is a view of)
     for b in plan.buffers:
         if b.name in with_ones:  # [features | 1]: the features a view, the ones constant
             rows, width = b.shape
             buffers.append(
-                {
-                    "name": ones_name(b.name),
-                    "shape": _shape_text((rows, width + 1)),
-                    "ones": True,
-                    "view": None,
-                }
+                _buffer(ones_name(b.name), f"np.ones({_shape_text((rows, width + 1))}, DTYPE)")
             )
-            buffers.append({"name": b.name, "shape": "", "ones": False, "view": ones_name(b.name)})
+            buffers.append({"name": b.name, "init": None, "view": ones_name(b.name)})
         else:
-            buffers.append(
-                {"name": b.name, "shape": _shape_text(b.shape), "ones": False, "view": None}
-            )
+            buffers.append(_buffer(b.name, f"np.empty({_shape_text(b.shape)}, DTYPE)"))
     if uses_ones:  # column sums (bias gradients) as 1^T delta
-        buffers.append({"name": ONES, "shape": "(N,)", "ones": True, "view": None})
+        buffers.append(_buffer(ONES, "np.ones((N,), DTYPE)"))
+    if N_ARRAY in read:
+        buffers.append(_buffer(N_ARRAY, "np.asarray(N, DTYPE)"))
     for shape, count in sorted(scratch.items(), key=lambda item: str(item[0])):
         buffers += [
-            {
-                "name": _scratch_name(shape, k),
-                "shape": _shape_text(shape),
-                "ones": False,
-                "view": None,
-            }
+            _buffer(_scratch_name(shape, k), f"np.empty({_shape_text(shape)}, DTYPE)")
             for k in range(count)
         ]
-    read = _names_in(lines)
     folded_params = {name for f in folds for name in (f.weight, f.bias)}
     params = [{"key": f.block, "name": f.block} for f in folds]
     params += [{"key": p.name, "name": p.name} for p in program.params if p.name in read]
@@ -405,6 +405,7 @@ def inplace_step_context(derivation: Derivation) -> dict:
         else None,
         "targets": [s.name for s in program.targets],
         "loss": program.loss.name,
+        "uses_N": "N" in read,
         "helpers": helpers,
     }
 
@@ -426,6 +427,10 @@ def _folded_lines(fold: BiasFold, stmt: Call, comment: str, home: str):
     return comment, printer.folded_grad(f"d_{block}", delta, source)
 
 
+def _buffer(name: str, init: str) -> dict:
+    return {"name": name, "init": init, "view": None}
+
+
 def _names_in(lines: list[dict]) -> set[str]:
     """The identifiers that the printed step reads or writes (which names to bind)."""
     text = "\n".join(
@@ -437,7 +442,7 @@ def _names_in(lines: list[dict]) -> set[str]:
     return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
 
 
-def inplace_optimizer_context(derivation: Derivation) -> dict:
+def inplace_optimizer_context(derivation: Derivation, constants: Constants | None = None) -> dict:
     """The optimizer's update over all parameters at once, printed in place: ``p`` and
     ``g`` are the flat arrays of every parameter and gradient, each state buffer one flat
     array too."""
@@ -447,7 +452,9 @@ def inplace_optimizer_context(derivation: Derivation) -> dict:
     used = 0
     lines = []
     for target, expr in rule.updates:
-        printer = InplacePrinter(tensors, lambda k: f"tmp{k}")
+        printer = InplacePrinter(
+            tensors, lambda k: f"tmp{k}", constants=constants, arrays={"lr": LR_ARRAY}
+        )
         lines += printer.assign(target.name, expr)
         used = max(used, printer.scratch_used)
     scalars = ScalarPrinter()
@@ -455,6 +462,7 @@ def inplace_optimizer_context(derivation: Derivation) -> dict:
         "formulas": rule.formulas,
         "step_scalars": [Line(s.name, scalars.doprint(e)) for s, e in rule.step_scalars],
         "lines": lines,
+        "lr_array": LR_ARRAY if any(LR_ARRAY in line for line in lines) else None,
         "scratch": [f"tmp{k}" for k in range(used)],
     }
 
