@@ -62,14 +62,16 @@ class FloatStepPrinter(NumpyPrinter):
         return f"np.where({self._print(x)} > 0, 1.0, 0.0)"
 
 
+HELPERS = {  # the generated modules' helpers, for the reference and for scalar parts
+    "_sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "_softplus": lambda z: np.logaddexp(0, z),
+    "_sign": np.sign,
+}
+
+
 def numpy_value(expr: sp.Expr, env: dict) -> np.ndarray:
     text = FloatStepPrinter().doprint(expr)
-    helpers = {
-        "_sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-        "_softplus": lambda z: np.logaddexp(0, z),
-        "_sign": np.sign,
-    }
-    return np.broadcast_to(eval(text, {"np": np, **helpers, **env}), (6,))  # noqa: S307
+    return np.broadcast_to(eval(text, {"np": np, **HELPERS, **env}), (6,))  # noqa: S307
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
@@ -94,7 +96,7 @@ def test_inplace_sequence_equals_the_numpy_expression(expr, overwrite, seed, nam
     arrays_for = {"s": "s_array"} if named else None
     printer = InplacePrinter({*NAMES, "out"}, lambda k: f"tmp{k}", None, constants, arrays_for)
     lines = printer.assign(out, expr)
-    scope = {"np": np, "s": 0.75, "s_array": np.asarray(0.75), **arrays}
+    scope = {"np": np, **HELPERS, "s": 0.75, "s_array": np.asarray(0.75), **arrays}
     for name, literal in constants.definitions() if named else ():
         scope[name] = np.asarray(eval(literal), np.float64)  # noqa: S307
     scope |= {f"tmp{k}": np.full(6, np.nan) for k in range(printer.scratch_used)}
