@@ -262,13 +262,13 @@ def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
             step_size = lr/(1 - 0.9**step)
             bias_correction2_sqrt = math.sqrt(1 - 0.999**step)
             exp_avg_w1 = 0.09999999999999998*d_w1_n + 0.9*exp_avg_w1
-            exp_avg_sq_w1 = 0.0010000000000000009*d_w1_n*d_w1_n + 0.999*exp_avg_sq_w1
+            exp_avg_sq_w1 = 0.0010000000000000009*(d_w1_n*d_w1_n) + 0.999*exp_avg_sq_w1
             w1 = w1 - exp_avg_w1*step_size/(1e-08 + math.sqrt(exp_avg_sq_w1)/bias_correction2_sqrt)
             exp_avg_w2 = 0.09999999999999998*d_w2_n + 0.9*exp_avg_w2
-            exp_avg_sq_w2 = 0.0010000000000000009*d_w2_n*d_w2_n + 0.999*exp_avg_sq_w2
+            exp_avg_sq_w2 = 0.0010000000000000009*(d_w2_n*d_w2_n) + 0.999*exp_avg_sq_w2
             w2 = w2 - exp_avg_w2*step_size/(1e-08 + math.sqrt(exp_avg_sq_w2)/bias_correction2_sqrt)
             exp_avg_b = 0.09999999999999998*d_z + 0.9*exp_avg_b
-            exp_avg_sq_b = 0.0010000000000000009*d_z*d_z + 0.999*exp_avg_sq_b
+            exp_avg_sq_b = 0.0010000000000000009*(d_z*d_z) + 0.999*exp_avg_sq_b
             b = b - exp_avg_b*step_size/(1e-08 + math.sqrt(exp_avg_sq_b)/bias_correction2_sqrt)
         _losses.append(_total / _n)
     _result = {

@@ -320,11 +320,11 @@ def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
             c1 = d_yhat*h1
             # step 2: dl/dh2 = dl/dyhat*(v2 + h1*v3)
             d_h2 = c1*v3 + d_yhat*v2
-            g1 = d_h2*(1 - h2*h2)
+            g1 = d_h2*(1 - (h2*h2))
             c2 = d_yhat*h2
             # step 3: dl/dh1 = dl/dyhat*(v1 + h2*v3)
             d_h1 = c2*v3 + d_yhat*v1
-            g2 = d_h1*(1 - h1*h1)
+            g2 = d_h1*(1 - (h1*h1))
             # step 4: dl/da1 = dl/dh1*(x*(1 - h1**2))
             d_a1_n = g2*x
             # step 6: dl/da2 = dl/dh2*(x*(1 - h2**2))

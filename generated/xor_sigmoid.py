@@ -21,6 +21,7 @@ Needs only NumPy and the standard library.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -52,11 +53,23 @@ TRAIN_DEFAULTS = {
 OPTIMIZER = "sgd"
 OPTIMIZER_OPTIONS = {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0}
 DATA = {'X': [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], 'Y': [[0.0], [1.0], [1.0], [0.0]]}
+# train() runs on Python floats (_train_floats) up to this batch size, where symbp
+# estimates that NumPy's per-call overhead costs more than the float arithmetic: the
+# array step makes about 46 NumPy calls, the float step 121 operations a sample
+FLOAT_BATCH_MAX = 12
 
 
 def _sigmoid(z):
     """1 / (1 + exp(-z)) without overflow for large |z|."""
     return np.exp(-np.logaddexp(0, -z))
+
+
+def _math_sigmoid(z):
+    """1 / (1 + exp(-z)) on a float, without overflow."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 def init_params(seed: int = 0) -> dict[str, np.ndarray]:
@@ -181,12 +194,14 @@ def _buffers(N: int) -> dict[str, np.ndarray]:
     buffers = {
         "Z1_ones": np.ones((N, 5), DTYPE),
         "Z2": np.empty((N, 1), DTYPE),
+        "c1": np.empty((N, 1), DTYPE),
         "c2": np.empty((N, 1), DTYPE),
         "l_n": np.empty((N, 1), DTYPE),
         "d_A1": np.empty((N, 4), DTYPE),
         "N_array": np.asarray(N, DTYPE),
         "tmp_N_1_0": np.empty((N, 1), DTYPE),
         "tmp_N_1_1": np.empty((N, 1), DTYPE),
+        "tmp_N_1_2": np.empty((N, 1), DTYPE),
     }
     buffers["Z1"] = buffers["Z1_ones"][:, :-1]
     return buffers
@@ -211,12 +226,14 @@ def _loss_and_grads_into(
     Z1_ones = buffers["Z1_ones"]
     Z1 = buffers["Z1"]
     Z2 = buffers["Z2"]
+    c1 = buffers["c1"]
     c2 = buffers["c2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
     N_array = buffers["N_array"]
     tmp_N_1_0 = buffers["tmp_N_1_0"]
     tmp_N_1_1 = buffers["tmp_N_1_1"]
+    tmp_N_1_2 = buffers["tmp_N_1_2"]
     # Z1 = X @ W1.T + b1, one product: [X | 1] @ [W1 | b1].T
     np.matmul(X_ones, W1_b1.T, out=Z1)
     # A1 = np.tanh(Z1)
@@ -230,7 +247,8 @@ def _loss_and_grads_into(
     np.logaddexp(K_0, A2, out=A2)
     np.negative(A2, out=A2)
     np.exp(A2, out=A2)
-    c1 = 1 - Y
+    # c1 = 1 - Y
+    np.subtract(K_1, Y, out=c1)
     # c2 = 1 - A2
     np.subtract(K_1, A2, out=c2)
     # l_n: as in loss_and_grads
@@ -246,19 +264,19 @@ def _loss_and_grads_into(
     c3 = np.exp(-100)
     # d_A2 = (c1*(-(-1 + A2 + c3) > 0)/np.maximum(c2, c3) - Y*(A2 - c3 >
     #     0)/np.maximum(A2, c3))/N
-    d_A2 = l_n  # l_n is dead: d_A2 takes its array
+    d_A2 = c1  # c1 is dead: d_A2 takes its array
     np.maximum(A2, c3, out=tmp_N_1_1)
     np.subtract(A2, c3, out=tmp_N_1_0)
     np.greater(tmp_N_1_0, K_0, out=tmp_N_1_0)
     np.multiply(tmp_N_1_0, Y, out=tmp_N_1_0)
     np.divide(tmp_N_1_0, tmp_N_1_1, out=tmp_N_1_0)
-    np.maximum(c2, c3, out=tmp_N_1_1)
-    np.subtract(A2, K_1, out=d_A2)
-    np.add(d_A2, c3, out=d_A2)
-    np.multiply(d_A2, K_m1, out=d_A2)
-    np.greater(d_A2, K_0, out=d_A2)
-    np.divide(d_A2, tmp_N_1_1, out=d_A2)
-    np.multiply(d_A2, c1, out=d_A2)
+    np.subtract(A2, K_1, out=tmp_N_1_1)
+    np.add(tmp_N_1_1, c3, out=tmp_N_1_1)
+    np.multiply(tmp_N_1_1, K_m1, out=tmp_N_1_1)
+    np.greater(tmp_N_1_1, K_0, out=tmp_N_1_1)
+    np.maximum(c2, c3, out=tmp_N_1_2)
+    np.multiply(c1, tmp_N_1_1, out=d_A2)
+    np.divide(d_A2, tmp_N_1_2, out=d_A2)
     np.subtract(d_A2, tmp_N_1_0, out=d_A2)
     np.divide(d_A2, N_array, out=d_A2)
     # d_Z2 = A2*c2*d_A2
@@ -322,16 +340,21 @@ def train(
     lr: float = TRAIN_DEFAULTS["lr"],
     seed: int = TRAIN_DEFAULTS["seed"],
     shuffle: bool = TRAIN_DEFAULTS["shuffle"],
+    floats: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], list[float]]:
     """Mini-batch training with sgd; returns new parameters and each epoch's mean loss.
 
     The inputs are not modified. With shuffle the order of each epoch is a permutation
     drawn from numpy.random.default_rng(seed); otherwise samples go in order.
+    floats: train on Python floats (double precision, whatever DTYPE) instead of arrays;
+    by default where that is estimated faster, batch_size <= FLOAT_BATCH_MAX.
     """
     X = _inputs(X)
     Y = _targets(Y)
     if len(X) != len(Y):
         raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
+    if floats if floats is not None else batch_size <= FLOAT_BATCH_MAX:
+        return _train_floats(params, X, Y, epochs, batch_size, lr, seed, shuffle)
     # p: every parameter in one flat array, each parameter a view of its part; g and the
     # optimizer's state likewise, so that the update is one pass over all of them
     p, views = _flat()
@@ -366,6 +389,127 @@ def train(
             np.subtract(p, tmp0, out=p)
         losses.append(total / n)
     return {name: views[name].copy() for name in PARAM_SHAPES}, losses
+
+
+def _train_floats(params, X, Y, epochs, batch_size, lr, seed, shuffle):
+    """train() on Python floats, the step unrolled over the units: the same program, the
+    same update rule and the same order of samples as the array step, in double
+    precision. Each array of the step is a few floats here (Z1 is Z1_0, Z1_1, ... for the
+    current sample, W1[j, i] is W1_j_i); the parameter gradients are sums over a batch."""
+    (
+        (W1_0_0, W1_0_1),
+        (W1_1_0, W1_1_1),
+        (W1_2_0, W1_2_1),
+        (W1_3_0, W1_3_1),
+    ) = np.asarray(params["W1"], np.float64).tolist()
+    (b1_0, b1_1, b1_2, b1_3) = np.asarray(params["b1"], np.float64).tolist()
+    (
+        (W2_0_0, W2_0_1, W2_0_2, W2_0_3),
+    ) = np.asarray(params["W2"], np.float64).tolist()
+    (b2_0,) = np.asarray(params["b2"], np.float64).tolist()
+    _X, _Y = X.tolist(), Y.tolist()
+    _rng = np.random.default_rng(seed)
+    _n, _losses = len(_X), []
+    for _ in range(epochs):
+        _order = _rng.permutation(_n).tolist() if shuffle else list(range(_n))
+        _total = 0.0
+        for _start in range(0, _n, batch_size):
+            _rows = _order[_start : _start + batch_size]
+            N = len(_rows)
+            c3 = math.exp(-100)
+            d_W1_0_0 = d_W1_0_1 = d_W1_1_0 = d_W1_1_1 = d_W1_2_0 = d_W1_2_1 = d_W1_3_0 = 0.0
+            d_W1_3_1 = d_b1_0 = d_b1_1 = d_b1_2 = d_b1_3 = d_W2_0_0 = d_W2_0_1 = d_W2_0_2 = 0.0
+            d_W2_0_3 = d_b2_0 = _sum_l_n = 0.0
+            for _i in _rows:
+                (X_0, X_1) = _X[_i]
+                (Y_0,) = _Y[_i]
+                Z1_0 = b1_0 + W1_0_0*X_0 + W1_0_1*X_1
+                Z1_1 = b1_1 + W1_1_0*X_0 + W1_1_1*X_1
+                Z1_2 = b1_2 + W1_2_0*X_0 + W1_2_1*X_1
+                Z1_3 = b1_3 + W1_3_0*X_0 + W1_3_1*X_1
+                A1_0 = math.tanh(Z1_0)
+                A1_1 = math.tanh(Z1_1)
+                A1_2 = math.tanh(Z1_2)
+                A1_3 = math.tanh(Z1_3)
+                Z2_0 = b2_0 + A1_0*W2_0_0 + A1_1*W2_0_1 + A1_2*W2_0_2 + A1_3*W2_0_3
+                A2_0 = _math_sigmoid(Z2_0)
+                c1_0 = 1 - Y_0
+                c2_0 = 1 - A2_0
+                l_n_0 = (
+                    -Y_0*math.log(max(A2_0, 3.720075976020836e-44))
+                    - c1_0*math.log(max(c2_0, 3.720075976020836e-44))
+                )
+                _sum_l_n += l_n_0
+                d_A2_0 = (
+                    c1_0*(1.0 if 1 - A2_0 - c3 > 0 else 0.0)/max(c2_0, c3)
+                    - Y_0*(1.0 if A2_0 - c3 > 0 else 0.0)/max(A2_0, c3)
+                )/N
+                d_Z2_0 = A2_0*c2_0*d_A2_0
+                d_A1_0 = W2_0_0*d_Z2_0
+                d_A1_1 = W2_0_1*d_Z2_0
+                d_A1_2 = W2_0_2*d_Z2_0
+                d_A1_3 = W2_0_3*d_Z2_0
+                d_W2_0_0 += A1_0*d_Z2_0
+                d_W2_0_1 += A1_1*d_Z2_0
+                d_W2_0_2 += A1_2*d_Z2_0
+                d_W2_0_3 += A1_3*d_Z2_0
+                d_b2_0 += d_Z2_0
+                d_Z1_0 = d_A1_0*(1 - (A1_0*A1_0))
+                d_Z1_1 = d_A1_1*(1 - (A1_1*A1_1))
+                d_Z1_2 = d_A1_2*(1 - (A1_2*A1_2))
+                d_Z1_3 = d_A1_3*(1 - (A1_3*A1_3))
+                d_W1_0_0 += X_0*d_Z1_0
+                d_W1_0_1 += X_1*d_Z1_0
+                d_W1_1_0 += X_0*d_Z1_1
+                d_W1_1_1 += X_1*d_Z1_1
+                d_W1_2_0 += X_0*d_Z1_2
+                d_W1_2_1 += X_1*d_Z1_2
+                d_W1_3_0 += X_0*d_Z1_3
+                d_W1_3_1 += X_1*d_Z1_3
+                d_b1_0 += d_Z1_0
+                d_b1_1 += d_Z1_1
+                d_b1_2 += d_Z1_2
+                d_b1_3 += d_Z1_3
+            L = _sum_l_n / N
+            _total += L * N
+            W1_0_0 = W1_0_0 - d_W1_0_0*lr
+            W1_0_1 = W1_0_1 - d_W1_0_1*lr
+            W1_1_0 = W1_1_0 - d_W1_1_0*lr
+            W1_1_1 = W1_1_1 - d_W1_1_1*lr
+            W1_2_0 = W1_2_0 - d_W1_2_0*lr
+            W1_2_1 = W1_2_1 - d_W1_2_1*lr
+            W1_3_0 = W1_3_0 - d_W1_3_0*lr
+            W1_3_1 = W1_3_1 - d_W1_3_1*lr
+            b1_0 = b1_0 - d_b1_0*lr
+            b1_1 = b1_1 - d_b1_1*lr
+            b1_2 = b1_2 - d_b1_2*lr
+            b1_3 = b1_3 - d_b1_3*lr
+            W2_0_0 = W2_0_0 - d_W2_0_0*lr
+            W2_0_1 = W2_0_1 - d_W2_0_1*lr
+            W2_0_2 = W2_0_2 - d_W2_0_2*lr
+            W2_0_3 = W2_0_3 - d_W2_0_3*lr
+            b2_0 = b2_0 - d_b2_0*lr
+        _losses.append(_total / _n)
+    trained = {
+        "W1": np.array(
+            [
+                [W1_0_0, W1_0_1],
+                [W1_1_0, W1_1_1],
+                [W1_2_0, W1_2_1],
+                [W1_3_0, W1_3_1],
+            ],
+            DTYPE,
+        ),
+        "b1": np.array([b1_0, b1_1, b1_2, b1_3], DTYPE),
+        "W2": np.array(
+            [
+                [W2_0_0, W2_0_1, W2_0_2, W2_0_3],
+            ],
+            DTYPE,
+        ),
+        "b2": np.array([b2_0], DTYPE),
+    }
+    return trained, _losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""

@@ -93,6 +93,8 @@ class Program:
     grads: dict[sp.Symbol, sp.Symbol]  # parameter -> its gradient
     keep: set[sp.Symbol] = field(default_factory=set)  # never inline these (user names)
     comments: dict[sp.Symbol, str] = field(default_factory=dict)
+    # the shapes of the values no statement defines: inputs, targets, parameters
+    shapes: dict[sp.Symbol, tuple] = field(default_factory=dict)
 
     @property
     def results(self) -> list[sp.Symbol]:
@@ -212,8 +214,8 @@ def eliminate_common_subexpressions(program: Program, new_symbol) -> Program:
         return program
     new_exprs = dict(zip((id(s) for s in assigns), reduced, strict=True))
     shapes: dict[sp.Symbol, tuple] = {s.target: s.shape for s in program.statements}
-    for param in program.params + program.inputs + program.targets:
-        shapes.setdefault(param, ())
+    for value in program.params + program.inputs + program.targets:
+        shapes.setdefault(value, program.shapes.get(value, ()))
     statements: list[Statement] = []
     pending = list(replacements)
     defined_repl: set[sp.Symbol] = set()

@@ -115,4 +115,8 @@ def reverse_mode(graph: Graph, names: Names) -> Program:
         sample_loss=tensors[sample_loss].symbol,
         grads=grads,
         keep={t.symbol for t in tensors.values() if t.named} | adjoints.named,
+        shapes={
+            tensors[n].symbol: tensors[n].shape
+            for n in [*graph.inputs, *graph.targets, *graph.params]
+        },
     )

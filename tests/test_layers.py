@@ -361,22 +361,25 @@ OPTIMIZERS = {
 
 
 @needs_torch
+@pytest.mark.parametrize("floats", [False, True], ids=["arrays", "floats"])
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("case", list(OPTIMIZERS))
-def test_optimizer_steps_match_torch_optim(folder, case, steps):
+def test_optimizer_steps_match_torch_optim(folder, case, steps, floats):
+    """Both training paths: the array step and, this network being small, the float step."""
     options, make = OPTIMIZERS[case]
     name = case.split("_")[0]
     train = (("optimizer", name), *options)
     stack = Stack(3, (LayerDef(4, "tanh"), LayerDef(None, "sigmoid"), LayerDef(2)), "mse", train)
     module = build(stack, folder)
     assert module.OPTIMIZER == name
+    assert module.FLOAT_BATCH_MAX >= 5  # what train() picks here by default: floats
     rng = np.random.default_rng(17)
     params = random_params(stack, rng)
     X, Y = random_batch(stack, rng, n=5)
     lr = 0.05
     before = {k: v.copy() for k, v in params.items()}
     trained, losses = module.train(
-        params, X, Y, epochs=steps, batch_size=len(X), lr=lr, shuffle=False
+        params, X, Y, epochs=steps, batch_size=len(X), lr=lr, shuffle=False, floats=floats
     )
     for k in params:  # the inputs are not modified
         np.testing.assert_array_equal(params[k], before[k])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import sympy as sp
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..ir import N
@@ -235,12 +235,35 @@ class ScalarPrinter(_PythonTarget):
     def _choice_text(self, cond: str, a: str, b: str) -> str:
         return f"({a} if {cond} else {b})"
 
+    def _print_MinMax(self, expr, key):
+        """max(0, z) as (z if z > 0 else 0.0): a comparison is a few times cheaper than
+        a call of the builtin max, and a float step makes one per unit and sample."""
+        args = list(expr.args)
+        numbers = [a for a in args if a.is_Number]
+        names = [a for a in args if a.is_Symbol]
+        if len(args) == 2 and len(numbers) == 1 and len(names) == 1:
+            name, bound = self._print(names[0]), repr(float(numbers[0]))
+            relation = ">" if key == "Max" else "<"
+            return f"({name} if {name} {relation} {bound} else {bound})"
+        return super()._print_MinMax(expr, key)
+
     def _print_Pow(self, expr, rational=False):
-        base, power = expr.args
-        if power == 2 and base.is_Symbol:  # a float product is faster than ** in CPython
-            name = self._print(base)
+        if self._as_product(expr):  # a float product is faster than ** in CPython
+            name = self._print(expr.base)
             return f"{name}*{name}"
         return super()._print_Pow(expr, rational=rational)
+
+    @staticmethod
+    def _as_product(expr) -> bool:
+        return isinstance(expr, sp.Pow) and expr.exp == 2 and expr.base.is_Symbol
+
+    def parenthesize(self, item, level, strict=False):
+        """x**2 printed as x*x binds like a product: in one, a/(x*x), it needs parentheses
+        (a/x*x would divide by x and multiply by it)."""
+        # a product with a negative coefficient asks at the precedence of a sum
+        if self._as_product(item) and level >= PRECEDENCE["Add"]:
+            return f"({self._print(item)})"
+        return super().parenthesize(item, level, strict)
 
     def _step(self, x, h0) -> str:
         x = self._print(x)
@@ -261,8 +284,12 @@ def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
         return text
     opening, body, closing = "(", text, ")"
     outer = re.match(r"^(-?[\w.]*\()(.*)\)$", text, re.S)
+    # a sum in parentheses scaled by a name, (a - b)/N: broken inside the parentheses
+    scaled = re.match(r"^\((.*)\)([*/][\w.]+)$", text, re.S)
     if outer and _balanced(outer.group(2)) and len(_split_top_level(text, (" + ", " - "))) == 1:
         opening, body = outer.group(1), outer.group(2)
+    elif scaled and _balanced(scaled.group(1)):
+        body, closing = scaled.group(1), ")" + scaled.group(2)
     for separators in ((" + ", " - "), ("*",)):
         pieces = _split_top_level(body, separators)
         if len(pieces) > 1:

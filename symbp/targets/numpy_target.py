@@ -28,6 +28,7 @@ from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
 from ..program import Assign, BatchMean, BatchSum, Call, Statement
 from ..templating import environment
 from .bias_fold import BiasFold, find_folds, ones_name
+from .float_step import float_step_context, max_batch
 
 DTYPES = ("float64", "float32")
 
@@ -226,6 +227,11 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     constants = Constants()
     step = inplace_step_context(derivation, constants)
     inplace = inplace_optimizer_context(derivation, constants)
+    floats = float_step_context(derivation)
+    # the array step's NumPy calls, its update's and train()'s few per step
+    array_calls = sum(len(line["code"]) for line in step["lines"]) + len(inplace["lines"]) + 3
+    if floats:
+        floats["array_calls"] = array_calls
     return {
         "name": spec.name,
         "description": spec.description,
@@ -259,9 +265,13 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "step": step,
         "inplace_optimizer": inplace,
         "constants": constants.definitions(),
+        "floats": floats,
+        "float_batch_max": max_batch(floats, array_calls),
         "numpy_helpers": sorted(helpers | fh | lh | step["helpers"]),
+        "scalar_helpers": sorted(floats["helpers"]) if floats else [],
         "uses_math": "erf" in (helpers | fh | lh)
-        or any("math." in line.expr for line in inplace["step_scalars"]),
+        or any("math." in line.expr for line in inplace["step_scalars"])
+        or bool(floats and _float_code_uses_math(floats)),
     }
 
 
@@ -425,6 +435,11 @@ def _folded_lines(fold: BiasFold, stmt: Call, comment: str, home: str):
         f"d_{fold.bias} = {delta}.sum(axis=0)"
     )
     return comment, printer.folded_grad(f"d_{block}", delta, source)
+
+
+def _float_code_uses_math(floats: dict) -> bool:
+    lines = [*floats["before"], *floats["sample"], *floats["step_scalars"], *floats["updates"]]
+    return bool(floats["helpers"]) or any("math." in line.expr for line in lines)
 
 
 def _buffer(name: str, init: str) -> dict:
