@@ -10,8 +10,11 @@ times the whole training for:
 (a) the module that symbp generates from the spec below (the CLI,
     ``symbp generate SPEC --target numpy -o FILE``, into a temporary directory at the
     start; layer stacks default to float32), its ``train(params, X, Y, epochs=10000,
-    batch_size=4, lr=0.1, shuffle=False)``. When the spec cannot be generated the script
-    prints "skipped: symbp cannot generate layer stacks yet" and goes on without (a);
+    batch_size=4, lr=0.1, shuffle=False)``. A network this small trains on Python
+    floats there (the module's float step, in double precision) unless told otherwise;
+    (a') is the same call with ``floats=False``: the module's array step, in float32.
+    When the spec cannot be generated the script prints "skipped: symbp cannot generate
+    layer stacks yet" and goes on without (a) and (a');
 (b) a hand-written NumPy loop: float32 arrays of the batch's shapes, the gradient of
     BCE-with-logits as (sigmoid(z) - y) / N with the learning rate folded into it once,
     updates in place;
@@ -26,7 +29,9 @@ The contenders run interleaved in one process, in alternating order, with a paus
 each run because NumPy's and torch's worker threads keep spinning for a moment after
 work and take a core; the figures are medians of several full runs. All contenders
 must end at the weights and loss that (c) ends at: to 1e-4 for the float32 ones, to
-2e-3 for (d) in float64 (the runs drift apart along a flat direction), the loss to 1e-5.
+2e-3 for those in float64 ((d), and (a) on floats: float32 and float64 runs drift apart
+along a flat direction), the loss to 1e-5; and (a) on floats must end where (d) ends, to
+1e-6.
 
 Run from the repository root (about a minute, most of it in (c)):
 
@@ -60,7 +65,8 @@ SEED = 5
 # the weights must match (c)'s to these; (d) runs in float64, and the float32 and float64
 # runs drift apart by a few 1e-4 along the flat direction where the hidden units' two
 # input weights are equal
-TOLERANCE = {"a": 1e-4, "b": 1e-4, "c": 0.0, "d": 2e-3}
+TOLERANCE = {"a": 1e-4, "a'": 1e-4, "b": 1e-4, "c": 0.0, "d": 2e-3}
+FLOAT64_AGREEMENT = 1e-6  # (a) on Python floats against (d)
 PAUSE_S = 0.5
 MODULE_NAME = "xor_bench"
 
@@ -239,8 +245,8 @@ def generate(directory: Path):
     return module, seconds
 
 
-def generated(module, init: Params) -> Callable[[], Result] | str:
-    """(a) the generated module's train(), or why it does not fit the XOR network."""
+def generated(module, init: Params, **options) -> Callable[[], Result] | str:
+    """(a) the generated module's train() (with ``options``), or why it does not fit."""
     names = list(getattr(module, "PARAM_SHAPES", {}))
     shapes = [tuple(module.PARAM_SHAPES[n]) for n in names]
     if shapes != [a.shape for a in init]:
@@ -250,7 +256,9 @@ def generated(module, init: Params) -> Callable[[], Result] | str:
 
     def run() -> Result:
         start = dict(zip(names, init, strict=True))
-        params, _ = module.train(start, X, Y, epochs=EPOCHS, batch_size=4, lr=LR, shuffle=False)
+        params, _ = module.train(
+            start, X, Y, epochs=EPOCHS, batch_size=4, lr=LR, shuffle=False, **options
+        )
         final = [np.asarray(params[n]) for n in names]
         return final, float(module.loss(params, X, Y))
 
@@ -310,6 +318,7 @@ def positive(text: str) -> int:
 
 LABELS = {
     "a": "(a) generated train()",
+    "a'": "(a') generated train(floats=False)",
     "b": "(b) hand-written NumPy (float32)",
     "c": "(c) PyTorch, as the course writes it",
     "d": "(d) hand-written plain Python floats",
@@ -346,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
             dtype = np.dtype(module.DTYPE).name
             print(f"(a) generated {MODULE_NAME} ({dtype}) with the symbp CLI in {result:.2f} s")
             contenders["a"] = run
+            on_floats = getattr(module, "FLOAT_BATCH_MAX", 0) >= len(X_DATA)
+            if on_floats:
+                print(f"    (a) trains on Python floats (FLOAT_BATCH_MAX {module.FLOAT_BATCH_MAX})")
+                TOLERANCE["a"] = TOLERANCE["d"]
+                contenders["a'"] = generated(module, init, floats=False)
     contenders["b"] = hand_numpy(init)
     contenders["c"] = torch_course(torch, init)
     contenders["d"] = hand_floats(init)
@@ -362,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     if "a" in med:
         ratio("torch / generated", med["c"], med["a"], "(need >= 10x)")
         ratio("generated / hand-written NumPy", med["a"], med["b"])
+    if "a'" in med:
+        ratio("torch / generated array step", med["c"], med["a'"])
+        ratio("generated array step / hand NumPy", med["a'"], med["b"])
     else:
         print("  torch / generated                        skipped: no generated module")
     ratio("torch / hand-written NumPy", med["c"], med["b"])
@@ -378,6 +395,15 @@ def main(argv: list[str] | None = None) -> int:
         flat = ", ".join(f"{v:.5f}" for p in params for v in np.ravel(p))
         verdict = f"{'ok' if good else 'MISMATCH'} (tolerance {TOLERANCE[key]:g})"
         print(f"  {key}: loss {final:.6f}, max |diff| {diff:.1e}  [{flat}]  {verdict}")
+    if "a'" in results:  # (a) ran on floats: it must end where (d) ends
+        diff = max(
+            float(np.max(np.abs(p - r)))
+            for p, r in zip(results["a"][0], results["d"][0], strict=True)
+        )
+        good = diff <= FLOAT64_AGREEMENT
+        ok &= good
+        verdict = f"{'ok' if good else 'MISMATCH'} (tolerance {FLOAT64_AGREEMENT:g})"
+        print(f"  a against d (both on Python floats): max |diff| {diff:.1e}  {verdict}")
     print(f"load average at the end: {load_average()}")
     return 0 if ok else 1
 

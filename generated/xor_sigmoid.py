@@ -56,7 +56,7 @@ DATA = {'X': [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], 'Y': [[0.0], [1.0
 # train() runs on Python floats (_train_floats) up to this batch size, where symbp
 # estimates that NumPy's per-call overhead costs more than the float arithmetic: the
 # array step makes about 46 NumPy calls, the float step 121 operations a sample
-FLOAT_BATCH_MAX = 12
+FLOAT_BATCH_MAX = 19
 
 
 def _sigmoid(z):

@@ -31,9 +31,10 @@ from ..program import Assign, BatchMean, BatchSum, Call, Program, Statement
 MAX_PARAMS, MAX_WIDTH = 64, 8
 # the indentation of the template's per-batch and per-sample lines
 BATCH_INDENT, SAMPLE_INDENT = 12, 16
-# measured on the machine of docs/benchmarks.md (benchmarks/xor_training.py's figures):
-# an operation of the float step costs about this many NumPy calls of the array step
-OP_PER_CALL = 0.03
+# an operation of the float step costs about this many NumPy calls of the array step:
+# benchmarks/float_step_crossover.py measured the two steps of xor_mlp (53 operations a
+# sample, 23 calls) and xor_sigmoid (121, 46) equally fast at batch 24 and about 20
+OP_PER_CALL = 0.02
 
 
 class BatchFloatPrinter(ScalarPrinter):
