@@ -204,49 +204,48 @@ K_0_999 = np.asarray(0.999, DTYPE)
 def _buffers(N: int) -> dict[str, np.ndarray]:
     """The arrays that a training step on N samples writes, allocated once per batch
     size. A value the backward pass reads stays until then; the array of a value that
-    nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's).
-    An array ``*_ones`` is [features | 1]: its last column stays 1 (a dense layer's bias
-    is a column of its product), the features are the view under the shorter name.
-    """
-    buffers = {
-        "Z1_ones": np.ones((N, 65), DTYPE),
+    nothing reads any more is taken by a later one (the plan is symbp's, not NumPy's)."""
+    return {
+        "Z1": np.empty((N, 64), DTYPE),
         "Z2": np.empty((N, 10), DTYPE),
         "l_n": np.empty((N,), DTYPE),
         "d_A1": np.empty((N, 64), DTYPE),
+        "ones_N": np.ones((N,), DTYPE),
     }
-    buffers["Z1"] = buffers["Z1_ones"][:, :-1]
-    return buffers
 
 
 def _loss_and_grads_into(
     params: dict[str, np.ndarray],
     grads: dict[str, np.ndarray],
     buffers: dict[str, np.ndarray],
-    X_ones: np.ndarray,
+    X: np.ndarray,
     Y: np.ndarray,
 ) -> float:
     """loss_and_grads without allocating: the same program, each step written into an
-    existing array (out=). ``params`` and ``grads`` are views of the flat arrays (_flat),
-    the gradients land in ``grads``; ``buffers`` is _buffers(N); X_ones is
-    _step_inputs(X)."""
-    N = X_ones.shape[0]
-    W1_b1 = params["W1_b1"]
-    W2_b2 = params["W2_b2"]
+    existing array (out=). The gradients land in ``grads``; ``buffers`` is _buffers(N)."""
+    N = X.shape[0]
+    W1 = params["W1"]
+    b1 = params["b1"]
     W2 = params["W2"]
-    d_W1_b1 = grads["W1_b1"]
-    d_W2_b2 = grads["W2_b2"]
-    Z1_ones = buffers["Z1_ones"]
+    b2 = params["b2"]
+    d_W1 = grads["W1"]
+    d_b1 = grads["b1"]
+    d_W2 = grads["W2"]
+    d_b2 = grads["b2"]
     Z1 = buffers["Z1"]
     Z2 = buffers["Z2"]
     l_n = buffers["l_n"]
     d_A1 = buffers["d_A1"]
-    # Z1 = X @ W1.T + b1, one product: [X | 1] @ [W1 | b1].T
-    np.matmul(X_ones, W1_b1.T, out=Z1)
+    ones_N = buffers["ones_N"]
+    # Z1 = X @ W1.T + b1
+    np.matmul(X, W1.T, out=Z1)
+    np.add(Z1, b1, out=Z1)
     # A1 = np.maximum(0, Z1)
     A1 = Z1  # Z1 is dead: A1 takes its array
     np.maximum(Z1, K_0, out=A1)
-    # Z2 = A1 @ W2.T + b2, one product: [A1 | 1] @ [W2 | b2].T (Z1_ones is [A1 | 1])
-    np.matmul(Z1_ones, W2_b2.T, out=Z2)
+    # Z2 = A1 @ W2.T + b2
+    np.matmul(A1, W2.T, out=Z2)
+    np.add(Z2, b2, out=Z2)
     # l_n = _cross_entropy(Z2, Y)
     _cross_entropy_into(Z2, Y, out=l_n)
     L = float(l_n.sum()) / l_n.size
@@ -256,48 +255,30 @@ def _loss_and_grads_into(
     _cross_entropy_vjp_into(Z2, Y, d_l_n, out=d_Z2)
     # d_A1 = d_Z2 @ W2
     np.matmul(d_Z2, W2, out=d_A1)
-    # d_W2_b2 = d_Z2.T @ [A1 | 1] (Z1_ones is [A1 | 1]): d_W2 = d_Z2.T @ A1 and d_b2 =
-    #     d_Z2.sum(axis=0)
-    np.matmul(d_Z2.T, Z1_ones, out=d_W2_b2)
+    # d_W2 = d_Z2.T @ A1
+    np.matmul(d_Z2.T, A1, out=d_W2)
+    # d_b2 = d_Z2.sum(axis=0)
+    np.matmul(ones_N, d_Z2, out=d_b2)
     # d_Z1 = d_A1*(A1 > 0)
     d_Z1 = Z1  # A1 is dead: d_Z1 takes its array
     np.greater(A1, K_0, out=d_Z1)
     np.multiply(d_Z1, d_A1, out=d_Z1)
-    # d_W1_b1 = d_Z1.T @ [X | 1]: d_W1 = d_Z1.T @ X and d_b1 = d_Z1.sum(axis=0)
-    np.matmul(d_Z1.T, X_ones, out=d_W1_b1)
+    # d_W1 = d_Z1.T @ X
+    np.matmul(d_Z1.T, X, out=d_W1)
+    # d_b1 = d_Z1.sum(axis=0)
+    np.matmul(ones_N, d_Z1, out=d_b1)
     return L
 
 
-# dense layers whose weight and bias are one block [W | b] of the flat arrays: the
-# training step's product [A | 1] [W | b]^T adds the bias, and delta^T [A | 1] gives
-# [dL/dW | dL/db] at once
-BLOCKS = {
-    "W1_b1": ("W1", "b1"),
-    "W2_b2": ("W2", "b2"),
-}
-
-
 def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A zeroed flat array for all parameters, and each parameter's view of its part
-    (and each block's, under its name in BLOCKS)."""
+    """A zeroed flat array for all parameters, and each parameter's view of its part."""
     flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
     views, offset = {}, 0
-    for block, (weight, bias) in BLOCKS.items():
-        rows, cols = PARAM_SHAPES[weight]
-        views[block] = flat[offset : offset + rows * (cols + 1)].reshape(rows, cols + 1)
-        views[weight], views[bias] = views[block][:, :-1], views[block][:, -1]
-        offset += rows * (cols + 1)
     for name, shape in PARAM_SHAPES.items():
-        if name not in views:
-            size = int(np.prod(shape))
-            views[name] = flat[offset : offset + size].reshape(shape)
-            offset += size
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
     return flat, views
-
-
-def _step_inputs(X: np.ndarray) -> np.ndarray:
-    """X as the training step reads it: [X | 1], the bias of layer 1 a column of its product."""
-    return np.concatenate([X, np.ones((len(X), 1), DTYPE)], axis=1)
 
 
 def train(
@@ -323,10 +304,9 @@ def train(
     # p: every parameter in one flat array, each parameter a view of its part; g and the
     # optimizer's state likewise, so that the update is one pass over all of them
     p, views = _flat()
-    for name in PARAM_SHAPES:
-        views[name][...] = params[name]
+    for name, view in views.items():
+        view[...] = params[name]
     g, grads = _flat()
-    X = _step_inputs(X)  # [X | 1]
     exp_avg = np.full_like(p, 0.0)
     exp_avg_sq = np.full_like(p, 0.0)
     tmp0 = np.empty_like(p)
@@ -370,7 +350,7 @@ def train(
             np.multiply(tmp0, step_size, out=tmp0)
             np.subtract(p, tmp0, out=p)
         losses.append(total / n)
-    return {name: views[name].copy() for name in PARAM_SHAPES}, losses
+    return {name: view.copy() for name, view in views.items()}, losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""

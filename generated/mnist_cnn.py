@@ -375,8 +375,7 @@ def _loss_and_grads_into(
     Y: np.ndarray,
 ) -> float:
     """loss_and_grads without allocating: the same program, each step written into an
-    existing array (out=). ``params`` and ``grads`` are views of the flat arrays (_flat),
-    the gradients land in ``grads``; ``buffers`` is _buffers(N)."""
+    existing array (out=). The gradients land in ``grads``; ``buffers`` is _buffers(N)."""
     N = X.shape[0]
     W1 = params["W1"]
     b1 = params["b1"]
@@ -456,11 +455,6 @@ def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return flat, views
 
 
-def _step_inputs(X: np.ndarray) -> np.ndarray:
-    """X as the training step reads it: as it is."""
-    return X
-
-
 def train(
     params: dict[str, np.ndarray],
     X,
@@ -484,8 +478,8 @@ def train(
     # p: every parameter in one flat array, each parameter a view of its part; g and the
     # optimizer's state likewise, so that the update is one pass over all of them
     p, views = _flat()
-    for name in PARAM_SHAPES:
-        views[name][...] = params[name]
+    for name, view in views.items():
+        view[...] = params[name]
     g, grads = _flat()
     exp_avg = np.full_like(p, 0.0)
     exp_avg_sq = np.full_like(p, 0.0)
@@ -530,7 +524,7 @@ def train(
             np.multiply(tmp0, step_size, out=tmp0)
             np.subtract(p, tmp0, out=p)
         losses.append(total / n)
-    return {name: views[name].copy() for name in PARAM_SHAPES}, losses
+    return {name: view.copy() for name, view in views.items()}, losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""

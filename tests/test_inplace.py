@@ -153,17 +153,15 @@ def test_inplace_step_equals_loss_and_grads(tmp_path_factory, stack, seed):
     params = random_params(stack, rng)
     X, Y = random_batch(stack, rng)
     loss, grads = module.loss_and_grads(params, X, Y)
-    X, Y = module._step_inputs(module._inputs(X)), module._targets(Y)
-    flat, views = module._flat()  # the layout train() steps on: blocks [W | b] included
+    X, Y = module._inputs(X), module._targets(Y)
+    flat, views = module._flat()  # the layout train() steps on
     for name in module.PARAM_SHAPES:
         views[name][...] = params[name]
     flat_grads, into = module._flat()
     flat_grads.fill(np.nan)
     buffers = module._buffers(len(X))
     for name, array in buffers.items():
-        if name.endswith("_ones"):  # [features | 1]: only the last column is constant
-            array[:, :-1] = np.nan
-        elif name not in ("ones_N", "N_array"):  # constants: 1^T delta's ones, N
+        if name not in ("ones_N", "N_array"):  # constants: 1^T delta's ones, N
             array.fill(np.nan)  # nothing else may be read before it is written
     for _ in range(2):  # the second step reuses the arrays the first one wrote
         assert module._loss_and_grads_into(views, into, buffers, X, Y) == loss
@@ -213,75 +211,3 @@ def test_memory_lean_leaves_other_rules_alone():
     for name in ("sgd", "momentum", "adagrad", "rmsprop"):
         rule = update_rule(name, {})
         assert memory_lean(rule) is rule
-
-
-# --- dense layers with their bias folded into the products ------------------------------
-
-
-def _step_module(tmp_path, toml: str):
-    code = render_module(derive(parse_spec(toml, "m.toml")), "float64")
-    path = tmp_path / f"fold_{next(_unique)}.py"
-    path.write_text(code, encoding="utf-8")
-    return code, import_file(path)
-
-
-def _step_source(code: str) -> str:
-    start = code.index("def _loss_and_grads_into(")
-    return code[start : code.index("\ndef ", start + 1)]
-
-
-XOR = """
-name = "xor"
-[model]
-input = 2
-layers = [{dense = 2, activation = "relu"}, {dense = 1}]
-loss = "bce_with_logits"
-"""
-
-
-def test_dense_layers_take_their_bias_into_the_products(tmp_path):
-    code, module = _step_module(tmp_path, XOR)
-    step = _step_source(code)
-    assert "np.matmul(X_ones, W1_b1.T, out=Z1)" in step
-    assert "np.matmul(d_Z1.T, X_ones, out=d_W1_b1)" in step
-    assert "np.matmul(Z1_ones, W2_b2.T, out=Z2)" in step
-    # no bias add and no 1^T delta left: 5 products, relu and its mask (3 calls), the
-    # loss (3 and a sum) and dL/dz (6)
-    assert "np.add(" not in step and "ones_N" not in step
-    assert step.count("\n    np.") == 17
-    assert module.BLOCKS == {"W1_b1": ("W1", "b1"), "W2_b2": ("W2", "b2")}
-    flat, views = module._flat()
-    flat[:] = np.arange(flat.size)
-    np.testing.assert_array_equal(views["W1_b1"][:, :-1], views["W1"])
-    np.testing.assert_array_equal(views["W1_b1"][:, -1], views["b1"])
-    buffers = module._buffers(4)
-    assert np.shares_memory(buffers["Z1"], buffers["Z1_ones"])
-    np.testing.assert_array_equal(buffers["Z1_ones"][:, -1], 1.0)
-
-
-def test_a_layer_keeps_its_bias_apart_where_the_ones_column_is_unsafe(tmp_path):
-    # layer 2 has no bias; layer 4 reads a softmax, whose helper writes its whole array
-    toml = """
-name = "mixed"
-[model]
-input = 3
-layers = [
-  {dense = 4, activation = "tanh"},
-  {dense = 3, bias = false, activation = "sigmoid"},
-  {dense = 3, activation = "softmax"},
-  {dense = 2},
-]
-loss = "mse"
-"""
-    code, module = _step_module(tmp_path, toml)
-    assert module.BLOCKS == {"W1_b1": ("W1", "b1"), "W3_b3": ("W3", "b3")}
-    step = _step_source(code)
-    assert "np.matmul(A3, W4.T, out=Z4)" in step and "np.add(Z4, b4, out=Z4)" in step
-    rng = np.random.default_rng(3)
-    params = {k: rng.normal(size=s) for k, s in module.PARAM_SHAPES.items()}
-    X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
-    loss, grads = module.loss_and_grads(params, X, Y)
-    trained, losses = module.train(params, X, Y, epochs=1, batch_size=5, lr=0.1, shuffle=False)
-    assert losses == [pytest.approx(loss, rel=1e-13)]
-    for name, value in params.items():  # one SGD step from the allocating gradients
-        np.testing.assert_allclose(trained[name], value - 0.1 * grads[name], rtol=1e-12)

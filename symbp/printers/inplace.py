@@ -325,18 +325,6 @@ class InplacePrinter:
         if b:
             self._emit("np.add", out, b, out=out)
 
-    def folded_linear(self, out: str, a_ones: str, block: str) -> list[str]:
-        """``out = A W^T + b`` as one product ``[A | 1] [W | b]^T`` (symbp.targets.bias_fold)."""
-        self.lines = []
-        self._emit("np.matmul", a_ones, f"{block}.T", out=out)
-        return self.lines
-
-    def folded_grad(self, out_block: str, g: str, a_ones: str) -> list[str]:
-        """``[dL/dW | dL/db] = g^T [A | 1]``: both gradients of a folded layer at once."""
-        self.lines = []
-        self._emit("np.matmul", f"{g}.T", a_ones, out=out_block)
-        return self.lines
-
     def _call_matmul(self, out, g, w):
         self._emit("np.matmul", g, w, out=out)
 

@@ -27,7 +27,6 @@ from ..printers.inplace import Constants, InplacePrinter
 from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
 from ..program import Assign, BatchMean, BatchSum, Call, Statement
 from ..templating import environment
-from .bias_fold import BiasFold, find_folds, ones_name
 from .float_step import float_step_context, max_batch
 
 DTYPES = ("float64", "float32")
@@ -304,18 +303,13 @@ def _may_overwrite(stmt: Statement, symbol: sp.Symbol) -> bool:
 def inplace_step_context(derivation: Derivation, constants: Constants | None = None) -> dict:
     """The training step printed into preallocated arrays (symbp.memory plans them):
     the step's lines, the arrays to allocate per batch size, and the helpers it calls.
-    Dense layers take their bias into their products where they can (symbp.targets.
-    bias_fold): the step then reads [X | 1] and the blocks [W | b] of the flat arrays."""
+    Number operands are named constants (``constants``), N and the learning rate 0-d
+    arrays: see symbp.printers.inplace.Constants."""
     program = derivation.program
     statements = program.needed_for([program.loss, *program.grads.values()])
     external = {*program.inputs, *program.targets, *program.params}
     results = {g: g.name for g in program.grads.values()}
     plan = plan_buffers(statements, external, results, _may_overwrite)
-    folds = find_folds(statements, program.params, program.grads, program.inputs, plan)
-    fold_of = {}
-    for fold in folds:
-        fold_of |= {fold.linear: fold, fold.weight_grad: fold, fold.bias_grad: fold}
-    with_ones = {plan.home.get(f.source, f.source.name) for f in folds}
     tensors = {s.name for s in external} | {s.name for s in plan.home}
     shape_of = {s.target: s.shape for s in statements}
     uses_ones = False
@@ -324,9 +318,6 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
     helpers: set[str] = set()
     lines: list[dict] = []
     for stmt in statements:
-        fold = fold_of.get(stmt)
-        if fold is not None and stmt is fold.bias_grad:
-            continue  # the last column of [d_W | d_b], written with d_W
         target = stmt.target.name
         formula = _vector_lines([stmt], {}, 6)[0][0].expr
         comment = f"{target} = {formula}"
@@ -339,10 +330,7 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
             bind = f"{target} = {home}  # {taken.name} is dead: {target} takes its array"
         shape = stmt.shape
         aliases = frozenset({taken.name}) if taken is not None else frozenset()
-        if fold is not None:
-            home = plan.home.get(fold.source, fold.source.name)
-            comment, code = _folded_lines(fold, stmt, comment, home)
-        elif isinstance(stmt, Assign) and not shape:
+        if isinstance(stmt, Assign) and not shape:
             code = [f"{target} = {printer.doprint(stmt.expr)}"]
         elif isinstance(stmt, Assign):
             inplace = InplacePrinter(
@@ -371,16 +359,7 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
             comment = None  # the line says it all
         lines.append({"comment": _wrapped(comment) if comment else (), "bind": bind, "code": code})
     read = _names_in(lines)
-    buffers = []  # name, how it is made (or, for a view, the array it is a view of)
-    for b in plan.buffers:
-        if b.name in with_ones:  # [features | 1]: the features a view, the ones constant
-            rows, width = b.shape
-            buffers.append(
-                _buffer(ones_name(b.name), f"np.ones({_shape_text((rows, width + 1))}, DTYPE)")
-            )
-            buffers.append({"name": b.name, "init": None, "view": ones_name(b.name)})
-        else:
-            buffers.append(_buffer(b.name, f"np.empty({_shape_text(b.shape)}, DTYPE)"))
+    buffers = [_buffer(b.name, f"np.empty({_shape_text(b.shape)}, DTYPE)") for b in plan.buffers]
     if uses_ones:  # column sums (bias gradients) as 1^T delta
         buffers.append(_buffer(ONES, "np.ones((N,), DTYPE)"))
     if N_ARRAY in read:
@@ -390,51 +369,20 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
             _buffer(_scratch_name(shape, k), f"np.empty({_shape_text(shape)}, DTYPE)")
             for k in range(count)
         ]
-    folded_params = {name for f in folds for name in (f.weight, f.bias)}
-    params = [{"key": f.block, "name": f.block} for f in folds]
-    params += [{"key": p.name, "name": p.name} for p in program.params if p.name in read]
-    grads = [{"key": f.block, "name": f"d_{f.block}"} for f in folds]
-    grads += [
-        {"key": p.name, "name": g.name}
-        for p, g in program.grads.items()
-        if p.name not in folded_params
-    ]
-    (x,) = program.inputs
-    input_ones = x.name in with_ones
+    params = [p.name for p in program.params if p.name in read]
+    grads = [(p.name, g.name) for p, g in program.grads.items()]
     return {
         "lines": lines,
         "buffers": buffers,
         "bound_buffers": [b["name"] for b in buffers if b["name"] in read],
         "params": params,
         "grads": grads,
-        "blocks": [{"name": f.block, "weight": f.weight, "bias": f.bias} for f in folds],
-        "input": ones_name(x.name) if input_ones else x.name,
-        "input_ones": input_ones,
-        "input_view": f"{x.name} = {ones_name(x.name)}[:, :-1]"
-        if input_ones and x.name in read
-        else None,
+        "inputs": [s.name for s in program.inputs],
         "targets": [s.name for s in program.targets],
         "loss": program.loss.name,
         "uses_N": "N" in read,
         "helpers": helpers,
     }
-
-
-def _folded_lines(fold: BiasFold, stmt: Call, comment: str, home: str):
-    """The comment and code of a folded layer's forward product or weight gradient;
-    ``home`` is the array that holds the layer's input A (its [A | 1] is home_ones)."""
-    a, block, source = fold.source.name, fold.block, ones_name(home)
-    where = f" ({source} is [{a} | 1])" if home != a else ""
-    printer = InplacePrinter(set(), lambda k: "")
-    if stmt is fold.linear:
-        comment += f", one product: [{a} | 1] @ [{fold.weight} | {fold.bias}].T{where}"
-        return comment, printer.folded_linear(stmt.target.name, source, block)
-    delta = stmt.args[0].name
-    comment = (
-        f"d_{block} = {delta}.T @ [{a} | 1]{where}: d_{fold.weight} = {delta}.T @ {a} and "
-        f"d_{fold.bias} = {delta}.sum(axis=0)"
-    )
-    return comment, printer.folded_grad(f"d_{block}", delta, source)
 
 
 def _float_code_uses_math(floats: dict) -> bool:
@@ -443,7 +391,7 @@ def _float_code_uses_math(floats: dict) -> bool:
 
 
 def _buffer(name: str, init: str) -> dict:
-    return {"name": name, "init": init, "view": None}
+    return {"name": name, "init": init}
 
 
 def _names_in(lines: list[dict]) -> set[str]:
