@@ -118,7 +118,6 @@ def float_step_context(derivation) -> dict | None:
         "state": state,
         "helpers": printer.helpers,
         "ops_per_sample": ops,
-        "op_per_call": OP_PER_CALL,
     }
 
 

@@ -357,6 +357,7 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
             code = [f"{target} = float({stmt.source.name}.sum()) / {stmt.source.name}.size"]
         if isinstance(stmt, (Assign, BatchMean)) and not shape:
             comment = None  # the line says it all
+        # wrapped: a formula that fits the line can still overflow it after "# target = "
         lines.append({"comment": _wrapped(comment) if comment else (), "bind": bind, "code": code})
     read = _names_in(lines)
     buffers = [_buffer(b.name, f"np.empty({_shape_text(b.shape)}, DTYPE)") for b in plan.buffers]
@@ -369,14 +370,11 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
             _buffer(_scratch_name(shape, k), f"np.empty({_shape_text(shape)}, DTYPE)")
             for k in range(count)
         ]
-    params = [p.name for p in program.params if p.name in read]
-    grads = [(p.name, g.name) for p, g in program.grads.items()]
     return {
         "lines": lines,
         "buffers": buffers,
-        "bound_buffers": [b["name"] for b in buffers if b["name"] in read],
-        "params": params,
-        "grads": grads,
+        "params": [p.name for p in program.params],
+        "grads": [(p.name, g.name) for p, g in program.grads.items()],
         "inputs": [s.name for s in program.inputs],
         "targets": [s.name for s in program.targets],
         "loss": program.loss.name,
@@ -395,7 +393,8 @@ def _buffer(name: str, init: str) -> dict:
 
 
 def _names_in(lines: list[dict]) -> set[str]:
-    """The identifiers that the printed step reads or writes (which names to bind)."""
+    """The identifiers that the printed step reads or writes (whether it needs N, and
+    N_array)."""
     text = "\n".join(
         [
             *(c for line in lines for c in line["code"]),
