@@ -391,27 +391,27 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 // =======================================================================================
 
 // forward_s2: Z1, A1, one element of N x 64 per thread
-__host__ __device__ inline void forward_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = fmaxf(Z1, 0.0F);
+__host__ __device__ inline void forward_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = fmaxf(v_Z1, 0.0F);
 }
 
-__device__ __forceinline__ void forward_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void forward_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 64;
-    forward_s2_math(_w_Z1[_i], _params[4096 + _j], _w_A1[_i]);
+    forward_s2_math(_w_v_Z1[_i], _params[4096 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void forward_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void forward_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 64;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        forward_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        forward_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // forward_s4: Z2, one element of N x 10 per thread
-__host__ __device__ inline void forward_s4_math(const real Z2_gemm, const real b2, real& Z2) {
-    Z2 = Z2_gemm + b2;
+__host__ __device__ inline void forward_s4_math(const real v_Z2_gemm, const real v_b2, real& v_Z2) {
+    v_Z2 = v_Z2_gemm + v_b2;
 }
 
 __device__ __forceinline__ void forward_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _out) {
@@ -432,67 +432,67 @@ extern "C" __global__ void forward_s4(const int N, const real* __restrict__ _par
 // =======================================================================================
 
 // loss_s2: Z1, A1, one element of N x 64 per thread
-__host__ __device__ inline void loss_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = fmaxf(Z1, 0.0F);
+__host__ __device__ inline void loss_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = fmaxf(v_Z1, 0.0F);
 }
 
-__device__ __forceinline__ void loss_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void loss_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 64;
-    loss_s2_math(_w_Z1[_i], _params[4096 + _j], _w_A1[_i]);
+    loss_s2_math(_w_v_Z1[_i], _params[4096 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void loss_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void loss_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 64;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        loss_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // loss_s4: Z2, one element of N x 10 per thread
-__host__ __device__ inline void loss_s4_math(const real Z2_gemm, const real b2, real& Z2) {
-    Z2 = Z2_gemm + b2;
+__host__ __device__ inline void loss_s4_math(const real v_Z2_gemm, const real v_b2, real& v_Z2) {
+    v_Z2 = v_Z2_gemm + v_b2;
 }
 
-__device__ __forceinline__ void loss_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_Z2) {
+__device__ __forceinline__ void loss_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_Z2) {
     const long _j = _i % 10;
-    loss_s4_math(_w_Z2[_i], _params[4800 + _j], _w_Z2[_i]);
+    loss_s4_math(_w_v_Z2[_i], _params[4800 + _j], _w_v_Z2[_i]);
 }
 
-extern "C" __global__ void loss_s4(const int N, const real* __restrict__ _params, real* __restrict__ _w_Z2) {
+extern "C" __global__ void loss_s4(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_Z2) {
     const long total = (long)N * 10;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s4_at(_i, N, _params, _w_Z2);
+        loss_s4_at(_i, N, _params, _w_v_Z2);
     }
 }
 
 // loss_s5: l_n, one sample (row of features) per thread
-__device__ __forceinline__ void loss_s5_at(const long _n, const int N, const real* __restrict__ _y, real* __restrict__ _w_Z2, real* __restrict__ _w_l_n) {
-    _w_l_n[_n] = symbp_cross_entropy_row(_w_Z2 + _n * 10, _y + _n * 10, 10);
+__device__ __forceinline__ void loss_s5_at(const long _n, const int N, const real* __restrict__ _y, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_l_n) {
+    _w_v_l_n[_n] = symbp_cross_entropy_row(_w_v_Z2 + _n * 10, _y + _n * 10, 10);
 }
 
-extern "C" __global__ void loss_s5(const int N, const real* __restrict__ _y, real* __restrict__ _w_Z2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void loss_s5(const int N, const real* __restrict__ _y, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_l_n) {
     for (long _n = (long)blockIdx.x * blockDim.x + threadIdx.x; _n < N;
          _n += (long)blockDim.x * gridDim.x) {
-        loss_s5_at(_n, N, _y, _w_Z2, _w_l_n);
+        loss_s5_at(_n, N, _y, _w_v_Z2, _w_v_l_n);
     }
 }
 
 // loss_s6: L, sums over the batch, one block per value
-__device__ inline void loss_s6_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void loss_s6_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void loss_s6(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    loss_s6_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void loss_s6(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    loss_s6_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -500,85 +500,85 @@ extern "C" __global__ void loss_s6(const int N, real* __restrict__ _loss, real* 
 // =======================================================================================
 
 // grads_s2: Z1, A1, one element of N x 64 per thread
-__host__ __device__ inline void grads_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = fmaxf(Z1, 0.0F);
+__host__ __device__ inline void grads_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = fmaxf(v_Z1, 0.0F);
 }
 
-__device__ __forceinline__ void grads_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void grads_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 64;
-    grads_s2_math(_w_Z1[_i], _params[4096 + _j], _w_A1[_i]);
+    grads_s2_math(_w_v_Z1[_i], _params[4096 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void grads_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void grads_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 64;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        grads_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // grads_s4: Z2, one element of N x 10 per thread
-__host__ __device__ inline void grads_s4_math(const real Z2_gemm, const real b2, real& Z2) {
-    Z2 = Z2_gemm + b2;
+__host__ __device__ inline void grads_s4_math(const real v_Z2_gemm, const real v_b2, real& v_Z2) {
+    v_Z2 = v_Z2_gemm + v_b2;
 }
 
-__device__ __forceinline__ void grads_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_Z2) {
+__device__ __forceinline__ void grads_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_Z2) {
     const long _j = _i % 10;
-    grads_s4_math(_w_Z2[_i], _params[4800 + _j], _w_Z2[_i]);
+    grads_s4_math(_w_v_Z2[_i], _params[4800 + _j], _w_v_Z2[_i]);
 }
 
-extern "C" __global__ void grads_s4(const int N, const real* __restrict__ _params, real* __restrict__ _w_Z2) {
+extern "C" __global__ void grads_s4(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_Z2) {
     const long total = (long)N * 10;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s4_at(_i, N, _params, _w_Z2);
+        grads_s4_at(_i, N, _params, _w_v_Z2);
     }
 }
 
 // grads_s5: l_n, d_Z2, one sample (row of features) per thread
-__device__ __forceinline__ void grads_s5_at(const long _n, const int N, const real* __restrict__ _y, real* __restrict__ _w_Z2, real* __restrict__ _w_d_Z2, real* __restrict__ _w_l_n) {
-    const real d_l_n = 1.0F/((float)N);
-    _w_l_n[_n] = symbp_cross_entropy_row(_w_Z2 + _n * 10, _y + _n * 10, 10);
-    symbp_cross_entropy_vjp_row(_w_Z2 + _n * 10, _y + _n * 10, d_l_n, _w_d_Z2 + _n * 10, 10);
+__device__ __forceinline__ void grads_s5_at(const long _n, const int N, const real* __restrict__ _y, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_d_Z2, real* __restrict__ _w_v_l_n) {
+    const real v_d_l_n = 1.0F/((float)N);
+    _w_v_l_n[_n] = symbp_cross_entropy_row(_w_v_Z2 + _n * 10, _y + _n * 10, 10);
+    symbp_cross_entropy_vjp_row(_w_v_Z2 + _n * 10, _y + _n * 10, v_d_l_n, _w_v_d_Z2 + _n * 10, 10);
 }
 
-extern "C" __global__ void grads_s5(const int N, const real* __restrict__ _y, real* __restrict__ _w_Z2, real* __restrict__ _w_d_Z2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void grads_s5(const int N, const real* __restrict__ _y, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_d_Z2, real* __restrict__ _w_v_l_n) {
     for (long _n = (long)blockIdx.x * blockDim.x + threadIdx.x; _n < N;
          _n += (long)blockDim.x * gridDim.x) {
-        grads_s5_at(_n, N, _y, _w_Z2, _w_d_Z2, _w_l_n);
+        grads_s5_at(_n, N, _y, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
     }
 }
 
 // grads_s6: L, sums over the batch, one block per value
-__device__ inline void grads_s6_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void grads_s6_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void grads_s6(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    grads_s6_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void grads_s6(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    grads_s6_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // grads_s10: d_Z1, one element of N x 64 per thread
-__host__ __device__ inline void grads_s10_math(const real A1, const real d_A1, real& d_Z1) {
-    d_Z1 = d_A1*((A1 > 0) ? 1.0F : 0.0F);
+__host__ __device__ inline void grads_s10_math(const real v_A1, const real v_d_A1, real& v_d_Z1) {
+    v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0F : 0.0F);
 }
 
-__device__ __forceinline__ void grads_s10_at(const long _i, const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {
-    grads_s10_math(_w_A1[_i], _w_d_A1[_i], _w_d_Z1[_i]);
+__device__ __forceinline__ void grads_s10_at(const long _i, const int N, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_d_A1, real* __restrict__ _w_v_d_Z1) {
+    grads_s10_math(_w_v_A1[_i], _w_v_d_A1[_i], _w_v_d_Z1[_i]);
 }
 
-extern "C" __global__ void grads_s10(const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {
+extern "C" __global__ void grads_s10(const int N, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_d_A1, real* __restrict__ _w_v_d_Z1) {
     const long total = (long)N * 64;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s10_at(_i, N, _w_A1, _w_d_A1, _w_d_Z1);
+        grads_s10_at(_i, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
     }
 }
 
@@ -640,13 +640,13 @@ struct symbp_model {
     real* batch_x;
     real* batch_y;
     int* order;
-    real* _w_A1;  // max_batch x 64
-    real* _w_Z1;  // max_batch x 64
-    real* _w_Z2;  // max_batch x 10
-    real* _w_d_A1;  // max_batch x 64
-    real* _w_d_Z1;  // max_batch x 64
-    real* _w_d_Z2;  // max_batch x 10
-    real* _w_l_n;  // max_batch x 1
+    real* _w_v_A1;  // max_batch x 64
+    real* _w_v_Z1;  // max_batch x 64
+    real* _w_v_Z2;  // max_batch x 10
+    real* _w_v_d_A1;  // max_batch x 64
+    real* _w_v_d_Z1;  // max_batch x 64
+    real* _w_v_d_Z2;  // max_batch x 10
+    real* _w_v_l_n;  // max_batch x 1
 };
 
 // row-major C (M x N) = op(A) op(B): cuBLAS is column-major, where the same memory holds
@@ -674,69 +674,69 @@ static int symbp_status() {
 }
 
 static void symbp_run_forward(symbp_model* m, const int N, const real* _x, const real* _params, real* _out) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
     // forward_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 64, 64, _x, 64, _params, 64, _w_Z1, 64);
+    symbp_gemm(m, 0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64);
     // forward_s2: Z1, A1
-    SYMBP_LAUNCH(forward_s2, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(forward_s2, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // forward_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 10, 64, _w_A1, 64, _params + 4160, 64, _out, 10);
+    symbp_gemm(m, 0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _out, 10);
     // forward_s4: Z2
     SYMBP_LAUNCH(forward_s4, symbp_blocks((long)N * 10), SYMBP_THREADS, 0, N, _params, _out);
 }
 
 static void symbp_run_loss(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _loss) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // loss_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 64, 64, _x, 64, _params, 64, _w_Z1, 64);
+    symbp_gemm(m, 0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64);
     // loss_s2: Z1, A1
-    SYMBP_LAUNCH(loss_s2, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(loss_s2, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // loss_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 10, 64, _w_A1, 64, _params + 4160, 64, _w_Z2, 10);
+    symbp_gemm(m, 0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _w_v_Z2, 10);
     // loss_s4: Z2
-    SYMBP_LAUNCH(loss_s4, symbp_blocks((long)N * 10), SYMBP_THREADS, 0, N, _params, _w_Z2);
+    SYMBP_LAUNCH(loss_s4, symbp_blocks((long)N * 10), SYMBP_THREADS, 0, N, _params, _w_v_Z2);
     // loss_s5: l_n
-    SYMBP_LAUNCH(loss_s5, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _w_Z2, _w_l_n);
+    SYMBP_LAUNCH(loss_s5, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _w_v_Z2, _w_v_l_n);
     // loss_s6: L
-    SYMBP_LAUNCH_SYNC(loss_s6, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(loss_s6, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
 }
 
 static void symbp_run_grads(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _grads, real* _loss) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
-    real* _w_d_A1 = m->_w_d_A1;
-    real* _w_d_Z1 = m->_w_d_Z1;
-    real* _w_d_Z2 = m->_w_d_Z2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
+    real* _w_v_d_A1 = m->_w_v_d_A1;
+    real* _w_v_d_Z1 = m->_w_v_d_Z1;
+    real* _w_v_d_Z2 = m->_w_v_d_Z2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // grads_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 64, 64, _x, 64, _params, 64, _w_Z1, 64);
+    symbp_gemm(m, 0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64);
     // grads_s2: Z1, A1
-    SYMBP_LAUNCH(grads_s2, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(grads_s2, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // grads_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 10, 64, _w_A1, 64, _params + 4160, 64, _w_Z2, 10);
+    symbp_gemm(m, 0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _w_v_Z2, 10);
     // grads_s4: Z2
-    SYMBP_LAUNCH(grads_s4, symbp_blocks((long)N * 10), SYMBP_THREADS, 0, N, _params, _w_Z2);
+    SYMBP_LAUNCH(grads_s4, symbp_blocks((long)N * 10), SYMBP_THREADS, 0, N, _params, _w_v_Z2);
     // grads_s5: l_n, d_Z2
-    SYMBP_LAUNCH(grads_s5, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _w_Z2, _w_d_Z2, _w_l_n);
+    SYMBP_LAUNCH(grads_s5, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
     // grads_s6: L
-    SYMBP_LAUNCH_SYNC(grads_s6, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(grads_s6, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
     // grads_s7: d_A1 = d_Z2 W2 (cuBLAS)
-    symbp_gemm(m, 0, 0, N, 64, 10, _w_d_Z2, 10, _params + 4160, 64, _w_d_A1, 64);
+    symbp_gemm(m, 0, 0, N, 64, 10, _w_v_d_Z2, 10, _params + 4160, 64, _w_v_d_A1, 64);
     // grads_s8: d_W2 = d_Z2^T A1 (cuBLAS)
-    symbp_gemm(m, 1, 0, 10, 64, N, _w_d_Z2, 10, _w_A1, 64, _grads + 4160, 64);
+    symbp_gemm(m, 1, 0, 10, 64, N, _w_v_d_Z2, 10, _w_v_A1, 64, _grads + 4160, 64);
     // grads_s9: d_b2 = column sums of d_Z2 (cuBLAS gemv with a vector of ones)
-    symbp_colsums(m, _w_d_Z2, N, 10, _grads + 4800);
+    symbp_colsums(m, _w_v_d_Z2, N, 10, _grads + 4800);
     // grads_s10: d_Z1
-    SYMBP_LAUNCH(grads_s10, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _w_A1, _w_d_A1, _w_d_Z1);
+    SYMBP_LAUNCH(grads_s10, symbp_blocks((long)N * 64), SYMBP_THREADS, 0, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
     // grads_s11: d_W1 = d_Z1^T X (cuBLAS)
-    symbp_gemm(m, 1, 0, 64, 64, N, _w_d_Z1, 64, _x, 64, _grads, 64);
+    symbp_gemm(m, 1, 0, 64, 64, N, _w_v_d_Z1, 64, _x, 64, _grads, 64);
     // grads_s12: d_b1 = column sums of d_Z1 (cuBLAS gemv with a vector of ones)
-    symbp_colsums(m, _w_d_Z1, N, 64, _grads + 4096);
+    symbp_colsums(m, _w_v_d_Z1, N, 64, _grads + 4096);
 }
 
 static real* symbp_device_array(const long count) {
@@ -777,13 +777,13 @@ symbp_model* symbp_init(const int max_batch) {
     void* order = nullptr;
     cudaMalloc(&order, sizeof(int) * (max_batch > 0 ? max_batch : 1));
     m->order = static_cast<int*>(order);
-    m->_w_A1 = symbp_device_array((long)max_batch * 64);
-    m->_w_Z1 = symbp_device_array((long)max_batch * 64);
-    m->_w_Z2 = symbp_device_array((long)max_batch * 10);
-    m->_w_d_A1 = symbp_device_array((long)max_batch * 64);
-    m->_w_d_Z1 = symbp_device_array((long)max_batch * 64);
-    m->_w_d_Z2 = symbp_device_array((long)max_batch * 10);
-    m->_w_l_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_A1 = symbp_device_array((long)max_batch * 64);
+    m->_w_v_Z1 = symbp_device_array((long)max_batch * 64);
+    m->_w_v_Z2 = symbp_device_array((long)max_batch * 10);
+    m->_w_v_d_A1 = symbp_device_array((long)max_batch * 64);
+    m->_w_v_d_Z1 = symbp_device_array((long)max_batch * 64);
+    m->_w_v_d_Z2 = symbp_device_array((long)max_batch * 10);
+    m->_w_v_l_n = symbp_device_array((long)max_batch * 1);
     return m;
 }
 
@@ -797,13 +797,13 @@ void symbp_free(symbp_model* m) {
     cudaFree(m->batch_x);
     cudaFree(m->batch_y);
     cudaFree(m->order);
-    cudaFree(m->_w_A1);
-    cudaFree(m->_w_Z1);
-    cudaFree(m->_w_Z2);
-    cudaFree(m->_w_d_A1);
-    cudaFree(m->_w_d_Z1);
-    cudaFree(m->_w_d_Z2);
-    cudaFree(m->_w_l_n);
+    cudaFree(m->_w_v_A1);
+    cudaFree(m->_w_v_Z1);
+    cudaFree(m->_w_v_Z2);
+    cudaFree(m->_w_v_d_A1);
+    cudaFree(m->_w_v_d_Z1);
+    cudaFree(m->_w_v_d_Z2);
+    cudaFree(m->_w_v_l_n);
     delete m;
 }
 

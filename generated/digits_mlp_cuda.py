@@ -47,13 +47,13 @@ TRAIN_DEFAULTS = {
 THREADS, REDUCE_THREADS, SINGLE_THREADS, MAX_BLOCKS = 256, 256, 128, 4096
 # workspace: name -> (per sample?, elements)
 WORK = {
-    "A1": (True, 64),
-    "Z1": (True, 64),
-    "Z2": (True, 10),
-    "d_A1": (True, 64),
-    "d_Z1": (True, 64),
-    "d_Z2": (True, 10),
-    "l_n": (True, 1),
+    "v_A1": (True, 64),
+    "v_Z1": (True, 64),
+    "v_Z2": (True, 10),
+    "v_d_A1": (True, 64),
+    "v_d_Z1": (True, 64),
+    "v_d_Z2": (True, 10),
+    "v_l_n": (True, 1),
 }
 
 _module = None
@@ -102,19 +102,19 @@ def _run_forward(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_forward, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_A1 = ws["A1"]
-    _w_Z1 = ws["Z1"]
+    _w_v_A1 = ws["v_A1"]
+    _w_v_Z1 = ws["v_Z1"]
     _gemm(
-        0, 1, N, 64, 64, _x, 64, _params, 64, _w_Z1, 64
+        0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64
     )
     _launch(
         "forward_s2",
         _blocks(N * 64),
         THREADS,
-        (n, _params, _w_A1, _w_Z1),
+        (n, _params, _w_v_A1, _w_v_Z1),
     )
     _gemm(
-        0, 1, N, 10, 64, _w_A1, 64, _params[4160:], 64, _out, 10
+        0, 1, N, 10, 64, _w_v_A1, 64, _params[4160:], 64, _out, 10
     )
     _launch(
         "forward_s4",
@@ -128,39 +128,39 @@ def _run_loss(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_loss, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_A1 = ws["A1"]
-    _w_Z1 = ws["Z1"]
-    _w_Z2 = ws["Z2"]
-    _w_l_n = ws["l_n"]
+    _w_v_A1 = ws["v_A1"]
+    _w_v_Z1 = ws["v_Z1"]
+    _w_v_Z2 = ws["v_Z2"]
+    _w_v_l_n = ws["v_l_n"]
     _gemm(
-        0, 1, N, 64, 64, _x, 64, _params, 64, _w_Z1, 64
+        0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64
     )
     _launch(
         "loss_s2",
         _blocks(N * 64),
         THREADS,
-        (n, _params, _w_A1, _w_Z1),
+        (n, _params, _w_v_A1, _w_v_Z1),
     )
     _gemm(
-        0, 1, N, 10, 64, _w_A1, 64, _params[4160:], 64, _w_Z2, 10
+        0, 1, N, 10, 64, _w_v_A1, 64, _params[4160:], 64, _w_v_Z2, 10
     )
     _launch(
         "loss_s4",
         _blocks(N * 10),
         THREADS,
-        (n, _params, _w_Z2),
+        (n, _params, _w_v_Z2),
     )
     _launch(
         "loss_s5",
         _blocks(N),
         THREADS,
-        (n, _y, _w_Z2, _w_l_n),
+        (n, _y, _w_v_Z2, _w_v_l_n),
     )
     _launch(
         "loss_s6",
         1,
         REDUCE_THREADS,
-        (n, _loss, _w_l_n),
+        (n, _loss, _w_v_l_n),
     )
 
 
@@ -168,60 +168,60 @@ def _run_grads(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_grads, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_A1 = ws["A1"]
-    _w_Z1 = ws["Z1"]
-    _w_Z2 = ws["Z2"]
-    _w_d_A1 = ws["d_A1"]
-    _w_d_Z1 = ws["d_Z1"]
-    _w_d_Z2 = ws["d_Z2"]
-    _w_l_n = ws["l_n"]
+    _w_v_A1 = ws["v_A1"]
+    _w_v_Z1 = ws["v_Z1"]
+    _w_v_Z2 = ws["v_Z2"]
+    _w_v_d_A1 = ws["v_d_A1"]
+    _w_v_d_Z1 = ws["v_d_Z1"]
+    _w_v_d_Z2 = ws["v_d_Z2"]
+    _w_v_l_n = ws["v_l_n"]
     _gemm(
-        0, 1, N, 64, 64, _x, 64, _params, 64, _w_Z1, 64
+        0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64
     )
     _launch(
         "grads_s2",
         _blocks(N * 64),
         THREADS,
-        (n, _params, _w_A1, _w_Z1),
+        (n, _params, _w_v_A1, _w_v_Z1),
     )
     _gemm(
-        0, 1, N, 10, 64, _w_A1, 64, _params[4160:], 64, _w_Z2, 10
+        0, 1, N, 10, 64, _w_v_A1, 64, _params[4160:], 64, _w_v_Z2, 10
     )
     _launch(
         "grads_s4",
         _blocks(N * 10),
         THREADS,
-        (n, _params, _w_Z2),
+        (n, _params, _w_v_Z2),
     )
     _launch(
         "grads_s5",
         _blocks(N),
         THREADS,
-        (n, _y, _w_Z2, _w_d_Z2, _w_l_n),
+        (n, _y, _w_v_Z2, _w_v_d_Z2, _w_v_l_n),
     )
     _launch(
         "grads_s6",
         1,
         REDUCE_THREADS,
-        (n, _loss, _w_l_n),
+        (n, _loss, _w_v_l_n),
     )
     _gemm(
-        0, 0, N, 64, 10, _w_d_Z2, 10, _params[4160:], 64, _w_d_A1, 64
+        0, 0, N, 64, 10, _w_v_d_Z2, 10, _params[4160:], 64, _w_v_d_A1, 64
     )
     _gemm(
-        1, 0, 10, 64, N, _w_d_Z2, 10, _w_A1, 64, _grads[4160:], 64
+        1, 0, 10, 64, N, _w_v_d_Z2, 10, _w_v_A1, 64, _grads[4160:], 64
     )
-    _colsums(_w_d_Z2, N, 10, _grads[4800:])
+    _colsums(_w_v_d_Z2, N, 10, _grads[4800:])
     _launch(
         "grads_s10",
         _blocks(N * 64),
         THREADS,
-        (n, _w_A1, _w_d_A1, _w_d_Z1),
+        (n, _w_v_A1, _w_v_d_A1, _w_v_d_Z1),
     )
     _gemm(
-        1, 0, 64, 64, N, _w_d_Z1, 64, _x, 64, _grads, 64
+        1, 0, 64, 64, N, _w_v_d_Z1, 64, _x, 64, _grads, 64
     )
-    _colsums(_w_d_Z1, N, 64, _grads[4096:])
+    _colsums(_w_v_d_Z1, N, 64, _grads[4096:])
 
 
 def _flat(params: dict) -> cp.ndarray:

@@ -362,9 +362,9 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 // =======================================================================================
 
 // forward_s1: z, yhat, one element of N per thread
-__host__ __device__ inline void forward_s1_math(const real b, const real w1, const real w2, const real x1, const real x2, real& yhat) {
-    const real z = b + w1*x1 + w2*x2;
-    yhat = symbp_sigmoid(z);
+__host__ __device__ inline void forward_s1_math(const real v_b, const real v_w1, const real v_w2, const real v_x1, const real v_x2, real& v_yhat) {
+    const real v_z = v_b + v_w1*v_x1 + v_w2*v_x2;
+    v_yhat = symbp_sigmoid(v_z);
 }
 
 __device__ __forceinline__ void forward_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _params, real* __restrict__ _out) {
@@ -384,39 +384,39 @@ extern "C" __global__ void forward_s1(const int N, const real* __restrict__ _x, 
 // =======================================================================================
 
 // loss_s1: z, yhat, t1, c1, l_n, one element of N per thread
-__host__ __device__ inline void loss_s1_math(const real b, const real w1, const real w2, const real x1, const real x2, const real y, real& l_n) {
-    const real z = b + w1*x1 + w2*x2;
-    const real yhat = symbp_sigmoid(z);
-    const real t1 = 1 - y;
-    const real c1 = 1 - yhat;
-    l_n = -(t1*logf(c1) + y*logf(yhat));
+__host__ __device__ inline void loss_s1_math(const real v_b, const real v_w1, const real v_w2, const real v_x1, const real v_x2, const real v_y, real& v_l_n) {
+    const real v_z = v_b + v_w1*v_x1 + v_w2*v_x2;
+    const real v_yhat = symbp_sigmoid(v_z);
+    const real v_t1 = 1 - v_y;
+    const real v_c1 = 1 - v_yhat;
+    v_l_n = -(v_t1*logf(v_c1) + v_y*logf(v_yhat));
 }
 
-__device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
-    loss_s1_math(_params[2], _params[0], _params[1], _x[_i * 2], _x[1 + _i * 2], _y[_i], _w_l_n[_i]);
+__device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_l_n) {
+    loss_s1_math(_params[2], _params[0], _params[1], _x[_i * 2], _x[1 + _i * 2], _y[_i], _w_v_l_n[_i]);
 }
 
-extern "C" __global__ void loss_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
+extern "C" __global__ void loss_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s1_at(_i, N, _x, _y, _params, _w_l_n);
+        loss_s1_at(_i, N, _x, _y, _params, _w_v_l_n);
     }
 }
 
 // loss_s2: L, sums over the batch, one block per value
-__device__ inline void loss_s2_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void loss_s2_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    loss_s2_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    loss_s2_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -424,66 +424,66 @@ extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* 
 // =======================================================================================
 
 // grads_s1: z, yhat, t1, c1, l_n, d_yhat, d_z, d_w1_n, d_w2_n, one element of N per thread
-__host__ __device__ inline void grads_s1_math(const real b, const real w1, const real w2, const real x1, const real x2, const real y, real& l_n, real& d_z, real& d_w1_n, real& d_w2_n, const int N) {
-    const real d_l_n = 1.0F/((float)N);
-    const real z = b + w1*x1 + w2*x2;
-    const real yhat = symbp_sigmoid(z);
-    const real t1 = 1 - y;
-    const real c1 = 1 - yhat;
-    l_n = -(t1*logf(c1) + y*logf(yhat));
+__host__ __device__ inline void grads_s1_math(const real v_b, const real v_w1, const real v_w2, const real v_x1, const real v_x2, const real v_y, real& v_l_n, real& v_d_z, real& v_d_w1_n, real& v_d_w2_n, const int N) {
+    const real v_d_l_n = 1.0F/((float)N);
+    const real v_z = v_b + v_w1*v_x1 + v_w2*v_x2;
+    const real v_yhat = symbp_sigmoid(v_z);
+    const real v_t1 = 1 - v_y;
+    const real v_c1 = 1 - v_yhat;
+    v_l_n = -(v_t1*logf(v_c1) + v_y*logf(v_yhat));
     // step 1: dl/dyhat = (1 - y)/(1 - yhat) - y/yhat (over N: L is the mean of l)
-    const real d_yhat = -d_l_n*y/yhat + d_l_n*t1/c1;
+    const real v_d_yhat = -v_d_l_n*v_y/v_yhat + v_d_l_n*v_t1/v_c1;
     // step 2: dl/dz = dl/dyhat*(yhat*(1 - yhat)) (over N: L is the mean of l)
-    d_z = c1*d_yhat*yhat;
+    v_d_z = v_c1*v_d_yhat*v_yhat;
     // step 3: dl/dw1 = dl/dz*(x1)
-    d_w1_n = d_z*x1;
+    v_d_w1_n = v_d_z*v_x1;
     // step 4: dl/dw2 = dl/dz*(x2)
-    d_w2_n = d_z*x2;
+    v_d_w2_n = v_d_z*v_x2;
 }
 
-__device__ __forceinline__ void grads_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_z, real* __restrict__ _w_l_n) {
-    grads_s1_math(_params[2], _params[0], _params[1], _x[_i * 2], _x[1 + _i * 2], _y[_i], _w_l_n[_i], _w_d_z[_i], _w_d_w1_n[_i], _w_d_w2_n[_i], N);
+__device__ __forceinline__ void grads_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_z, real* __restrict__ _w_v_l_n) {
+    grads_s1_math(_params[2], _params[0], _params[1], _x[_i * 2], _x[1 + _i * 2], _y[_i], _w_v_l_n[_i], _w_v_d_z[_i], _w_v_d_w1_n[_i], _w_v_d_w2_n[_i], N);
 }
 
-extern "C" __global__ void grads_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_z, real* __restrict__ _w_l_n) {
+extern "C" __global__ void grads_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_z, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s1_at(_i, N, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n);
+        grads_s1_at(_i, N, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n);
     }
 }
 
 // grads_s2: L, d_w1, d_w2, d_b, sums over the batch, one block per value
-__device__ inline void grads_s2_sum(const int _which, const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_z, real* __restrict__ _w_l_n) {
+__device__ inline void grads_s2_sum(const int _which, const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_z, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     case 1: {
         // dL/dw1: the sum of dl/dw1 over the batch
-        const real total = symbp_block_sum(_w_d_w1_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_w1_n, N, 1);
         if (threadIdx.x == 0) _grads[0] = total;
         break;
     }
     case 2: {
         // dL/dw2: the sum of dl/dw2 over the batch
-        const real total = symbp_block_sum(_w_d_w2_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_w2_n, N, 1);
         if (threadIdx.x == 0) _grads[1] = total;
         break;
     }
     case 3: {
         // step 5: dl/db = dl/dz*(1), summed over the batch
-        const real total = symbp_block_sum(_w_d_z, N, 1);
+        const real total = symbp_block_sum(_w_v_d_z, N, 1);
         if (threadIdx.x == 0) _grads[2] = total;
         break;
     }
     }
 }
 
-extern "C" __global__ void grads_s2(const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_z, real* __restrict__ _w_l_n) {
-    grads_s2_sum(blockIdx.x, N, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n);
+extern "C" __global__ void grads_s2(const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_z, real* __restrict__ _w_v_l_n) {
+    grads_s2_sum(blockIdx.x, N, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -541,10 +541,10 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
     real* _loss = shared + 12;  // 1
     real* _x = shared + 13;  // 8
     real* _y = shared + 21;  // 4
-    real* _w_d_w1_n = shared + 25;  // 4
-    real* _w_d_w2_n = shared + 29;  // 4
-    real* _w_d_z = shared + 33;  // 4
-    real* _w_l_n = shared + 37;  // 4
+    real* _w_v_d_w1_n = shared + 25;  // 4
+    real* _w_v_d_w2_n = shared + 29;  // 4
+    real* _w_v_d_z = shared + 33;  // 4
+    real* _w_v_l_n = shared + 37;  // 4
     for (long e = threadIdx.x; e < SYMBP_PARAMS; e += blockDim.x) {
         _params[e] = params[e];
         _s_exp_avg[e] = state[0L * SYMBP_PARAMS + e];
@@ -568,11 +568,11 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
             }
             __syncthreads();
             for (long _i = threadIdx.x; _i < N; _i += blockDim.x) {
-                grads_s1_at(_i, N, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n);
+                grads_s1_at(_i, N, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n);
             }
             __syncthreads();
             for (int which = 0; which < 4; ++which) {
-                grads_s2_sum(which, N, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n);
+                grads_s2_sum(which, N, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n);
             }
             __syncthreads();
             total += _loss[0] * N;
@@ -614,10 +614,10 @@ struct symbp_model {
     real* batch_x;
     real* batch_y;
     int* order;
-    real* _w_d_w1_n;  // max_batch x 1
-    real* _w_d_w2_n;  // max_batch x 1
-    real* _w_d_z;  // max_batch x 1
-    real* _w_l_n;  // max_batch x 1
+    real* _w_v_d_w1_n;  // max_batch x 1
+    real* _w_v_d_w2_n;  // max_batch x 1
+    real* _w_v_d_z;  // max_batch x 1
+    real* _w_v_l_n;  // max_batch x 1
 };
 
 
@@ -637,22 +637,22 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* _x, const
 }
 
 static void symbp_run_loss(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _loss) {
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_l_n = m->_w_v_l_n;
     // loss_s1: z, yhat, t1, c1, l_n
-    SYMBP_LAUNCH(loss_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_l_n);
+    SYMBP_LAUNCH(loss_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_v_l_n);
     // loss_s2: L
-    SYMBP_LAUNCH_SYNC(loss_s2, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(loss_s2, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
 }
 
 static void symbp_run_grads(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _grads, real* _loss) {
-    real* _w_d_w1_n = m->_w_d_w1_n;
-    real* _w_d_w2_n = m->_w_d_w2_n;
-    real* _w_d_z = m->_w_d_z;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_d_w1_n = m->_w_v_d_w1_n;
+    real* _w_v_d_w2_n = m->_w_v_d_w2_n;
+    real* _w_v_d_z = m->_w_v_d_z;
+    real* _w_v_l_n = m->_w_v_l_n;
     // grads_s1: z, yhat, t1, c1, l_n, d_yhat, d_z, d_w1_n, d_w2_n
-    SYMBP_LAUNCH(grads_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n);
+    SYMBP_LAUNCH(grads_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n);
     // grads_s2: L, d_w1, d_w2, d_b
-    SYMBP_LAUNCH_SYNC(grads_s2, 4, SYMBP_REDUCE_THREADS, 0, N, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n);
+    SYMBP_LAUNCH_SYNC(grads_s2, 4, SYMBP_REDUCE_THREADS, 0, N, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n);
 }
 
 static real* symbp_device_array(const long count) {
@@ -693,10 +693,10 @@ symbp_model* symbp_init(const int max_batch) {
     void* order = nullptr;
     cudaMalloc(&order, sizeof(int) * (max_batch > 0 ? max_batch : 1));
     m->order = static_cast<int*>(order);
-    m->_w_d_w1_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_w2_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_z = symbp_device_array((long)max_batch * 1);
-    m->_w_l_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_w1_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_w2_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_z = symbp_device_array((long)max_batch * 1);
+    m->_w_v_l_n = symbp_device_array((long)max_batch * 1);
     return m;
 }
 
@@ -710,10 +710,10 @@ void symbp_free(symbp_model* m) {
     cudaFree(m->batch_x);
     cudaFree(m->batch_y);
     cudaFree(m->order);
-    cudaFree(m->_w_d_w1_n);
-    cudaFree(m->_w_d_w2_n);
-    cudaFree(m->_w_d_z);
-    cudaFree(m->_w_l_n);
+    cudaFree(m->_w_v_d_w1_n);
+    cudaFree(m->_w_v_d_w2_n);
+    cudaFree(m->_w_v_d_z);
+    cudaFree(m->_w_v_l_n);
     delete m;
 }
 

@@ -45,10 +45,10 @@ TRAIN_DEFAULTS = {
 THREADS, REDUCE_THREADS, SINGLE_THREADS, MAX_BLOCKS = 256, 256, 128, 4096
 # workspace: name -> (per sample?, elements)
 WORK = {
-    "d_w1_n": (True, 1),
-    "d_w2_n": (True, 1),
-    "d_z": (True, 1),
-    "l_n": (True, 1),
+    "v_d_w1_n": (True, 1),
+    "v_d_w2_n": (True, 1),
+    "v_d_z": (True, 1),
+    "v_l_n": (True, 1),
 }
 
 _module = None
@@ -108,18 +108,18 @@ def _run_loss(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_loss, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_l_n = ws["l_n"]
+    _w_v_l_n = ws["v_l_n"]
     _launch(
         "loss_s1",
         _blocks(N),
         THREADS,
-        (n, _x, _y, _params, _w_l_n),
+        (n, _x, _y, _params, _w_v_l_n),
     )
     _launch(
         "loss_s2",
         1,
         REDUCE_THREADS,
-        (n, _loss, _w_l_n),
+        (n, _loss, _w_v_l_n),
     )
 
 
@@ -127,21 +127,21 @@ def _run_grads(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_grads, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_d_w1_n = ws["d_w1_n"]
-    _w_d_w2_n = ws["d_w2_n"]
-    _w_d_z = ws["d_z"]
-    _w_l_n = ws["l_n"]
+    _w_v_d_w1_n = ws["v_d_w1_n"]
+    _w_v_d_w2_n = ws["v_d_w2_n"]
+    _w_v_d_z = ws["v_d_z"]
+    _w_v_l_n = ws["v_l_n"]
     _launch(
         "grads_s1",
         _blocks(N),
         THREADS,
-        (n, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n),
+        (n, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n),
     )
     _launch(
         "grads_s2",
         4,
         REDUCE_THREADS,
-        (n, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_z, _w_l_n),
+        (n, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_z, _w_v_l_n),
     )
 
 

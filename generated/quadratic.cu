@@ -354,9 +354,9 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 // =======================================================================================
 
 // forward_s1: t1, yhat, one element of N per thread
-__host__ __device__ inline void forward_s1_math(const real b, const real w1, const real w2, const real x, real& yhat) {
-    const real t1 = (x*x);
-    yhat = b + t1*w1 + w2*x;
+__host__ __device__ inline void forward_s1_math(const real v_b, const real v_w1, const real v_w2, const real v_x, real& v_yhat) {
+    const real v_t1 = (v_x*v_x);
+    v_yhat = v_b + v_t1*v_w1 + v_w2*v_x;
 }
 
 __device__ __forceinline__ void forward_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _params, real* __restrict__ _out) {
@@ -376,38 +376,38 @@ extern "C" __global__ void forward_s1(const int N, const real* __restrict__ _x, 
 // =======================================================================================
 
 // loss_s1: t1, yhat, t2, l_n, one element of N per thread
-__host__ __device__ inline void loss_s1_math(const real b, const real w1, const real w2, const real x, const real y, real& l_n) {
-    const real t1 = (x*x);
-    const real yhat = b + t1*w1 + w2*x;
-    const real t2 = -y + yhat;
-    l_n = (t2*t2);
+__host__ __device__ inline void loss_s1_math(const real v_b, const real v_w1, const real v_w2, const real v_x, const real v_y, real& v_l_n) {
+    const real v_t1 = (v_x*v_x);
+    const real v_yhat = v_b + v_t1*v_w1 + v_w2*v_x;
+    const real v_t2 = -v_y + v_yhat;
+    v_l_n = (v_t2*v_t2);
 }
 
-__device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
-    loss_s1_math(_params[2], _params[0], _params[1], _x[_i], _y[_i], _w_l_n[_i]);
+__device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_l_n) {
+    loss_s1_math(_params[2], _params[0], _params[1], _x[_i], _y[_i], _w_v_l_n[_i]);
 }
 
-extern "C" __global__ void loss_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
+extern "C" __global__ void loss_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s1_at(_i, N, _x, _y, _params, _w_l_n);
+        loss_s1_at(_i, N, _x, _y, _params, _w_v_l_n);
     }
 }
 
 // loss_s2: L, sums over the batch, one block per value
-__device__ inline void loss_s2_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void loss_s2_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    loss_s2_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    loss_s2_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -415,62 +415,62 @@ extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* 
 // =======================================================================================
 
 // grads_s1: t1, yhat, t2, l_n, d_yhat, d_w1_n, d_w2_n, one element of N per thread
-__host__ __device__ inline void grads_s1_math(const real b, const real w1, const real w2, const real x, const real y, real& l_n, real& d_yhat, real& d_w1_n, real& d_w2_n, const int N) {
-    const real t1 = (x*x);
-    const real yhat = b + t1*w1 + w2*x;
-    const real t2 = -y + yhat;
-    l_n = (t2*t2);
+__host__ __device__ inline void grads_s1_math(const real v_b, const real v_w1, const real v_w2, const real v_x, const real v_y, real& v_l_n, real& v_d_yhat, real& v_d_w1_n, real& v_d_w2_n, const int N) {
+    const real v_t1 = (v_x*v_x);
+    const real v_yhat = v_b + v_t1*v_w1 + v_w2*v_x;
+    const real v_t2 = -v_y + v_yhat;
+    v_l_n = (v_t2*v_t2);
     // step 1: dl/dyhat = 2*(yhat - y) (over N: L is the mean of l)
-    d_yhat = 2*t2/((float)N);
+    v_d_yhat = 2*v_t2/((float)N);
     // step 2: dl/dw1 = dl/dyhat*(x**2)
-    d_w1_n = d_yhat*t1;
+    v_d_w1_n = v_d_yhat*v_t1;
     // step 3: dl/dw2 = dl/dyhat*(x)
-    d_w2_n = d_yhat*x;
+    v_d_w2_n = v_d_yhat*v_x;
 }
 
-__device__ __forceinline__ void grads_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_l_n) {
-    grads_s1_math(_params[2], _params[0], _params[1], _x[_i], _y[_i], _w_l_n[_i], _w_d_yhat[_i], _w_d_w1_n[_i], _w_d_w2_n[_i], N);
+__device__ __forceinline__ void grads_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_l_n) {
+    grads_s1_math(_params[2], _params[0], _params[1], _x[_i], _y[_i], _w_v_l_n[_i], _w_v_d_yhat[_i], _w_v_d_w1_n[_i], _w_v_d_w2_n[_i], N);
 }
 
-extern "C" __global__ void grads_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_l_n) {
+extern "C" __global__ void grads_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s1_at(_i, N, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_yhat, _w_l_n);
+        grads_s1_at(_i, N, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_yhat, _w_v_l_n);
     }
 }
 
 // grads_s2: L, d_w1, d_w2, d_b, sums over the batch, one block per value
-__device__ inline void grads_s2_sum(const int _which, const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_l_n) {
+__device__ inline void grads_s2_sum(const int _which, const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     case 1: {
         // dL/dw1: the sum of dl/dw1 over the batch
-        const real total = symbp_block_sum(_w_d_w1_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_w1_n, N, 1);
         if (threadIdx.x == 0) _grads[0] = total;
         break;
     }
     case 2: {
         // dL/dw2: the sum of dl/dw2 over the batch
-        const real total = symbp_block_sum(_w_d_w2_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_w2_n, N, 1);
         if (threadIdx.x == 0) _grads[1] = total;
         break;
     }
     case 3: {
         // step 4: dl/db = dl/dyhat*(1), summed over the batch
-        const real total = symbp_block_sum(_w_d_yhat, N, 1);
+        const real total = symbp_block_sum(_w_v_d_yhat, N, 1);
         if (threadIdx.x == 0) _grads[2] = total;
         break;
     }
     }
 }
 
-extern "C" __global__ void grads_s2(const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_d_w1_n, real* __restrict__ _w_d_w2_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_l_n) {
-    grads_s2_sum(blockIdx.x, N, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_yhat, _w_l_n);
+extern "C" __global__ void grads_s2(const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_v_d_w1_n, real* __restrict__ _w_v_d_w2_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_l_n) {
+    grads_s2_sum(blockIdx.x, N, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_yhat, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -516,10 +516,10 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
     real* _loss = shared + 6;  // 1
     real* _x = shared + 7;  // 1
     real* _y = shared + 8;  // 1
-    real* _w_d_w1_n = shared + 9;  // 1
-    real* _w_d_w2_n = shared + 10;  // 1
-    real* _w_d_yhat = shared + 11;  // 1
-    real* _w_l_n = shared + 12;  // 1
+    real* _w_v_d_w1_n = shared + 9;  // 1
+    real* _w_v_d_w2_n = shared + 10;  // 1
+    real* _w_v_d_yhat = shared + 11;  // 1
+    real* _w_v_l_n = shared + 12;  // 1
     for (long e = threadIdx.x; e < SYMBP_PARAMS; e += blockDim.x) {
         _params[e] = params[e];
     }
@@ -541,11 +541,11 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
             }
             __syncthreads();
             for (long _i = threadIdx.x; _i < N; _i += blockDim.x) {
-                grads_s1_at(_i, N, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_yhat, _w_l_n);
+                grads_s1_at(_i, N, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_yhat, _w_v_l_n);
             }
             __syncthreads();
             for (int which = 0; which < 4; ++which) {
-                grads_s2_sum(which, N, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_yhat, _w_l_n);
+                grads_s2_sum(which, N, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_yhat, _w_v_l_n);
             }
             __syncthreads();
             total += _loss[0] * N;
@@ -582,10 +582,10 @@ struct symbp_model {
     real* batch_x;
     real* batch_y;
     int* order;
-    real* _w_d_w1_n;  // max_batch x 1
-    real* _w_d_w2_n;  // max_batch x 1
-    real* _w_d_yhat;  // max_batch x 1
-    real* _w_l_n;  // max_batch x 1
+    real* _w_v_d_w1_n;  // max_batch x 1
+    real* _w_v_d_w2_n;  // max_batch x 1
+    real* _w_v_d_yhat;  // max_batch x 1
+    real* _w_v_l_n;  // max_batch x 1
 };
 
 
@@ -605,22 +605,22 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* _x, const
 }
 
 static void symbp_run_loss(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _loss) {
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_l_n = m->_w_v_l_n;
     // loss_s1: t1, yhat, t2, l_n
-    SYMBP_LAUNCH(loss_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_l_n);
+    SYMBP_LAUNCH(loss_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_v_l_n);
     // loss_s2: L
-    SYMBP_LAUNCH_SYNC(loss_s2, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(loss_s2, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
 }
 
 static void symbp_run_grads(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _grads, real* _loss) {
-    real* _w_d_w1_n = m->_w_d_w1_n;
-    real* _w_d_w2_n = m->_w_d_w2_n;
-    real* _w_d_yhat = m->_w_d_yhat;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_d_w1_n = m->_w_v_d_w1_n;
+    real* _w_v_d_w2_n = m->_w_v_d_w2_n;
+    real* _w_v_d_yhat = m->_w_v_d_yhat;
+    real* _w_v_l_n = m->_w_v_l_n;
     // grads_s1: t1, yhat, t2, l_n, d_yhat, d_w1_n, d_w2_n
-    SYMBP_LAUNCH(grads_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_d_w1_n, _w_d_w2_n, _w_d_yhat, _w_l_n);
+    SYMBP_LAUNCH(grads_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_yhat, _w_v_l_n);
     // grads_s2: L, d_w1, d_w2, d_b
-    SYMBP_LAUNCH_SYNC(grads_s2, 4, SYMBP_REDUCE_THREADS, 0, N, _grads, _loss, _w_d_w1_n, _w_d_w2_n, _w_d_yhat, _w_l_n);
+    SYMBP_LAUNCH_SYNC(grads_s2, 4, SYMBP_REDUCE_THREADS, 0, N, _grads, _loss, _w_v_d_w1_n, _w_v_d_w2_n, _w_v_d_yhat, _w_v_l_n);
 }
 
 static real* symbp_device_array(const long count) {
@@ -661,10 +661,10 @@ symbp_model* symbp_init(const int max_batch) {
     void* order = nullptr;
     cudaMalloc(&order, sizeof(int) * (max_batch > 0 ? max_batch : 1));
     m->order = static_cast<int*>(order);
-    m->_w_d_w1_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_w2_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_yhat = symbp_device_array((long)max_batch * 1);
-    m->_w_l_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_w1_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_w2_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_yhat = symbp_device_array((long)max_batch * 1);
+    m->_w_v_l_n = symbp_device_array((long)max_batch * 1);
     return m;
 }
 
@@ -678,10 +678,10 @@ void symbp_free(symbp_model* m) {
     cudaFree(m->batch_x);
     cudaFree(m->batch_y);
     cudaFree(m->order);
-    cudaFree(m->_w_d_w1_n);
-    cudaFree(m->_w_d_w2_n);
-    cudaFree(m->_w_d_yhat);
-    cudaFree(m->_w_l_n);
+    cudaFree(m->_w_v_d_w1_n);
+    cudaFree(m->_w_v_d_w2_n);
+    cudaFree(m->_w_v_d_yhat);
+    cudaFree(m->_w_v_l_n);
     delete m;
 }
 

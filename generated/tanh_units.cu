@@ -361,10 +361,10 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 // =======================================================================================
 
 // forward_s1: h1, h2, yhat, one element of N per thread
-__host__ __device__ inline void forward_s1_math(const real a1, const real a2, const real b1, const real b2, const real c, const real v1, const real v2, const real v3, const real x, real& yhat) {
-    const real h1 = tanhf(a1*x + b1);
-    const real h2 = tanhf(a2*x + b2);
-    yhat = c + h1*h2*v3 + h1*v1 + h2*v2;
+__host__ __device__ inline void forward_s1_math(const real v_a1, const real v_a2, const real v_b1, const real v_b2, const real v_c, const real v_v1, const real v_v2, const real v_v3, const real v_x, real& v_yhat) {
+    const real v_h1 = tanhf(v_a1*v_x + v_b1);
+    const real v_h2 = tanhf(v_a2*v_x + v_b2);
+    v_yhat = v_c + v_h1*v_h2*v_v3 + v_h1*v_v1 + v_h2*v_v2;
 }
 
 __device__ __forceinline__ void forward_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _params, real* __restrict__ _out) {
@@ -384,39 +384,39 @@ extern "C" __global__ void forward_s1(const int N, const real* __restrict__ _x, 
 // =======================================================================================
 
 // loss_s1: h1, h2, yhat, t1, l_n, one element of N per thread
-__host__ __device__ inline void loss_s1_math(const real a1, const real a2, const real b1, const real b2, const real c, const real v1, const real v2, const real v3, const real x, const real y, real& l_n) {
-    const real h1 = tanhf(a1*x + b1);
-    const real h2 = tanhf(a2*x + b2);
-    const real yhat = c + h1*h2*v3 + h1*v1 + h2*v2;
-    const real t1 = -y + yhat;
-    l_n = (t1*t1);
+__host__ __device__ inline void loss_s1_math(const real v_a1, const real v_a2, const real v_b1, const real v_b2, const real v_c, const real v_v1, const real v_v2, const real v_v3, const real v_x, const real v_y, real& v_l_n) {
+    const real v_h1 = tanhf(v_a1*v_x + v_b1);
+    const real v_h2 = tanhf(v_a2*v_x + v_b2);
+    const real v_yhat = v_c + v_h1*v_h2*v_v3 + v_h1*v_v1 + v_h2*v_v2;
+    const real v_t1 = -v_y + v_yhat;
+    v_l_n = (v_t1*v_t1);
 }
 
-__device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
-    loss_s1_math(_params[0], _params[2], _params[1], _params[3], _params[7], _params[4], _params[5], _params[6], _x[_i], _y[_i], _w_l_n[_i]);
+__device__ __forceinline__ void loss_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_l_n) {
+    loss_s1_math(_params[0], _params[2], _params[1], _params[3], _params[7], _params[4], _params[5], _params[6], _x[_i], _y[_i], _w_v_l_n[_i]);
 }
 
-extern "C" __global__ void loss_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_l_n) {
+extern "C" __global__ void loss_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s1_at(_i, N, _x, _y, _params, _w_l_n);
+        loss_s1_at(_i, N, _x, _y, _params, _w_v_l_n);
     }
 }
 
 // loss_s2: L, sums over the batch, one block per value
-__device__ inline void loss_s2_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void loss_s2_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    loss_s2_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    loss_s2_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -424,103 +424,103 @@ extern "C" __global__ void loss_s2(const int N, real* __restrict__ _loss, real* 
 // =======================================================================================
 
 // grads_s1: h1, h2, yhat, t1, l_n, d_yhat, c1, d_h2, g1, c2, d_h1, g2, d_a1_n, d_a2_n, d_v3_n, one element of N per thread
-__host__ __device__ inline void grads_s1_math(const real a1, const real a2, const real b1, const real b2, const real c, const real v1, const real v2, const real v3, const real x, const real y, real& l_n, real& d_yhat, real& c1, real& g1, real& c2, real& g2, real& d_a1_n, real& d_a2_n, real& d_v3_n, const int N) {
-    const real h1 = tanhf(a1*x + b1);
-    const real h2 = tanhf(a2*x + b2);
-    const real yhat = c + h1*h2*v3 + h1*v1 + h2*v2;
-    const real t1 = -y + yhat;
-    l_n = (t1*t1);
+__host__ __device__ inline void grads_s1_math(const real v_a1, const real v_a2, const real v_b1, const real v_b2, const real v_c, const real v_v1, const real v_v2, const real v_v3, const real v_x, const real v_y, real& v_l_n, real& v_d_yhat, real& v_c1, real& v_g1, real& v_c2, real& v_g2, real& v_d_a1_n, real& v_d_a2_n, real& v_d_v3_n, const int N) {
+    const real v_h1 = tanhf(v_a1*v_x + v_b1);
+    const real v_h2 = tanhf(v_a2*v_x + v_b2);
+    const real v_yhat = v_c + v_h1*v_h2*v_v3 + v_h1*v_v1 + v_h2*v_v2;
+    const real v_t1 = -v_y + v_yhat;
+    v_l_n = (v_t1*v_t1);
     // step 1: dl/dyhat = 2*(yhat - y) (over N: L is the mean of l)
-    d_yhat = 2*t1/((float)N);
-    c1 = d_yhat*h1;
+    v_d_yhat = 2*v_t1/((float)N);
+    v_c1 = v_d_yhat*v_h1;
     // step 2: dl/dh2 = dl/dyhat*(v2 + h1*v3) (over N: L is the mean of l)
-    const real d_h2 = c1*v3 + d_yhat*v2;
-    g1 = d_h2*(1 - (h2*h2));
-    c2 = d_yhat*h2;
+    const real v_d_h2 = v_c1*v_v3 + v_d_yhat*v_v2;
+    v_g1 = v_d_h2*(1 - (v_h2*v_h2));
+    v_c2 = v_d_yhat*v_h2;
     // step 3: dl/dh1 = dl/dyhat*(v1 + h2*v3) (over N: L is the mean of l)
-    const real d_h1 = c2*v3 + d_yhat*v1;
-    g2 = d_h1*(1 - (h1*h1));
+    const real v_d_h1 = v_c2*v_v3 + v_d_yhat*v_v1;
+    v_g2 = v_d_h1*(1 - (v_h1*v_h1));
     // step 4: dl/da1 = dl/dh1*(x*(1 - h1**2))
-    d_a1_n = g2*x;
+    v_d_a1_n = v_g2*v_x;
     // step 6: dl/da2 = dl/dh2*(x*(1 - h2**2))
-    d_a2_n = g1*x;
+    v_d_a2_n = v_g1*v_x;
     // step 10: dl/dv3 = dl/dyhat*(h1*h2)
-    d_v3_n = c1*h2;
+    v_d_v3_n = v_c1*v_h2;
 }
 
-__device__ __forceinline__ void grads_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_c1, real* __restrict__ _w_c2, real* __restrict__ _w_d_a1_n, real* __restrict__ _w_d_a2_n, real* __restrict__ _w_d_v3_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_g1, real* __restrict__ _w_g2, real* __restrict__ _w_l_n) {
-    grads_s1_math(_params[0], _params[2], _params[1], _params[3], _params[7], _params[4], _params[5], _params[6], _x[_i], _y[_i], _w_l_n[_i], _w_d_yhat[_i], _w_c1[_i], _w_g1[_i], _w_c2[_i], _w_g2[_i], _w_d_a1_n[_i], _w_d_a2_n[_i], _w_d_v3_n[_i], N);
+__device__ __forceinline__ void grads_s1_at(const long _i, const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_c1, real* __restrict__ _w_v_c2, real* __restrict__ _w_v_d_a1_n, real* __restrict__ _w_v_d_a2_n, real* __restrict__ _w_v_d_v3_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_g1, real* __restrict__ _w_v_g2, real* __restrict__ _w_v_l_n) {
+    grads_s1_math(_params[0], _params[2], _params[1], _params[3], _params[7], _params[4], _params[5], _params[6], _x[_i], _y[_i], _w_v_l_n[_i], _w_v_d_yhat[_i], _w_v_c1[_i], _w_v_g1[_i], _w_v_c2[_i], _w_v_g2[_i], _w_v_d_a1_n[_i], _w_v_d_a2_n[_i], _w_v_d_v3_n[_i], N);
 }
 
-extern "C" __global__ void grads_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_c1, real* __restrict__ _w_c2, real* __restrict__ _w_d_a1_n, real* __restrict__ _w_d_a2_n, real* __restrict__ _w_d_v3_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_g1, real* __restrict__ _w_g2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void grads_s1(const int N, const real* __restrict__ _x, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_c1, real* __restrict__ _w_v_c2, real* __restrict__ _w_v_d_a1_n, real* __restrict__ _w_v_d_a2_n, real* __restrict__ _w_v_d_v3_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_g1, real* __restrict__ _w_v_g2, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s1_at(_i, N, _x, _y, _params, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat, _w_g1, _w_g2, _w_l_n);
+        grads_s1_at(_i, N, _x, _y, _params, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n, _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n);
     }
 }
 
 // grads_s2: L, d_a1, d_b1, d_a2, d_b2, d_v1, d_v2, d_v3, d_c, sums over the batch, one block per value
-__device__ inline void grads_s2_sum(const int _which, const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_c1, real* __restrict__ _w_c2, real* __restrict__ _w_d_a1_n, real* __restrict__ _w_d_a2_n, real* __restrict__ _w_d_v3_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_g1, real* __restrict__ _w_g2, real* __restrict__ _w_l_n) {
+__device__ inline void grads_s2_sum(const int _which, const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_v_c1, real* __restrict__ _w_v_c2, real* __restrict__ _w_v_d_a1_n, real* __restrict__ _w_v_d_a2_n, real* __restrict__ _w_v_d_v3_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_g1, real* __restrict__ _w_v_g2, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     case 1: {
         // dL/da1: the sum of dl/da1 over the batch
-        const real total = symbp_block_sum(_w_d_a1_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_a1_n, N, 1);
         if (threadIdx.x == 0) _grads[0] = total;
         break;
     }
     case 2: {
         // step 5: dl/db1 = dl/dh1*(1 - h1**2), summed over the batch
-        const real total = symbp_block_sum(_w_g2, N, 1);
+        const real total = symbp_block_sum(_w_v_g2, N, 1);
         if (threadIdx.x == 0) _grads[1] = total;
         break;
     }
     case 3: {
         // dL/da2: the sum of dl/da2 over the batch
-        const real total = symbp_block_sum(_w_d_a2_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_a2_n, N, 1);
         if (threadIdx.x == 0) _grads[2] = total;
         break;
     }
     case 4: {
         // step 7: dl/db2 = dl/dh2*(1 - h2**2), summed over the batch
-        const real total = symbp_block_sum(_w_g1, N, 1);
+        const real total = symbp_block_sum(_w_v_g1, N, 1);
         if (threadIdx.x == 0) _grads[3] = total;
         break;
     }
     case 5: {
         // step 8: dl/dv1 = dl/dyhat*(h1), summed over the batch
-        const real total = symbp_block_sum(_w_c1, N, 1);
+        const real total = symbp_block_sum(_w_v_c1, N, 1);
         if (threadIdx.x == 0) _grads[4] = total;
         break;
     }
     case 6: {
         // step 9: dl/dv2 = dl/dyhat*(h2), summed over the batch
-        const real total = symbp_block_sum(_w_c2, N, 1);
+        const real total = symbp_block_sum(_w_v_c2, N, 1);
         if (threadIdx.x == 0) _grads[5] = total;
         break;
     }
     case 7: {
         // dL/dv3: the sum of dl/dv3 over the batch
-        const real total = symbp_block_sum(_w_d_v3_n, N, 1);
+        const real total = symbp_block_sum(_w_v_d_v3_n, N, 1);
         if (threadIdx.x == 0) _grads[6] = total;
         break;
     }
     case 8: {
         // step 11: dl/dc = dl/dyhat*(1), summed over the batch
-        const real total = symbp_block_sum(_w_d_yhat, N, 1);
+        const real total = symbp_block_sum(_w_v_d_yhat, N, 1);
         if (threadIdx.x == 0) _grads[7] = total;
         break;
     }
     }
 }
 
-extern "C" __global__ void grads_s2(const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_c1, real* __restrict__ _w_c2, real* __restrict__ _w_d_a1_n, real* __restrict__ _w_d_a2_n, real* __restrict__ _w_d_v3_n, real* __restrict__ _w_d_yhat, real* __restrict__ _w_g1, real* __restrict__ _w_g2, real* __restrict__ _w_l_n) {
-    grads_s2_sum(blockIdx.x, N, _grads, _loss, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat, _w_g1, _w_g2, _w_l_n);
+extern "C" __global__ void grads_s2(const int N, real* __restrict__ _grads, real* __restrict__ _loss, real* __restrict__ _w_v_c1, real* __restrict__ _w_v_c2, real* __restrict__ _w_v_d_a1_n, real* __restrict__ _w_v_d_a2_n, real* __restrict__ _w_v_d_v3_n, real* __restrict__ _w_v_d_yhat, real* __restrict__ _w_v_g1, real* __restrict__ _w_v_g2, real* __restrict__ _w_v_l_n) {
+    grads_s2_sum(blockIdx.x, N, _grads, _loss, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n, _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -576,15 +576,15 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
     real* _loss = shared + 24;  // 1
     real* _x = shared + 25;  // 8
     real* _y = shared + 33;  // 8
-    real* _w_c1 = shared + 41;  // 8
-    real* _w_c2 = shared + 49;  // 8
-    real* _w_d_a1_n = shared + 57;  // 8
-    real* _w_d_a2_n = shared + 65;  // 8
-    real* _w_d_v3_n = shared + 73;  // 8
-    real* _w_d_yhat = shared + 81;  // 8
-    real* _w_g1 = shared + 89;  // 8
-    real* _w_g2 = shared + 97;  // 8
-    real* _w_l_n = shared + 105;  // 8
+    real* _w_v_c1 = shared + 41;  // 8
+    real* _w_v_c2 = shared + 49;  // 8
+    real* _w_v_d_a1_n = shared + 57;  // 8
+    real* _w_v_d_a2_n = shared + 65;  // 8
+    real* _w_v_d_v3_n = shared + 73;  // 8
+    real* _w_v_d_yhat = shared + 81;  // 8
+    real* _w_v_g1 = shared + 89;  // 8
+    real* _w_v_g2 = shared + 97;  // 8
+    real* _w_v_l_n = shared + 105;  // 8
     for (long e = threadIdx.x; e < SYMBP_PARAMS; e += blockDim.x) {
         _params[e] = params[e];
         _s_momentum_buffer[e] = state[0L * SYMBP_PARAMS + e];
@@ -607,11 +607,11 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
             }
             __syncthreads();
             for (long _i = threadIdx.x; _i < N; _i += blockDim.x) {
-                grads_s1_at(_i, N, _x, _y, _params, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat, _w_g1, _w_g2, _w_l_n);
+                grads_s1_at(_i, N, _x, _y, _params, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n, _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n);
             }
             __syncthreads();
             for (int which = 0; which < 9; ++which) {
-                grads_s2_sum(which, N, _grads, _loss, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat, _w_g1, _w_g2, _w_l_n);
+                grads_s2_sum(which, N, _grads, _loss, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n, _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n);
             }
             __syncthreads();
             total += _loss[0] * N;
@@ -651,15 +651,15 @@ struct symbp_model {
     real* batch_x;
     real* batch_y;
     int* order;
-    real* _w_c1;  // max_batch x 1
-    real* _w_c2;  // max_batch x 1
-    real* _w_d_a1_n;  // max_batch x 1
-    real* _w_d_a2_n;  // max_batch x 1
-    real* _w_d_v3_n;  // max_batch x 1
-    real* _w_d_yhat;  // max_batch x 1
-    real* _w_g1;  // max_batch x 1
-    real* _w_g2;  // max_batch x 1
-    real* _w_l_n;  // max_batch x 1
+    real* _w_v_c1;  // max_batch x 1
+    real* _w_v_c2;  // max_batch x 1
+    real* _w_v_d_a1_n;  // max_batch x 1
+    real* _w_v_d_a2_n;  // max_batch x 1
+    real* _w_v_d_v3_n;  // max_batch x 1
+    real* _w_v_d_yhat;  // max_batch x 1
+    real* _w_v_g1;  // max_batch x 1
+    real* _w_v_g2;  // max_batch x 1
+    real* _w_v_l_n;  // max_batch x 1
 };
 
 
@@ -679,27 +679,27 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* _x, const
 }
 
 static void symbp_run_loss(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _loss) {
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_l_n = m->_w_v_l_n;
     // loss_s1: h1, h2, yhat, t1, l_n
-    SYMBP_LAUNCH(loss_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_l_n);
+    SYMBP_LAUNCH(loss_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_v_l_n);
     // loss_s2: L
-    SYMBP_LAUNCH_SYNC(loss_s2, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(loss_s2, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
 }
 
 static void symbp_run_grads(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _grads, real* _loss) {
-    real* _w_c1 = m->_w_c1;
-    real* _w_c2 = m->_w_c2;
-    real* _w_d_a1_n = m->_w_d_a1_n;
-    real* _w_d_a2_n = m->_w_d_a2_n;
-    real* _w_d_v3_n = m->_w_d_v3_n;
-    real* _w_d_yhat = m->_w_d_yhat;
-    real* _w_g1 = m->_w_g1;
-    real* _w_g2 = m->_w_g2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_c1 = m->_w_v_c1;
+    real* _w_v_c2 = m->_w_v_c2;
+    real* _w_v_d_a1_n = m->_w_v_d_a1_n;
+    real* _w_v_d_a2_n = m->_w_v_d_a2_n;
+    real* _w_v_d_v3_n = m->_w_v_d_v3_n;
+    real* _w_v_d_yhat = m->_w_v_d_yhat;
+    real* _w_v_g1 = m->_w_v_g1;
+    real* _w_v_g2 = m->_w_v_g2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // grads_s1: h1, h2, yhat, t1, l_n, d_yhat, c1, d_h2, g1, c2, d_h1, g2, d_a1_n, d_a2_n, d_v3_n
-    SYMBP_LAUNCH(grads_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat, _w_g1, _w_g2, _w_l_n);
+    SYMBP_LAUNCH(grads_s1, symbp_blocks(N), SYMBP_THREADS, 0, N, _x, _y, _params, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n, _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n);
     // grads_s2: L, d_a1, d_b1, d_a2, d_b2, d_v1, d_v2, d_v3, d_c
-    SYMBP_LAUNCH_SYNC(grads_s2, 9, SYMBP_REDUCE_THREADS, 0, N, _grads, _loss, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat, _w_g1, _w_g2, _w_l_n);
+    SYMBP_LAUNCH_SYNC(grads_s2, 9, SYMBP_REDUCE_THREADS, 0, N, _grads, _loss, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n, _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n);
 }
 
 static real* symbp_device_array(const long count) {
@@ -740,15 +740,15 @@ symbp_model* symbp_init(const int max_batch) {
     void* order = nullptr;
     cudaMalloc(&order, sizeof(int) * (max_batch > 0 ? max_batch : 1));
     m->order = static_cast<int*>(order);
-    m->_w_c1 = symbp_device_array((long)max_batch * 1);
-    m->_w_c2 = symbp_device_array((long)max_batch * 1);
-    m->_w_d_a1_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_a2_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_v3_n = symbp_device_array((long)max_batch * 1);
-    m->_w_d_yhat = symbp_device_array((long)max_batch * 1);
-    m->_w_g1 = symbp_device_array((long)max_batch * 1);
-    m->_w_g2 = symbp_device_array((long)max_batch * 1);
-    m->_w_l_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_c1 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_c2 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_a1_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_a2_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_v3_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_yhat = symbp_device_array((long)max_batch * 1);
+    m->_w_v_g1 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_g2 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_l_n = symbp_device_array((long)max_batch * 1);
     return m;
 }
 
@@ -762,15 +762,15 @@ void symbp_free(symbp_model* m) {
     cudaFree(m->batch_x);
     cudaFree(m->batch_y);
     cudaFree(m->order);
-    cudaFree(m->_w_c1);
-    cudaFree(m->_w_c2);
-    cudaFree(m->_w_d_a1_n);
-    cudaFree(m->_w_d_a2_n);
-    cudaFree(m->_w_d_v3_n);
-    cudaFree(m->_w_d_yhat);
-    cudaFree(m->_w_g1);
-    cudaFree(m->_w_g2);
-    cudaFree(m->_w_l_n);
+    cudaFree(m->_w_v_c1);
+    cudaFree(m->_w_v_c2);
+    cudaFree(m->_w_v_d_a1_n);
+    cudaFree(m->_w_v_d_a2_n);
+    cudaFree(m->_w_v_d_v3_n);
+    cudaFree(m->_w_v_d_yhat);
+    cudaFree(m->_w_v_g1);
+    cudaFree(m->_w_v_g2);
+    cudaFree(m->_w_v_l_n);
     delete m;
 }
 

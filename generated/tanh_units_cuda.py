@@ -55,15 +55,15 @@ TRAIN_DEFAULTS = {
 THREADS, REDUCE_THREADS, SINGLE_THREADS, MAX_BLOCKS = 256, 256, 128, 4096
 # workspace: name -> (per sample?, elements)
 WORK = {
-    "c1": (True, 1),
-    "c2": (True, 1),
-    "d_a1_n": (True, 1),
-    "d_a2_n": (True, 1),
-    "d_v3_n": (True, 1),
-    "d_yhat": (True, 1),
-    "g1": (True, 1),
-    "g2": (True, 1),
-    "l_n": (True, 1),
+    "v_c1": (True, 1),
+    "v_c2": (True, 1),
+    "v_d_a1_n": (True, 1),
+    "v_d_a2_n": (True, 1),
+    "v_d_v3_n": (True, 1),
+    "v_d_yhat": (True, 1),
+    "v_g1": (True, 1),
+    "v_g2": (True, 1),
+    "v_l_n": (True, 1),
 }
 
 _module = None
@@ -123,18 +123,18 @@ def _run_loss(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_loss, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_l_n = ws["l_n"]
+    _w_v_l_n = ws["v_l_n"]
     _launch(
         "loss_s1",
         _blocks(N),
         THREADS,
-        (n, _x, _y, _params, _w_l_n),
+        (n, _x, _y, _params, _w_v_l_n),
     )
     _launch(
         "loss_s2",
         1,
         REDUCE_THREADS,
-        (n, _loss, _w_l_n),
+        (n, _loss, _w_v_l_n),
     )
 
 
@@ -142,28 +142,28 @@ def _run_grads(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_grads, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_c1 = ws["c1"]
-    _w_c2 = ws["c2"]
-    _w_d_a1_n = ws["d_a1_n"]
-    _w_d_a2_n = ws["d_a2_n"]
-    _w_d_v3_n = ws["d_v3_n"]
-    _w_d_yhat = ws["d_yhat"]
-    _w_g1 = ws["g1"]
-    _w_g2 = ws["g2"]
-    _w_l_n = ws["l_n"]
+    _w_v_c1 = ws["v_c1"]
+    _w_v_c2 = ws["v_c2"]
+    _w_v_d_a1_n = ws["v_d_a1_n"]
+    _w_v_d_a2_n = ws["v_d_a2_n"]
+    _w_v_d_v3_n = ws["v_d_v3_n"]
+    _w_v_d_yhat = ws["v_d_yhat"]
+    _w_v_g1 = ws["v_g1"]
+    _w_v_g2 = ws["v_g2"]
+    _w_v_l_n = ws["v_l_n"]
     _launch(
         "grads_s1",
         _blocks(N),
         THREADS,
-        (n, _x, _y, _params, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat,
-         _w_g1, _w_g2, _w_l_n),
+        (n, _x, _y, _params, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n,
+         _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n),
     )
     _launch(
         "grads_s2",
         9,
         REDUCE_THREADS,
-        (n, _grads, _loss, _w_c1, _w_c2, _w_d_a1_n, _w_d_a2_n, _w_d_v3_n, _w_d_yhat,
-         _w_g1, _w_g2, _w_l_n),
+        (n, _grads, _loss, _w_v_c1, _w_v_c2, _w_v_d_a1_n, _w_v_d_a2_n, _w_v_d_v3_n,
+         _w_v_d_yhat, _w_v_g1, _w_v_g2, _w_v_l_n),
     )
 
 

@@ -370,27 +370,27 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 // =======================================================================================
 
 // forward_s2: Z1, A1, one element of N x 2 per thread
-__host__ __device__ inline void forward_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = fmaxf(Z1, 0.0F);
+__host__ __device__ inline void forward_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = fmaxf(v_Z1, 0.0F);
 }
 
-__device__ __forceinline__ void forward_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void forward_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 2;
-    forward_s2_math(_w_Z1[_i], _params[4 + _j], _w_A1[_i]);
+    forward_s2_math(_w_v_Z1[_i], _params[4 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void forward_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void forward_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 2;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        forward_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        forward_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // forward_s4: Z2, one element of N x 1 per thread
-__host__ __device__ inline void forward_s4_math(const real Z2_gemm, const real b2, real& Z2) {
-    Z2 = Z2_gemm + b2;
+__host__ __device__ inline void forward_s4_math(const real v_Z2_gemm, const real v_b2, real& v_Z2) {
+    v_Z2 = v_Z2_gemm + v_b2;
 }
 
 __device__ __forceinline__ void forward_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _out) {
@@ -410,55 +410,55 @@ extern "C" __global__ void forward_s4(const int N, const real* __restrict__ _par
 // =======================================================================================
 
 // loss_s2: Z1, A1, one element of N x 2 per thread
-__host__ __device__ inline void loss_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = fmaxf(Z1, 0.0F);
+__host__ __device__ inline void loss_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = fmaxf(v_Z1, 0.0F);
 }
 
-__device__ __forceinline__ void loss_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void loss_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 2;
-    loss_s2_math(_w_Z1[_i], _params[4 + _j], _w_A1[_i]);
+    loss_s2_math(_w_v_Z1[_i], _params[4 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void loss_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void loss_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 2;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        loss_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // loss_s4: Z2, l_n, one element of N x 1 per thread
-__host__ __device__ inline void loss_s4_math(const real Y, const real Z2_gemm, const real b2, real& l_n) {
-    const real Z2 = Z2_gemm + b2;
-    l_n = -Y*Z2 + symbp_softplus(Z2);
+__host__ __device__ inline void loss_s4_math(const real v_Y, const real v_Z2_gemm, const real v_b2, real& v_l_n) {
+    const real v_Z2 = v_Z2_gemm + v_b2;
+    v_l_n = -v_Y*v_Z2 + symbp_softplus(v_Z2);
 }
 
-__device__ __forceinline__ void loss_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_l_n) {
-    loss_s4_math(_y[_i], _w_Z2[_i], _params[8], _w_l_n[_i]);
+__device__ __forceinline__ void loss_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_l_n) {
+    loss_s4_math(_y[_i], _w_v_Z2[_i], _params[8], _w_v_l_n[_i]);
 }
 
-extern "C" __global__ void loss_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void loss_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s4_at(_i, N, _y, _params, _w_Z2, _w_l_n);
+        loss_s4_at(_i, N, _y, _params, _w_v_Z2, _w_v_l_n);
     }
 }
 
 // loss_s5: L, sums over the batch, one block per value
-__device__ inline void loss_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void loss_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void loss_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    loss_s5_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void loss_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    loss_s5_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -466,72 +466,72 @@ extern "C" __global__ void loss_s5(const int N, real* __restrict__ _loss, real* 
 // =======================================================================================
 
 // grads_s2: Z1, A1, one element of N x 2 per thread
-__host__ __device__ inline void grads_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = fmaxf(Z1, 0.0F);
+__host__ __device__ inline void grads_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = fmaxf(v_Z1, 0.0F);
 }
 
-__device__ __forceinline__ void grads_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void grads_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 2;
-    grads_s2_math(_w_Z1[_i], _params[4 + _j], _w_A1[_i]);
+    grads_s2_math(_w_v_Z1[_i], _params[4 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void grads_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void grads_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 2;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        grads_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // grads_s4: Z2, l_n, d_Z2, one element of N x 1 per thread
-__host__ __device__ inline void grads_s4_math(const real Y, const real Z2_gemm, const real b2, real& l_n, real& d_Z2, const int N) {
-    const real Z2 = Z2_gemm + b2;
-    l_n = -Y*Z2 + symbp_softplus(Z2);
-    d_Z2 = (-Y + symbp_sigmoid(Z2))/((float)N);
+__host__ __device__ inline void grads_s4_math(const real v_Y, const real v_Z2_gemm, const real v_b2, real& v_l_n, real& v_d_Z2, const int N) {
+    const real v_Z2 = v_Z2_gemm + v_b2;
+    v_l_n = -v_Y*v_Z2 + symbp_softplus(v_Z2);
+    v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((float)N);
 }
 
-__device__ __forceinline__ void grads_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_d_Z2, real* __restrict__ _w_l_n) {
-    grads_s4_math(_y[_i], _w_Z2[_i], _params[8], _w_l_n[_i], _w_d_Z2[_i], N);
+__device__ __forceinline__ void grads_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_d_Z2, real* __restrict__ _w_v_l_n) {
+    grads_s4_math(_y[_i], _w_v_Z2[_i], _params[8], _w_v_l_n[_i], _w_v_d_Z2[_i], N);
 }
 
-extern "C" __global__ void grads_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_d_Z2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void grads_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_d_Z2, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s4_at(_i, N, _y, _params, _w_Z2, _w_d_Z2, _w_l_n);
+        grads_s4_at(_i, N, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
     }
 }
 
 // grads_s5: L, sums over the batch, one block per value
-__device__ inline void grads_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void grads_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void grads_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    grads_s5_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void grads_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    grads_s5_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // grads_s9: d_Z1, one element of N x 2 per thread
-__host__ __device__ inline void grads_s9_math(const real A1, const real d_A1, real& d_Z1) {
-    d_Z1 = d_A1*((A1 > 0) ? 1.0F : 0.0F);
+__host__ __device__ inline void grads_s9_math(const real v_A1, const real v_d_A1, real& v_d_Z1) {
+    v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0F : 0.0F);
 }
 
-__device__ __forceinline__ void grads_s9_at(const long _i, const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {
-    grads_s9_math(_w_A1[_i], _w_d_A1[_i], _w_d_Z1[_i]);
+__device__ __forceinline__ void grads_s9_at(const long _i, const int N, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_d_A1, real* __restrict__ _w_v_d_Z1) {
+    grads_s9_math(_w_v_A1[_i], _w_v_d_A1[_i], _w_v_d_Z1[_i]);
 }
 
-extern "C" __global__ void grads_s9(const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {
+extern "C" __global__ void grads_s9(const int N, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_d_A1, real* __restrict__ _w_v_d_Z1) {
     const long total = (long)N * 2;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s9_at(_i, N, _w_A1, _w_d_A1, _w_d_Z1);
+        grads_s9_at(_i, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
     }
 }
 
@@ -578,13 +578,13 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
     real* _loss = shared + 18;  // 1
     real* _x = shared + 19;  // 8
     real* _y = shared + 27;  // 4
-    real* _w_A1 = shared + 31;  // 8
-    real* _w_Z1 = shared + 39;  // 8
-    real* _w_Z2 = shared + 47;  // 4
-    real* _w_d_A1 = shared + 51;  // 8
-    real* _w_d_Z1 = shared + 59;  // 8
-    real* _w_d_Z2 = shared + 67;  // 4
-    real* _w_l_n = shared + 71;  // 4
+    real* _w_v_A1 = shared + 31;  // 8
+    real* _w_v_Z1 = shared + 39;  // 8
+    real* _w_v_Z2 = shared + 47;  // 4
+    real* _w_v_d_A1 = shared + 51;  // 8
+    real* _w_v_d_Z1 = shared + 59;  // 8
+    real* _w_v_d_Z2 = shared + 67;  // 4
+    real* _w_v_l_n = shared + 71;  // 4
     for (long e = threadIdx.x; e < SYMBP_PARAMS; e += blockDim.x) {
         _params[e] = params[e];
     }
@@ -605,35 +605,35 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
                 _y[e] = Y[(long)order[start + e / SYMBP_TARGETS] * SYMBP_TARGETS + e % SYMBP_TARGETS];
             }
             __syncthreads();
-            symbp_block_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2);
+            symbp_block_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2);
             __syncthreads();
             for (long _i = threadIdx.x; _i < (long)N * 2; _i += blockDim.x) {
-                grads_s2_at(_i, N, _params, _w_A1, _w_Z1);
+                grads_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
             }
             __syncthreads();
-            symbp_block_gemm(0, 1, N, 1, 2, _w_A1, 2, _params + 6, 2, _w_Z2, 1);
+            symbp_block_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1);
             __syncthreads();
             for (long _i = threadIdx.x; _i < N; _i += blockDim.x) {
-                grads_s4_at(_i, N, _y, _params, _w_Z2, _w_d_Z2, _w_l_n);
+                grads_s4_at(_i, N, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
             }
             __syncthreads();
             for (int which = 0; which < 1; ++which) {
-                grads_s5_sum(which, N, _loss, _w_l_n);
+                grads_s5_sum(which, N, _loss, _w_v_l_n);
             }
             __syncthreads();
-            symbp_block_gemm(0, 0, N, 2, 1, _w_d_Z2, 1, _params + 6, 2, _w_d_A1, 2);
+            symbp_block_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2);
             __syncthreads();
-            symbp_block_gemm(1, 0, 1, 2, N, _w_d_Z2, 1, _w_A1, 2, _grads + 6, 2);
+            symbp_block_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2);
             __syncthreads();
-            symbp_block_colsums(_w_d_Z2, N, 1, _grads + 8);
+            symbp_block_colsums(_w_v_d_Z2, N, 1, _grads + 8);
             __syncthreads();
             for (long _i = threadIdx.x; _i < (long)N * 2; _i += blockDim.x) {
-                grads_s9_at(_i, N, _w_A1, _w_d_A1, _w_d_Z1);
+                grads_s9_at(_i, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
             }
             __syncthreads();
-            symbp_block_gemm(1, 0, 2, 2, N, _w_d_Z1, 2, _x, 2, _grads, 2);
+            symbp_block_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2);
             __syncthreads();
-            symbp_block_colsums(_w_d_Z1, N, 2, _grads + 4);
+            symbp_block_colsums(_w_v_d_Z1, N, 2, _grads + 4);
             __syncthreads();
             total += _loss[0] * N;
             step += 1;
@@ -669,13 +669,13 @@ struct symbp_model {
     real* batch_x;
     real* batch_y;
     int* order;
-    real* _w_A1;  // max_batch x 2
-    real* _w_Z1;  // max_batch x 2
-    real* _w_Z2;  // max_batch x 1
-    real* _w_d_A1;  // max_batch x 2
-    real* _w_d_Z1;  // max_batch x 2
-    real* _w_d_Z2;  // max_batch x 1
-    real* _w_l_n;  // max_batch x 1
+    real* _w_v_A1;  // max_batch x 2
+    real* _w_v_Z1;  // max_batch x 2
+    real* _w_v_Z2;  // max_batch x 1
+    real* _w_v_d_A1;  // max_batch x 2
+    real* _w_v_d_Z1;  // max_batch x 2
+    real* _w_v_d_Z2;  // max_batch x 1
+    real* _w_v_l_n;  // max_batch x 1
 };
 
 // row-major C (M x N) = op(A) op(B): cuBLAS is column-major, where the same memory holds
@@ -703,65 +703,65 @@ static int symbp_status() {
 }
 
 static void symbp_run_forward(symbp_model* m, const int N, const real* _x, const real* _params, real* _out) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
     // forward_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2);
+    symbp_gemm(m, 0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2);
     // forward_s2: Z1, A1
-    SYMBP_LAUNCH(forward_s2, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(forward_s2, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // forward_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 1, 2, _w_A1, 2, _params + 6, 2, _out, 1);
+    symbp_gemm(m, 0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _out, 1);
     // forward_s4: Z2
     SYMBP_LAUNCH(forward_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _params, _out);
 }
 
 static void symbp_run_loss(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _loss) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // loss_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2);
+    symbp_gemm(m, 0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2);
     // loss_s2: Z1, A1
-    SYMBP_LAUNCH(loss_s2, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(loss_s2, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // loss_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 1, 2, _w_A1, 2, _params + 6, 2, _w_Z2, 1);
+    symbp_gemm(m, 0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1);
     // loss_s4: Z2, l_n
-    SYMBP_LAUNCH(loss_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_Z2, _w_l_n);
+    SYMBP_LAUNCH(loss_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_v_Z2, _w_v_l_n);
     // loss_s5: L
-    SYMBP_LAUNCH_SYNC(loss_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(loss_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
 }
 
 static void symbp_run_grads(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _grads, real* _loss) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
-    real* _w_d_A1 = m->_w_d_A1;
-    real* _w_d_Z1 = m->_w_d_Z1;
-    real* _w_d_Z2 = m->_w_d_Z2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
+    real* _w_v_d_A1 = m->_w_v_d_A1;
+    real* _w_v_d_Z1 = m->_w_v_d_Z1;
+    real* _w_v_d_Z2 = m->_w_v_d_Z2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // grads_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2);
+    symbp_gemm(m, 0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2);
     // grads_s2: Z1, A1
-    SYMBP_LAUNCH(grads_s2, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(grads_s2, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // grads_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 1, 2, _w_A1, 2, _params + 6, 2, _w_Z2, 1);
+    symbp_gemm(m, 0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1);
     // grads_s4: Z2, l_n, d_Z2
-    SYMBP_LAUNCH(grads_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_Z2, _w_d_Z2, _w_l_n);
+    SYMBP_LAUNCH(grads_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
     // grads_s5: L
-    SYMBP_LAUNCH_SYNC(grads_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(grads_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
     // grads_s6: d_A1 = d_Z2 W2 (cuBLAS)
-    symbp_gemm(m, 0, 0, N, 2, 1, _w_d_Z2, 1, _params + 6, 2, _w_d_A1, 2);
+    symbp_gemm(m, 0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2);
     // grads_s7: d_W2 = d_Z2^T A1 (cuBLAS)
-    symbp_gemm(m, 1, 0, 1, 2, N, _w_d_Z2, 1, _w_A1, 2, _grads + 6, 2);
+    symbp_gemm(m, 1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2);
     // grads_s8: d_b2 = column sums of d_Z2 (cuBLAS gemv with a vector of ones)
-    symbp_colsums(m, _w_d_Z2, N, 1, _grads + 8);
+    symbp_colsums(m, _w_v_d_Z2, N, 1, _grads + 8);
     // grads_s9: d_Z1
-    SYMBP_LAUNCH(grads_s9, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _w_A1, _w_d_A1, _w_d_Z1);
+    SYMBP_LAUNCH(grads_s9, symbp_blocks((long)N * 2), SYMBP_THREADS, 0, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
     // grads_s10: d_W1 = d_Z1^T X (cuBLAS)
-    symbp_gemm(m, 1, 0, 2, 2, N, _w_d_Z1, 2, _x, 2, _grads, 2);
+    symbp_gemm(m, 1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2);
     // grads_s11: d_b1 = column sums of d_Z1 (cuBLAS gemv with a vector of ones)
-    symbp_colsums(m, _w_d_Z1, N, 2, _grads + 4);
+    symbp_colsums(m, _w_v_d_Z1, N, 2, _grads + 4);
 }
 
 static real* symbp_device_array(const long count) {
@@ -802,13 +802,13 @@ symbp_model* symbp_init(const int max_batch) {
     void* order = nullptr;
     cudaMalloc(&order, sizeof(int) * (max_batch > 0 ? max_batch : 1));
     m->order = static_cast<int*>(order);
-    m->_w_A1 = symbp_device_array((long)max_batch * 2);
-    m->_w_Z1 = symbp_device_array((long)max_batch * 2);
-    m->_w_Z2 = symbp_device_array((long)max_batch * 1);
-    m->_w_d_A1 = symbp_device_array((long)max_batch * 2);
-    m->_w_d_Z1 = symbp_device_array((long)max_batch * 2);
-    m->_w_d_Z2 = symbp_device_array((long)max_batch * 1);
-    m->_w_l_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_A1 = symbp_device_array((long)max_batch * 2);
+    m->_w_v_Z1 = symbp_device_array((long)max_batch * 2);
+    m->_w_v_Z2 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_A1 = symbp_device_array((long)max_batch * 2);
+    m->_w_v_d_Z1 = symbp_device_array((long)max_batch * 2);
+    m->_w_v_d_Z2 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_l_n = symbp_device_array((long)max_batch * 1);
     return m;
 }
 
@@ -822,13 +822,13 @@ void symbp_free(symbp_model* m) {
     cudaFree(m->batch_x);
     cudaFree(m->batch_y);
     cudaFree(m->order);
-    cudaFree(m->_w_A1);
-    cudaFree(m->_w_Z1);
-    cudaFree(m->_w_Z2);
-    cudaFree(m->_w_d_A1);
-    cudaFree(m->_w_d_Z1);
-    cudaFree(m->_w_d_Z2);
-    cudaFree(m->_w_l_n);
+    cudaFree(m->_w_v_A1);
+    cudaFree(m->_w_v_Z1);
+    cudaFree(m->_w_v_Z2);
+    cudaFree(m->_w_v_d_A1);
+    cudaFree(m->_w_v_d_Z1);
+    cudaFree(m->_w_v_d_Z2);
+    cudaFree(m->_w_v_l_n);
     delete m;
 }
 

@@ -46,13 +46,13 @@ TRAIN_DEFAULTS = {
 THREADS, REDUCE_THREADS, SINGLE_THREADS, MAX_BLOCKS = 256, 256, 128, 4096
 # workspace: name -> (per sample?, elements)
 WORK = {
-    "A1": (True, 2),
-    "Z1": (True, 2),
-    "Z2": (True, 1),
-    "d_A1": (True, 2),
-    "d_Z1": (True, 2),
-    "d_Z2": (True, 1),
-    "l_n": (True, 1),
+    "v_A1": (True, 2),
+    "v_Z1": (True, 2),
+    "v_Z2": (True, 1),
+    "v_d_A1": (True, 2),
+    "v_d_Z1": (True, 2),
+    "v_d_Z2": (True, 1),
+    "v_l_n": (True, 1),
 }
 
 _module = None
@@ -101,19 +101,19 @@ def _run_forward(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_forward, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_A1 = ws["A1"]
-    _w_Z1 = ws["Z1"]
+    _w_v_A1 = ws["v_A1"]
+    _w_v_Z1 = ws["v_Z1"]
     _gemm(
-        0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2
+        0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2
     )
     _launch(
         "forward_s2",
         _blocks(N * 2),
         THREADS,
-        (n, _params, _w_A1, _w_Z1),
+        (n, _params, _w_v_A1, _w_v_Z1),
     )
     _gemm(
-        0, 1, N, 1, 2, _w_A1, 2, _params[6:], 2, _out, 1
+        0, 1, N, 1, 2, _w_v_A1, 2, _params[6:], 2, _out, 1
     )
     _launch(
         "forward_s4",
@@ -127,33 +127,33 @@ def _run_loss(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_loss, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_A1 = ws["A1"]
-    _w_Z1 = ws["Z1"]
-    _w_Z2 = ws["Z2"]
-    _w_l_n = ws["l_n"]
+    _w_v_A1 = ws["v_A1"]
+    _w_v_Z1 = ws["v_Z1"]
+    _w_v_Z2 = ws["v_Z2"]
+    _w_v_l_n = ws["v_l_n"]
     _gemm(
-        0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2
+        0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2
     )
     _launch(
         "loss_s2",
         _blocks(N * 2),
         THREADS,
-        (n, _params, _w_A1, _w_Z1),
+        (n, _params, _w_v_A1, _w_v_Z1),
     )
     _gemm(
-        0, 1, N, 1, 2, _w_A1, 2, _params[6:], 2, _w_Z2, 1
+        0, 1, N, 1, 2, _w_v_A1, 2, _params[6:], 2, _w_v_Z2, 1
     )
     _launch(
         "loss_s4",
         _blocks(N),
         THREADS,
-        (n, _y, _params, _w_Z2, _w_l_n),
+        (n, _y, _params, _w_v_Z2, _w_v_l_n),
     )
     _launch(
         "loss_s5",
         1,
         REDUCE_THREADS,
-        (n, _loss, _w_l_n),
+        (n, _loss, _w_v_l_n),
     )
 
 
@@ -161,54 +161,54 @@ def _run_grads(N, _x, _y, _params, _grads, _loss, _out):
     """The stages of the .cu's symbp_run_grads, in order."""
     n = np.int32(N)
     ws = _work(N)
-    _w_A1 = ws["A1"]
-    _w_Z1 = ws["Z1"]
-    _w_Z2 = ws["Z2"]
-    _w_d_A1 = ws["d_A1"]
-    _w_d_Z1 = ws["d_Z1"]
-    _w_d_Z2 = ws["d_Z2"]
-    _w_l_n = ws["l_n"]
+    _w_v_A1 = ws["v_A1"]
+    _w_v_Z1 = ws["v_Z1"]
+    _w_v_Z2 = ws["v_Z2"]
+    _w_v_d_A1 = ws["v_d_A1"]
+    _w_v_d_Z1 = ws["v_d_Z1"]
+    _w_v_d_Z2 = ws["v_d_Z2"]
+    _w_v_l_n = ws["v_l_n"]
     _gemm(
-        0, 1, N, 2, 2, _x, 2, _params, 2, _w_Z1, 2
+        0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2
     )
     _launch(
         "grads_s2",
         _blocks(N * 2),
         THREADS,
-        (n, _params, _w_A1, _w_Z1),
+        (n, _params, _w_v_A1, _w_v_Z1),
     )
     _gemm(
-        0, 1, N, 1, 2, _w_A1, 2, _params[6:], 2, _w_Z2, 1
+        0, 1, N, 1, 2, _w_v_A1, 2, _params[6:], 2, _w_v_Z2, 1
     )
     _launch(
         "grads_s4",
         _blocks(N),
         THREADS,
-        (n, _y, _params, _w_Z2, _w_d_Z2, _w_l_n),
+        (n, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n),
     )
     _launch(
         "grads_s5",
         1,
         REDUCE_THREADS,
-        (n, _loss, _w_l_n),
+        (n, _loss, _w_v_l_n),
     )
     _gemm(
-        0, 0, N, 2, 1, _w_d_Z2, 1, _params[6:], 2, _w_d_A1, 2
+        0, 0, N, 2, 1, _w_v_d_Z2, 1, _params[6:], 2, _w_v_d_A1, 2
     )
     _gemm(
-        1, 0, 1, 2, N, _w_d_Z2, 1, _w_A1, 2, _grads[6:], 2
+        1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads[6:], 2
     )
-    _colsums(_w_d_Z2, N, 1, _grads[8:])
+    _colsums(_w_v_d_Z2, N, 1, _grads[8:])
     _launch(
         "grads_s9",
         _blocks(N * 2),
         THREADS,
-        (n, _w_A1, _w_d_A1, _w_d_Z1),
+        (n, _w_v_A1, _w_v_d_A1, _w_v_d_Z1),
     )
     _gemm(
-        1, 0, 2, 2, N, _w_d_Z1, 2, _x, 2, _grads, 2
+        1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2
     )
-    _colsums(_w_d_Z1, N, 2, _grads[4:])
+    _colsums(_w_v_d_Z1, N, 2, _grads[4:])
 
 
 def _flat(params: dict) -> cp.ndarray:

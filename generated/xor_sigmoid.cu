@@ -363,39 +363,39 @@ __host__ __device__ inline void symbp_permutation(int* order, const int n,
 // =======================================================================================
 
 // forward_s2: Z1, A1, one element of N x 4 per thread
-__host__ __device__ inline void forward_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = tanhf(Z1);
+__host__ __device__ inline void forward_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = tanhf(v_Z1);
 }
 
-__device__ __forceinline__ void forward_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void forward_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 4;
-    forward_s2_math(_w_Z1[_i], _params[8 + _j], _w_A1[_i]);
+    forward_s2_math(_w_v_Z1[_i], _params[8 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void forward_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void forward_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 4;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        forward_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        forward_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // forward_s4: Z2, A2, one element of N x 1 per thread
-__host__ __device__ inline void forward_s4_math(const real Z2_gemm, const real b2, real& A2) {
-    const real Z2 = Z2_gemm + b2;
-    A2 = symbp_sigmoid(Z2);
+__host__ __device__ inline void forward_s4_math(const real v_Z2_gemm, const real v_b2, real& v_A2) {
+    const real v_Z2 = v_Z2_gemm + v_b2;
+    v_A2 = symbp_sigmoid(v_Z2);
 }
 
-__device__ __forceinline__ void forward_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _out, real* __restrict__ _w_Z2) {
-    forward_s4_math(_w_Z2[_i], _params[16], _out[_i]);
+__device__ __forceinline__ void forward_s4_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _out, real* __restrict__ _w_v_Z2) {
+    forward_s4_math(_w_v_Z2[_i], _params[16], _out[_i]);
 }
 
-extern "C" __global__ void forward_s4(const int N, const real* __restrict__ _params, real* __restrict__ _out, real* __restrict__ _w_Z2) {
+extern "C" __global__ void forward_s4(const int N, const real* __restrict__ _params, real* __restrict__ _out, real* __restrict__ _w_v_Z2) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        forward_s4_at(_i, N, _params, _out, _w_Z2);
+        forward_s4_at(_i, N, _params, _out, _w_v_Z2);
     }
 }
 
@@ -404,58 +404,58 @@ extern "C" __global__ void forward_s4(const int N, const real* __restrict__ _par
 // =======================================================================================
 
 // loss_s2: Z1, A1, one element of N x 4 per thread
-__host__ __device__ inline void loss_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = tanhf(Z1);
+__host__ __device__ inline void loss_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = tanhf(v_Z1);
 }
 
-__device__ __forceinline__ void loss_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void loss_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 4;
-    loss_s2_math(_w_Z1[_i], _params[8 + _j], _w_A1[_i]);
+    loss_s2_math(_w_v_Z1[_i], _params[8 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void loss_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void loss_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 4;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        loss_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // loss_s4: Z2, A2, c1, c2, l_n, one element of N x 1 per thread
-__host__ __device__ inline void loss_s4_math(const real Y, const real Z2_gemm, const real b2, real& l_n) {
-    const real Z2 = Z2_gemm + b2;
-    const real A2 = symbp_sigmoid(Z2);
-    const real c1 = 1 - Y;
-    const real c2 = 1 - A2;
-    l_n = -(Y*logf(fmaxf(A2, 3.720075976020836e-44F)) + c1*logf(fmaxf(c2, 3.720075976020836e-44F)));
+__host__ __device__ inline void loss_s4_math(const real v_Y, const real v_Z2_gemm, const real v_b2, real& v_l_n) {
+    const real v_Z2 = v_Z2_gemm + v_b2;
+    const real v_A2 = symbp_sigmoid(v_Z2);
+    const real v_c1 = 1 - v_Y;
+    const real v_c2 = 1 - v_A2;
+    v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
 }
 
-__device__ __forceinline__ void loss_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_l_n) {
-    loss_s4_math(_y[_i], _w_Z2[_i], _params[16], _w_l_n[_i]);
+__device__ __forceinline__ void loss_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_l_n) {
+    loss_s4_math(_y[_i], _w_v_Z2[_i], _params[16], _w_v_l_n[_i]);
 }
 
-extern "C" __global__ void loss_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void loss_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        loss_s4_at(_i, N, _y, _params, _w_Z2, _w_l_n);
+        loss_s4_at(_i, N, _y, _params, _w_v_Z2, _w_v_l_n);
     }
 }
 
 // loss_s5: L, sums over the batch, one block per value
-__device__ inline void loss_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void loss_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void loss_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    loss_s5_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void loss_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    loss_s5_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // =======================================================================================
@@ -463,77 +463,77 @@ extern "C" __global__ void loss_s5(const int N, real* __restrict__ _loss, real* 
 // =======================================================================================
 
 // grads_s2: Z1, A1, one element of N x 4 per thread
-__host__ __device__ inline void grads_s2_math(const real Z1_gemm, const real b1, real& A1) {
-    const real Z1 = Z1_gemm + b1;
-    A1 = tanhf(Z1);
+__host__ __device__ inline void grads_s2_math(const real v_Z1_gemm, const real v_b1, real& v_A1) {
+    const real v_Z1 = v_Z1_gemm + v_b1;
+    v_A1 = tanhf(v_Z1);
 }
 
-__device__ __forceinline__ void grads_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+__device__ __forceinline__ void grads_s2_at(const long _i, const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long _j = _i % 4;
-    grads_s2_math(_w_Z1[_i], _params[8 + _j], _w_A1[_i]);
+    grads_s2_math(_w_v_Z1[_i], _params[8 + _j], _w_v_A1[_i]);
 }
 
-extern "C" __global__ void grads_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_A1, real* __restrict__ _w_Z1) {
+extern "C" __global__ void grads_s2(const int N, const real* __restrict__ _params, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_Z1) {
     const long total = (long)N * 4;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s2_at(_i, N, _params, _w_A1, _w_Z1);
+        grads_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
     }
 }
 
 // grads_s4: Z2, A2, c1, c2, l_n, d_A2, d_Z2, one element of N x 1 per thread
-__host__ __device__ inline void grads_s4_math(const real Y, const real Z2_gemm, const real b2, real& l_n, real& d_Z2, const int N) {
-    const real c3 = expf(-100);
-    const real Z2 = Z2_gemm + b2;
-    const real A2 = symbp_sigmoid(Z2);
-    const real c1 = 1 - Y;
-    const real c2 = 1 - A2;
-    l_n = -(Y*logf(fmaxf(A2, 3.720075976020836e-44F)) + c1*logf(fmaxf(c2, 3.720075976020836e-44F)));
-    const real d_A2 = (-Y*((A2 - c3 > 0) ? 1.0F : 0.0F)/fmaxf(A2, c3) + c1*((-(A2 + c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(c2, c3))/((float)N);
-    d_Z2 = A2*c2*d_A2;
+__host__ __device__ inline void grads_s4_math(const real v_Y, const real v_Z2_gemm, const real v_b2, real& v_l_n, real& v_d_Z2, const int N) {
+    const real v_c3 = expf(-100);
+    const real v_Z2 = v_Z2_gemm + v_b2;
+    const real v_A2 = symbp_sigmoid(v_Z2);
+    const real v_c1 = 1 - v_Y;
+    const real v_c2 = 1 - v_A2;
+    v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
+    const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
+    v_d_Z2 = v_A2*v_c2*v_d_A2;
 }
 
-__device__ __forceinline__ void grads_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_d_Z2, real* __restrict__ _w_l_n) {
-    grads_s4_math(_y[_i], _w_Z2[_i], _params[16], _w_l_n[_i], _w_d_Z2[_i], N);
+__device__ __forceinline__ void grads_s4_at(const long _i, const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_d_Z2, real* __restrict__ _w_v_l_n) {
+    grads_s4_math(_y[_i], _w_v_Z2[_i], _params[16], _w_v_l_n[_i], _w_v_d_Z2[_i], N);
 }
 
-extern "C" __global__ void grads_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_Z2, real* __restrict__ _w_d_Z2, real* __restrict__ _w_l_n) {
+extern "C" __global__ void grads_s4(const int N, const real* __restrict__ _y, const real* __restrict__ _params, real* __restrict__ _w_v_Z2, real* __restrict__ _w_v_d_Z2, real* __restrict__ _w_v_l_n) {
     const long total = N;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s4_at(_i, N, _y, _params, _w_Z2, _w_d_Z2, _w_l_n);
+        grads_s4_at(_i, N, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
     }
 }
 
 // grads_s5: L, sums over the batch, one block per value
-__device__ inline void grads_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
+__device__ inline void grads_s5_sum(const int _which, const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
     switch (_which) {
     case 0: {
-        const real total = symbp_block_sum(_w_l_n, N, 1);
+        const real total = symbp_block_sum(_w_v_l_n, N, 1);
         if (threadIdx.x == 0) _loss[0] = total / static_cast<real>(N);
         break;
     }
     }
 }
 
-extern "C" __global__ void grads_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_l_n) {
-    grads_s5_sum(blockIdx.x, N, _loss, _w_l_n);
+extern "C" __global__ void grads_s5(const int N, real* __restrict__ _loss, real* __restrict__ _w_v_l_n) {
+    grads_s5_sum(blockIdx.x, N, _loss, _w_v_l_n);
 }
 
 // grads_s9: d_Z1, one element of N x 4 per thread
-__host__ __device__ inline void grads_s9_math(const real A1, const real d_A1, real& d_Z1) {
-    d_Z1 = d_A1*(1 - (A1*A1));
+__host__ __device__ inline void grads_s9_math(const real v_A1, const real v_d_A1, real& v_d_Z1) {
+    v_d_Z1 = v_d_A1*(1 - (v_A1*v_A1));
 }
 
-__device__ __forceinline__ void grads_s9_at(const long _i, const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {
-    grads_s9_math(_w_A1[_i], _w_d_A1[_i], _w_d_Z1[_i]);
+__device__ __forceinline__ void grads_s9_at(const long _i, const int N, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_d_A1, real* __restrict__ _w_v_d_Z1) {
+    grads_s9_math(_w_v_A1[_i], _w_v_d_A1[_i], _w_v_d_Z1[_i]);
 }
 
-extern "C" __global__ void grads_s9(const int N, real* __restrict__ _w_A1, real* __restrict__ _w_d_A1, real* __restrict__ _w_d_Z1) {
+extern "C" __global__ void grads_s9(const int N, real* __restrict__ _w_v_A1, real* __restrict__ _w_v_d_A1, real* __restrict__ _w_v_d_Z1) {
     const long total = (long)N * 4;
     for (long _i = (long)blockIdx.x * blockDim.x + threadIdx.x; _i < total;
          _i += (long)blockDim.x * gridDim.x) {
-        grads_s9_at(_i, N, _w_A1, _w_d_A1, _w_d_Z1);
+        grads_s9_at(_i, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
     }
 }
 
@@ -580,13 +580,13 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
     real* _loss = shared + 34;  // 1
     real* _x = shared + 35;  // 8
     real* _y = shared + 43;  // 4
-    real* _w_A1 = shared + 47;  // 16
-    real* _w_Z1 = shared + 63;  // 16
-    real* _w_Z2 = shared + 79;  // 4
-    real* _w_d_A1 = shared + 83;  // 16
-    real* _w_d_Z1 = shared + 99;  // 16
-    real* _w_d_Z2 = shared + 115;  // 4
-    real* _w_l_n = shared + 119;  // 4
+    real* _w_v_A1 = shared + 47;  // 16
+    real* _w_v_Z1 = shared + 63;  // 16
+    real* _w_v_Z2 = shared + 79;  // 4
+    real* _w_v_d_A1 = shared + 83;  // 16
+    real* _w_v_d_Z1 = shared + 99;  // 16
+    real* _w_v_d_Z2 = shared + 115;  // 4
+    real* _w_v_l_n = shared + 119;  // 4
     for (long e = threadIdx.x; e < SYMBP_PARAMS; e += blockDim.x) {
         _params[e] = params[e];
     }
@@ -607,35 +607,35 @@ extern "C" __global__ void symbp_single_launch(const int n, const real* __restri
                 _y[e] = Y[(long)order[start + e / SYMBP_TARGETS] * SYMBP_TARGETS + e % SYMBP_TARGETS];
             }
             __syncthreads();
-            symbp_block_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_Z1, 4);
+            symbp_block_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4);
             __syncthreads();
             for (long _i = threadIdx.x; _i < (long)N * 4; _i += blockDim.x) {
-                grads_s2_at(_i, N, _params, _w_A1, _w_Z1);
+                grads_s2_at(_i, N, _params, _w_v_A1, _w_v_Z1);
             }
             __syncthreads();
-            symbp_block_gemm(0, 1, N, 1, 4, _w_A1, 4, _params + 12, 4, _w_Z2, 1);
+            symbp_block_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1);
             __syncthreads();
             for (long _i = threadIdx.x; _i < N; _i += blockDim.x) {
-                grads_s4_at(_i, N, _y, _params, _w_Z2, _w_d_Z2, _w_l_n);
+                grads_s4_at(_i, N, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
             }
             __syncthreads();
             for (int which = 0; which < 1; ++which) {
-                grads_s5_sum(which, N, _loss, _w_l_n);
+                grads_s5_sum(which, N, _loss, _w_v_l_n);
             }
             __syncthreads();
-            symbp_block_gemm(0, 0, N, 4, 1, _w_d_Z2, 1, _params + 12, 4, _w_d_A1, 4);
+            symbp_block_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4);
             __syncthreads();
-            symbp_block_gemm(1, 0, 1, 4, N, _w_d_Z2, 1, _w_A1, 4, _grads + 12, 4);
+            symbp_block_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4);
             __syncthreads();
-            symbp_block_colsums(_w_d_Z2, N, 1, _grads + 16);
+            symbp_block_colsums(_w_v_d_Z2, N, 1, _grads + 16);
             __syncthreads();
             for (long _i = threadIdx.x; _i < (long)N * 4; _i += blockDim.x) {
-                grads_s9_at(_i, N, _w_A1, _w_d_A1, _w_d_Z1);
+                grads_s9_at(_i, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
             }
             __syncthreads();
-            symbp_block_gemm(1, 0, 4, 2, N, _w_d_Z1, 4, _x, 2, _grads, 2);
+            symbp_block_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2);
             __syncthreads();
-            symbp_block_colsums(_w_d_Z1, N, 4, _grads + 8);
+            symbp_block_colsums(_w_v_d_Z1, N, 4, _grads + 8);
             __syncthreads();
             total += _loss[0] * N;
             step += 1;
@@ -671,13 +671,13 @@ struct symbp_model {
     real* batch_x;
     real* batch_y;
     int* order;
-    real* _w_A1;  // max_batch x 4
-    real* _w_Z1;  // max_batch x 4
-    real* _w_Z2;  // max_batch x 1
-    real* _w_d_A1;  // max_batch x 4
-    real* _w_d_Z1;  // max_batch x 4
-    real* _w_d_Z2;  // max_batch x 1
-    real* _w_l_n;  // max_batch x 1
+    real* _w_v_A1;  // max_batch x 4
+    real* _w_v_Z1;  // max_batch x 4
+    real* _w_v_Z2;  // max_batch x 1
+    real* _w_v_d_A1;  // max_batch x 4
+    real* _w_v_d_Z1;  // max_batch x 4
+    real* _w_v_d_Z2;  // max_batch x 1
+    real* _w_v_l_n;  // max_batch x 1
 };
 
 // row-major C (M x N) = op(A) op(B): cuBLAS is column-major, where the same memory holds
@@ -705,66 +705,66 @@ static int symbp_status() {
 }
 
 static void symbp_run_forward(symbp_model* m, const int N, const real* _x, const real* _params, real* _out) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
     // forward_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 4, 2, _x, 2, _params, 2, _w_Z1, 4);
+    symbp_gemm(m, 0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4);
     // forward_s2: Z1, A1
-    SYMBP_LAUNCH(forward_s2, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(forward_s2, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // forward_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 1, 4, _w_A1, 4, _params + 12, 4, _w_Z2, 1);
+    symbp_gemm(m, 0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1);
     // forward_s4: Z2, A2
-    SYMBP_LAUNCH(forward_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _params, _out, _w_Z2);
+    SYMBP_LAUNCH(forward_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _params, _out, _w_v_Z2);
 }
 
 static void symbp_run_loss(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _loss) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // loss_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 4, 2, _x, 2, _params, 2, _w_Z1, 4);
+    symbp_gemm(m, 0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4);
     // loss_s2: Z1, A1
-    SYMBP_LAUNCH(loss_s2, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(loss_s2, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // loss_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 1, 4, _w_A1, 4, _params + 12, 4, _w_Z2, 1);
+    symbp_gemm(m, 0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1);
     // loss_s4: Z2, A2, c1, c2, l_n
-    SYMBP_LAUNCH(loss_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_Z2, _w_l_n);
+    SYMBP_LAUNCH(loss_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_v_Z2, _w_v_l_n);
     // loss_s5: L
-    SYMBP_LAUNCH_SYNC(loss_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(loss_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
 }
 
 static void symbp_run_grads(symbp_model* m, const int N, const real* _x, const real* _y, const real* _params, real* _grads, real* _loss) {
-    real* _w_A1 = m->_w_A1;
-    real* _w_Z1 = m->_w_Z1;
-    real* _w_Z2 = m->_w_Z2;
-    real* _w_d_A1 = m->_w_d_A1;
-    real* _w_d_Z1 = m->_w_d_Z1;
-    real* _w_d_Z2 = m->_w_d_Z2;
-    real* _w_l_n = m->_w_l_n;
+    real* _w_v_A1 = m->_w_v_A1;
+    real* _w_v_Z1 = m->_w_v_Z1;
+    real* _w_v_Z2 = m->_w_v_Z2;
+    real* _w_v_d_A1 = m->_w_v_d_A1;
+    real* _w_v_d_Z1 = m->_w_v_d_Z1;
+    real* _w_v_d_Z2 = m->_w_v_d_Z2;
+    real* _w_v_l_n = m->_w_v_l_n;
     // grads_s1: Z1 = X W1^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 4, 2, _x, 2, _params, 2, _w_Z1, 4);
+    symbp_gemm(m, 0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4);
     // grads_s2: Z1, A1
-    SYMBP_LAUNCH(grads_s2, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _params, _w_A1, _w_Z1);
+    SYMBP_LAUNCH(grads_s2, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _params, _w_v_A1, _w_v_Z1);
     // grads_s3: Z2 = A1 W2^T (cuBLAS)
-    symbp_gemm(m, 0, 1, N, 1, 4, _w_A1, 4, _params + 12, 4, _w_Z2, 1);
+    symbp_gemm(m, 0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1);
     // grads_s4: Z2, A2, c1, c2, l_n, d_A2, d_Z2
-    SYMBP_LAUNCH(grads_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_Z2, _w_d_Z2, _w_l_n);
+    SYMBP_LAUNCH(grads_s4, symbp_blocks(N), SYMBP_THREADS, 0, N, _y, _params, _w_v_Z2, _w_v_d_Z2, _w_v_l_n);
     // grads_s5: L
-    SYMBP_LAUNCH_SYNC(grads_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_l_n);
+    SYMBP_LAUNCH_SYNC(grads_s5, 1, SYMBP_REDUCE_THREADS, 0, N, _loss, _w_v_l_n);
     // grads_s6: d_A1 = d_Z2 W2 (cuBLAS)
-    symbp_gemm(m, 0, 0, N, 4, 1, _w_d_Z2, 1, _params + 12, 4, _w_d_A1, 4);
+    symbp_gemm(m, 0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4);
     // grads_s7: d_W2 = d_Z2^T A1 (cuBLAS)
-    symbp_gemm(m, 1, 0, 1, 4, N, _w_d_Z2, 1, _w_A1, 4, _grads + 12, 4);
+    symbp_gemm(m, 1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4);
     // grads_s8: d_b2 = column sums of d_Z2 (cuBLAS gemv with a vector of ones)
-    symbp_colsums(m, _w_d_Z2, N, 1, _grads + 16);
+    symbp_colsums(m, _w_v_d_Z2, N, 1, _grads + 16);
     // grads_s9: d_Z1
-    SYMBP_LAUNCH(grads_s9, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _w_A1, _w_d_A1, _w_d_Z1);
+    SYMBP_LAUNCH(grads_s9, symbp_blocks((long)N * 4), SYMBP_THREADS, 0, N, _w_v_A1, _w_v_d_A1, _w_v_d_Z1);
     // grads_s10: d_W1 = d_Z1^T X (cuBLAS)
-    symbp_gemm(m, 1, 0, 4, 2, N, _w_d_Z1, 4, _x, 2, _grads, 2);
+    symbp_gemm(m, 1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2);
     // grads_s11: d_b1 = column sums of d_Z1 (cuBLAS gemv with a vector of ones)
-    symbp_colsums(m, _w_d_Z1, N, 4, _grads + 8);
+    symbp_colsums(m, _w_v_d_Z1, N, 4, _grads + 8);
 }
 
 static real* symbp_device_array(const long count) {
@@ -805,13 +805,13 @@ symbp_model* symbp_init(const int max_batch) {
     void* order = nullptr;
     cudaMalloc(&order, sizeof(int) * (max_batch > 0 ? max_batch : 1));
     m->order = static_cast<int*>(order);
-    m->_w_A1 = symbp_device_array((long)max_batch * 4);
-    m->_w_Z1 = symbp_device_array((long)max_batch * 4);
-    m->_w_Z2 = symbp_device_array((long)max_batch * 1);
-    m->_w_d_A1 = symbp_device_array((long)max_batch * 4);
-    m->_w_d_Z1 = symbp_device_array((long)max_batch * 4);
-    m->_w_d_Z2 = symbp_device_array((long)max_batch * 1);
-    m->_w_l_n = symbp_device_array((long)max_batch * 1);
+    m->_w_v_A1 = symbp_device_array((long)max_batch * 4);
+    m->_w_v_Z1 = symbp_device_array((long)max_batch * 4);
+    m->_w_v_Z2 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_d_A1 = symbp_device_array((long)max_batch * 4);
+    m->_w_v_d_Z1 = symbp_device_array((long)max_batch * 4);
+    m->_w_v_d_Z2 = symbp_device_array((long)max_batch * 1);
+    m->_w_v_l_n = symbp_device_array((long)max_batch * 1);
     return m;
 }
 
@@ -825,13 +825,13 @@ void symbp_free(symbp_model* m) {
     cudaFree(m->batch_x);
     cudaFree(m->batch_y);
     cudaFree(m->order);
-    cudaFree(m->_w_A1);
-    cudaFree(m->_w_Z1);
-    cudaFree(m->_w_Z2);
-    cudaFree(m->_w_d_A1);
-    cudaFree(m->_w_d_Z1);
-    cudaFree(m->_w_d_Z2);
-    cudaFree(m->_w_l_n);
+    cudaFree(m->_w_v_A1);
+    cudaFree(m->_w_v_Z1);
+    cudaFree(m->_w_v_Z2);
+    cudaFree(m->_w_v_d_A1);
+    cudaFree(m->_w_v_d_Z1);
+    cudaFree(m->_w_v_d_Z2);
+    cudaFree(m->_w_v_l_n);
     delete m;
 }
 

@@ -108,7 +108,7 @@ def _batched(shape: tuple[int, ...]) -> tuple:
 def layer_graph(spec, names: Names) -> Graph:
     """A layer stack: Z(l) = A(l-1) W(l)^T + b(l) (dense) or unfold(A(l-1)) W(l)^T + b(l)
     (conv2d, U(l) the unfolded input), pooling and flatten, A(l) = f(Z(l)), then the loss."""
-    from .layers import ELEMENTWISE_LOSSES, y, yhat, z
+    from .layers import y, yhat, z
 
     tensors: dict[str, Tensor] = {}
     nodes: list[Node] = []
@@ -167,12 +167,11 @@ def layer_graph(spec, names: Names) -> Graph:
         nodes.append(Node("cross_entropy", (current.name, "Y"), sample_loss))
         per_sample = 1
     else:
-        scalar = spec.custom_loss if spec.custom_loss is not None else ELEMENTWISE_LOSSES[spec.loss]
-        expr = scalar.xreplace({yhat: current, y: target})
+        expr = spec.element_loss.xreplace({yhat: current, y: target})
         tensor(sample_loss, (BATCH, spec.outputs), "sample_loss")
         nodes.append(Node("elementwise", (current.name, "Y"), sample_loss, {"expr": expr}))
         # torch's named losses average over every element; a formula sums over outputs
-        per_sample = spec.outputs if spec.custom_loss is None else 1
+        per_sample = spec.loss_elements
     batch_loss = names.pick("L")
     tensor(batch_loss, (), "loss")
     nodes.append(Node("mean", (sample_loss,), batch_loss, {"per_sample": per_sample}))

@@ -102,21 +102,25 @@ def _cmd_derive(args) -> int:
             if args.element:
                 print("symbp: --element applies to layer stacks only; ignored", file=sys.stderr)
             text = render_document(derivation, args.format)
-    return _emit(text, args.output)
+    return _emit(text, args.output, args.spec)
 
 
-def _emit(text: str, output: str | None) -> int:
+def _emit(text: str, output: str | None, spec: str) -> int:
     if output:
-        from .output import write_atomically
+        from .output import write_set
 
-        write_atomically({Path(output): text})
+        write_set({Path(output): text}, inputs=[spec])
     else:
-        sys.stdout.write(text)
+        from .escape import text as terminal_text
+
+        sys.stdout.write(terminal_text(text))
+        if not text.endswith("\n"):
+            sys.stdout.write("\n")
     return 0
 
 
 def _cmd_generate(args) -> int:
-    from .output import write_atomically
+    from .output import write_set
     from .targets.numpy_target import render_module, render_tests
 
     if args.target == "cuda":
@@ -128,15 +132,14 @@ def _cmd_generate(args) -> int:
     files = {path: render_module(derivation, args.dtype)}
     if args.tests:
         files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
-    write_atomically(files)
-    for written in files:
+    for written in write_set(files, inputs=[args.spec]):
         print(f"wrote {written}")
     return 0
 
 
 def _generate_cuda(args) -> int:
     """One .cu (kernels, C API, standalone main) and its CuPy loader NAME_cuda.py."""
-    from .output import write_atomically
+    from .output import write_set
     from .targets.cuda_target import render_cuda, render_loader
 
     if args.tests:
@@ -150,8 +153,7 @@ def _generate_cuda(args) -> int:
         path: render_cuda(derivation, dtype),
         path.with_name(f"{path.stem}_cuda.py"): render_loader(derivation, path.name, dtype),
     }
-    write_atomically(files)
-    for written in files:
+    for written in write_set(files, inputs=[args.spec]):
         print(f"wrote {written}")
     return 0
 
@@ -161,6 +163,8 @@ def _cmd_check(args) -> int:
 
     if args.points < 1:
         raise SpecError(args.spec, "--points", "must be at least 1")
+    if not 0 <= args.seed < 2**32:
+        raise SpecError(args.spec, "--seed", "must be an integer in [0, 2**32)")
     result = check(_load(args.spec), args.points, args.seed)
     print(f"{'parameter':<16} worst relative error over {result.points} point(s)")
     for name, err in result.worst.items():
@@ -175,22 +179,24 @@ def _cmd_check(args) -> int:
 def _cmd_run(args) -> int:
     from .check import load_module
     from .document import render_document
-    from .output import write_atomically
+    from .escape import text as terminal_text
+    from .output import write_set
     from .targets.numpy_target import render_module, render_tests
 
     derivation = _load(args.spec)
     name = derivation.spec.name
     folder = Path(args.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     module_path = folder / f"{name}.py"
-    write_atomically(
+    write_set(
         {
             module_path: render_module(derivation),
             folder / f"test_{name}.py": render_tests(derivation, name),
             folder / f"{name}.md": render_document(derivation, "markdown"),
-        }
+        },
+        inputs=[args.spec],
+        make_folder=folder,
     )
-    print(render_document(derivation, "text"))
+    print(terminal_text(render_document(derivation, "text")))
     print(f"generated {module_path}, its tests and {folder / (name + '.md')}")
     module = load_module(module_path, name)
     dataset = getattr(derivation.spec, "dataset", None)
@@ -226,17 +232,18 @@ def _cmd_examples(args) -> int:
 
 def _cmd_regenerate(args) -> int:
     from .builtins import generated_files, stale_files
-    from .output import write_atomically
+    from .output import write_set
 
     folder = Path(args.folder)
+    if folder.exists() and not folder.is_dir():
+        raise SpecError(str(folder), "", "is not a folder")
     if args.check:
         stale = stale_files(folder)
         for name in stale:
             print(f"{folder / name} is stale: run 'symbp regenerate {folder}'")
         return 1 if stale else 0
-    folder.mkdir(parents=True, exist_ok=True)
     files = {folder / name: text for name, text in generated_files().items()}
-    write_atomically(files)
+    write_set(files, make_folder=folder)
     print(f"wrote {len(files)} files to {folder}")
     return 0
 

@@ -574,28 +574,6 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     }
 
 
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"$\$$",  # a text \$ needs the TS1 fonts
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": "$<$",  # OT1 text fonts have no < > |: take them from math
-    ">": "$>$",
-    "|": "$|$",
-}
-
-
-def tex_escape(text: object) -> str:
-    """Plain text (names, descriptions, option names) safe in LaTeX running text."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
-
-
 def render_document(derivation: Derivation, fmt: str) -> str:
     """The derivation of ``derivation.spec`` in ``fmt``: "text", "markdown" or "latex"."""
     from .layers import LayerSpec
@@ -607,6 +585,5 @@ def render_document(derivation: Derivation, fmt: str) -> str:
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(TEMPLATES)})")
     env = environment("docs")
-    env.filters["tex"] = tex_escape
     text = env.get_template(TEMPLATES[fmt]).render(_context(derivation, fmt))
     return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left over by macros and conditions

@@ -1,8 +1,12 @@
 """Parse formula strings from a spec into SymPy without evaluating any Python.
 
-The text goes through ``ast.parse`` (which only builds a syntax tree) and then a
-whitelist walk: numbers, known names, + - * / ** ^, parentheses and the functions of
-:mod:`symbp.functions`. Anything else is a :class:`SpecError` naming the column.
+The text is first screened as characters: one line of printable ASCII, no ``#``
+comment (so nothing a formula says can hide from the parser, or reach a generated file
+as anything but the formula). ``^`` is then rewritten to ``**`` so that it binds as
+power does (Python's ``^`` is XOR, looser than ``+``). The text goes through
+``ast.parse`` (which only builds a syntax tree) and then a whitelist walk: numbers,
+known names, + - * / **, parentheses and the functions of :mod:`symbp.functions`.
+Anything else is a :class:`SpecError` naming the column.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ _BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
     ast.Pow: lambda a, b: a**b,
-    ast.BitXor: lambda a, b: a**b,  # the course writes x^2
 }
 
 MAX_LENGTH = 100_000
@@ -57,7 +60,7 @@ def parse_expression(
     """
 
     def fail(problem: str, node: ast.AST | None = None) -> SpecError:
-        where = f" at column {node.col_offset + 1}" if node is not None else ""
+        where = f" at column {column(node.col_offset)}" if node is not None else ""
         return SpecError(source, field, problem + where)
 
     if not isinstance(text, str):
@@ -66,10 +69,14 @@ def parse_expression(
         raise SpecError(source, field, "empty formula")
     if len(text) > MAX_LENGTH:
         raise SpecError(source, field, f"formula longer than {MAX_LENGTH} characters")
+    _screen(text, source, field)
+    stripped = text.strip()
+    lead = len(text) - len(text.lstrip())
+    python_text, column = _power_carets(stripped, lead)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(python_text, mode="eval")
     except SyntaxError as err:
-        col = f" at column {err.offset}" if err.offset else ""
+        col = f" at column {column(err.offset - 1)}" if err.offset else ""
         raise SpecError(source, field, f"syntax error{col}: {err.msg}") from None
     except (RecursionError, MemoryError, ValueError):
         raise SpecError(source, field, "formula is too deeply nested or malformed") from None
@@ -82,6 +89,8 @@ def parse_expression(
             value = node.value
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise fail(f"unsupported constant {value!r}", node)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise fail("number too large (beyond float64)", node)
             return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
         if isinstance(node, ast.Name):
             name = node.id
@@ -106,7 +115,7 @@ def parse_expression(
             if op is None:
                 raise fail(f"operator '{type(node.op).__name__}' is not allowed", node)
             left, right = visit(node.left), visit(node.right)
-            if isinstance(node.op, (ast.Pow, ast.BitXor)) and _too_large_power(left, right):
+            if isinstance(node.op, ast.Pow) and _too_large_power(left, right):
                 raise fail("number too large (beyond float64)", node)
             return op(left, right)
         if isinstance(node, ast.UnaryOp):
@@ -160,18 +169,70 @@ def parse_expression(
         raise SpecError(source, field, f"cannot build formula: {err}") from None
     if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         raise SpecError(source, field, "formula is undefined (division by zero or infinity)")
-    if any(_too_large(number) for number in expr.atoms(sp.Number)):
-        raise SpecError(source, field, "number too large (beyond float64)")
+    constant = _beyond_float64(expr)
+    if constant is not None:
+        text = str(constant) if len(str(constant)) <= 30 else str(constant)[:24] + "..."
+        raise SpecError(source, field, f"number too large (beyond float64): {text}")
     if any(s.is_number and s.is_extended_real is False for s in sp.preorder_traversal(expr)):
         raise SpecError(source, field, "formula is not real (a constant is a complex number)")
     return expr, new_names
 
 
-def _too_large(number: sp.Number) -> bool:
-    """A number that the generated code could not write or compute as a float64."""
-    if number.is_Rational:
-        return max(abs(number.p).bit_length(), number.q.bit_length()) > MAX_NUMBER_BITS
-    return not math.isfinite(float(number))
+def _screen(text: str, source: str, field: str) -> None:
+    """Refuse what a one-line formula never needs: line breaks, control and format
+    characters, non-ASCII letters (Python would NFKC-fold them into other names) and
+    ``#``, which would make the rest of the line a comment the parser never sees."""
+    for index, ch in enumerate(text):
+        where = f" at column {index + 1}"
+        if ch in "\n\r":
+            raise SpecError(source, field, "a formula is one line: line break" + where)
+        if ch == "#":
+            raise SpecError(source, field, "'#' (a comment) is not allowed in a formula" + where)
+        if ch == "\t":
+            continue
+        if not ch.isascii():
+            raise SpecError(
+                source, field, f"non-ASCII character U+{ord(ch):04X}{where}: names are ASCII"
+            )
+        if not ch.isprintable():
+            raise SpecError(source, field, f"control character U+{ord(ch):04X}{where}")
+
+
+def _power_carets(text: str, lead: int) -> tuple[str, Callable[[int], int]]:
+    """``text`` with each ``^`` written ``**`` (power, right-associative, tighter than
+    unary minus, exactly as ``**``), and a map from a 0-based offset in the rewritten
+    text to the 1-based column in what the user wrote (``lead`` stripped spaces)."""
+    carets = [i for i, ch in enumerate(text) if ch == "^"]
+    rewritten = text.replace("^", "**")
+
+    def column(offset: int) -> int:
+        shift = 0
+        for i in carets:  # each earlier caret grew the text by one character
+            if i + shift < offset:
+                shift += 1
+        return offset - shift + lead + 1
+
+    return rewritten, column
+
+
+def _beyond_float64(expr: sp.Expr) -> sp.Expr | None:
+    """The first constant subexpression (a number, exp(1000), cosh(800), 2**1024 - 1)
+    whose value the generated code could not hold in a float64, or None."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if node.is_number:
+            if node.is_Rational and max(abs(node.p).bit_length(), node.q.bit_length()) > 1100:
+                return node  # far out of range: no need to evaluate it
+            try:
+                value = complex(node.evalf(20))
+            except (OverflowError, TypeError, ValueError):
+                return node
+            if not (math.isfinite(value.real) and math.isfinite(value.imag)):
+                return node
+            continue
+        stack.extend(node.args)
+    return None
 
 
 def _too_large_power(base: sp.Expr, exponent: sp.Expr) -> bool:

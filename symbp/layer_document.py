@@ -33,7 +33,6 @@ from .document import (
     TextNotation,
     _option_value,
     latex,
-    tex_escape,
 )
 from .functions import apply_kink_conventions, sigmoid
 from .layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
@@ -312,9 +311,9 @@ def _output_gradient(spec: LayerSpec) -> sp.Expr:
     """G(K) = dL/dA(K) elementwise, for an elementwise loss (over the stored output)."""
     K = len(spec.layers)
     out = As(K) if not _is_identity(spec.layers[-1]) else Zs(K)
-    local = local_derivative(ELEMENTWISE_LOSSES[spec.loss], yhat, _loss_value)
+    local = local_derivative(spec.element_loss, yhat, _loss_value)
     local = _shortest(local.xreplace({yhat: out, y: Ys}))
-    return _tidy(local / (N * spec.outputs))
+    return _tidy(local / (N * spec.loss_elements))
 
 
 def _unclamped(loss: sp.Expr) -> sp.Expr:
@@ -331,7 +330,7 @@ def output_delta(spec: LayerSpec, clamp: bool = True) -> sp.Expr | None:
     output activation (None where the output layer is a softmax: its J^T product is no
     elementwise formula). ``clamp=False`` drops bce's clamp of the logs."""
     K, layer = len(spec.layers), spec.layers[-1]
-    scale = 1 / (N * spec.outputs)
+    scale = 1 / (N * spec.loss_elements)
     if spec.loss == "cross_entropy":
         if not _is_identity(layer):
             return None
@@ -339,7 +338,7 @@ def output_delta(spec: LayerSpec, clamp: bool = True) -> sp.Expr | None:
     f = activation_formula(layer, Zs(K))
     if f is None:
         return None
-    loss = ELEMENTWISE_LOSSES[spec.loss]
+    loss = spec.element_loss
     if not clamp:
         loss = _unclamped(loss)
     composite = loss.xreplace({yhat: f, y: Ys})
@@ -553,7 +552,7 @@ def layer_costs(spec: LayerSpec, program: Program | None = None) -> dict:
         loss_backward = batch * _per_row(CROSS_ENTROPY_VJP_OPS, d_k)
         loss_derivative_ops = None
     else:
-        loss = ELEMENTWISE_LOSSES[spec.loss]
+        loss = spec.element_loss
         loss_ops = _ops(loss)
         loss_derivative_ops = _ops(local_derivative(loss, yhat, _loss_value)) + 1
         loss_forward = (loss_ops + 1) * batch * d_k  # the formula, then the mean's adds
@@ -873,7 +872,7 @@ def _loss(spec: LayerSpec, eq: _Equations) -> dict:
                 return [("l_n", f"-sum_i=1..{d_k} y_ni log(softmax(yhat_n)_i)")]
             body = r"y_{ni} \log \operatorname{softmax}\left(\hat{y}_{n}\right)_{i}"
             return [("l_{n}", f"-{nt.sum('i', '1', str(d_k), body)}")]
-        loss = ELEMENTWISE_LOSSES[spec.loss].xreplace({yhat: yh, y: yy})
+        loss = spec.element_loss.xreplace({yhat: yh, y: yy})
         return [("l_ni" if nt.text else "l_{ni}", nt.expr(_tidy(loss)))]
 
     def batch(nt: Names) -> Rows:
@@ -884,16 +883,21 @@ def _loss(spec: LayerSpec, eq: _Equations) -> dict:
             body = "l_n1" if nt.text else "l_{n1}"
             return [("L", f"{nt.frac('1', 'N')} {nt.sum('n', '1', 'N', body)}")]
         body = nt.sum("i", "1", str(d_k), "l_ni" if nt.text else "l_{ni}")
-        return [("L", f"{nt.frac('1', f'{d_k} N')} {nt.sum('n', '1', 'N', body)}")]
+        mean = "N" if spec.custom_loss is not None else f"{d_k} N"  # a formula sums outputs
+        return [("L", f"{nt.frac('1', mean)} {nt.sum('n', '1', 'N', body)}")]
 
+    custom = spec.custom_loss is not None
     return {
         "key": spec.loss,
-        "name": LOSS_NAMES[spec.loss],
-        "torch": TORCH_LOSSES[spec.loss],
+        "custom": custom,
+        "name": "formula of the spec" if custom else LOSS_NAMES[spec.loss],
+        "torch": "no torch.nn loss (a formula)" if custom else TORCH_LOSSES[spec.loss],
         "dK": d_k,
         "definition": eq(definition),
         "batch": eq(batch),
-        "stable": eq(lambda nt: _stable_rows(spec.loss, nt)) if spec.loss != "mse" else None,
+        "stable": eq(lambda nt: _stable_rows(spec.loss, nt))
+        if spec.loss != "mse" and not custom
+        else None,
         # bce's clamp evaluated as log(max(x, e^-100)) (symbp.functions.clamped_log)
         "log_of_max": spec.loss == "bce"
         and any(
@@ -1000,7 +1004,7 @@ def _output(spec: LayerSpec, eq: _Equations) -> dict:
         lhs = f"{nt.m('G', K)} = {nt.d(nt.m('A', K))}"
         if ce:
             return [(lhs, nt.expr(_tidy((softmax(As(K)) - Ys) / N)))]
-        local = ELEMENTWISE_LOSSES[spec.loss].xreplace({yhat: As(K), y: Ys})
+        local = spec.element_loss.xreplace({yhat: As(K), y: Ys})
         return [
             (lhs, f"{nt.expr(scale)} {_derivative_text(nt, local, As(K))}"),
             ("", nt.expr(_output_gradient(spec))),
@@ -1013,7 +1017,7 @@ def _output(spec: LayerSpec, eq: _Equations) -> dict:
         if ce:
             return [(lhs, nt.expr(delta))]
         f = activation_formula(layer, Zs(K))
-        local = ELEMENTWISE_LOSSES[spec.loss].xreplace({yhat: f, y: Ys})
+        local = spec.element_loss.xreplace({yhat: f, y: Ys})
         rows = []
         if not identity:
             rows.append(
@@ -1466,8 +1470,8 @@ def _program(derivation: Derivation) -> dict:
 
 def _kinks(spec: LayerSpec) -> list[dict]:
     exprs = [layer.formula for layer in spec.layers if layer.formula is not None]
-    if spec.loss in ELEMENTWISE_LOSSES:
-        exprs.append(ELEMENTWISE_LOSSES[spec.loss])
+    if spec.element_loss is not None:
+        exprs.append(spec.element_loss)
     present = []
     for functions, key, text in KINKS:
         functions = functions if isinstance(functions, tuple) else (functions,)
@@ -1508,6 +1512,5 @@ def render_layer_document(derivation: Derivation, fmt: str, element: bool = Fals
     if not isinstance(derivation.spec, LayerSpec):
         raise TypeError("render_layer_document needs the derivation of a layer stack")
     env = environment("docs")
-    env.filters["tex"] = tex_escape
     text = env.get_template(TEMPLATES[fmt]).render(_context(derivation, fmt, element))
     return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left over by macros and conditions

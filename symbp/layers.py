@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .errors import SpecError
+from .errors import SpecError, way_out
 from .expr_parser import parse_expression
 from .functions import clamped_log, leaky_relu, relu, sigmoid, softplus
-from .spec import TrainSpec, _describe, _only, _train_table
+from .spec import TrainSpec, _describe, _only, _train_table, finite_number
 
 z = sp.Symbol("z", real=True)
 yhat, y = sp.symbols("yhat y", real=True)
@@ -113,6 +113,21 @@ class LayerSpec:
     dataset: str | None = None  # a packaged dataset the example runner loads
     # per-sample shape after each layer, the input first: (d,) or (C, H, W)
     shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    @property
+    def element_loss(self) -> sp.Expr | None:
+        """l(yhat, y) of one output element: the spec's formula or a named elementwise
+        loss; None for the cross-entropy, which acts on whole rows."""
+        if self.custom_loss is not None:
+            return self.custom_loss
+        return ELEMENTWISE_LOSSES.get(self.loss)
+
+    @property
+    def loss_elements(self) -> int:
+        """Elements per sample that the batch loss averages over: every output for
+        torch's named losses (the mean over all N d_K elements), one for a formula (its
+        outputs are summed within a sample, then averaged over the batch)."""
+        return 1 if self.custom_loss is not None else self.outputs
 
     @property
     def widths(self) -> list[int]:
@@ -219,13 +234,16 @@ def _pair(value, source, where, *, minimum: int = 1) -> tuple[int, int]:
 def _activation_of(raw, where, source) -> tuple[str | None, sp.Expr | None, str]:
     """(kind, f(z), text) of a layer's ``activation`` (None, None, "" without one)."""
     options = {}
-    for key in ("negative_slope", "alpha"):
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SpecError(source, f"{where}.{key}", "expected a number")
-            options[key] = float(value)
     text = raw.get("activation")
+    for key, owner in ACTIVATION_PARAMETERS.items():
+        if key in raw:
+            if text != owner:
+                raise SpecError(
+                    source,
+                    f"{where}.{key}",
+                    f'only activation = "{owner}" has {key} (this layer\'s: {text or "none"})',
+                )
+            options[key] = finite_number(raw[key], source, f"{where}.{key}")
     if text is None:
         return None, None, ""
     if not isinstance(text, str):
@@ -233,6 +251,14 @@ def _activation_of(raw, where, source) -> tuple[str | None, sp.Expr | None, str]
     if text in NAMED_ACTIVATIONS:
         formula = None if text == "softmax" else _activation(text, options)
         return text, formula, text
+    if text.strip().isidentifier() and text.strip() != "z":
+        raise SpecError(
+            source,
+            f"{where}.activation",
+            f"unknown activation {text.strip()!r}"
+            + way_out(text.strip(), NAMED_ACTIVATIONS)
+            + "; or a formula in z",
+        )
     formula, _ = parse_expression(
         text, {"z": z}, source=source, field=f"{where}.activation", allow_new_names=False
     )
@@ -241,7 +267,8 @@ def _activation_of(raw, where, source) -> tuple[str | None, sp.Expr | None, str]
     return "custom", formula, text
 
 
-ACTIVATION_OPTIONS = {"activation", "negative_slope", "alpha"}
+ACTIVATION_PARAMETERS = {"negative_slope": "leaky_relu", "alpha": "elu"}  # option: activation
+ACTIVATION_OPTIONS = {"activation", *ACTIVATION_PARAMETERS}
 
 
 def _layer(raw, index: int, source: str) -> Layer:
@@ -255,7 +282,17 @@ def _layer(raw, index: int, source: str) -> Layer:
         raise SpecError(source, where, f"one layer kind per table, got {', '.join(ops)}")
     if ops:
         return _image_layer(raw, ops[0], index, source)
-    _only(raw, {"dense", "bias", "in_features", *ACTIVATION_OPTIONS}, source, where)
+    fields = {"dense", "bias", "in_features", *ACTIVATION_OPTIONS}
+    unknown = [key for key in raw if key not in fields]
+    if unknown and "dense" not in raw and "activation" not in raw:
+        kinds = ", ".join(("dense", *IMAGE_OPS, "activation"))
+        raise SpecError(
+            source,
+            f"{where}.{unknown[0]}",
+            f"not a layer kind symbp has{way_out(unknown[0], (), list_them=False)}"
+            f" (layer kinds: {kinds})",
+        )
+    _only(raw, fields, source, where)
     dense = raw.get("dense")
     if dense is not None:
         dense = _positive_int(dense, source, f"{where}.dense")
@@ -435,6 +472,15 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
     custom = None
     if loss is None:
         raise SpecError(source, "model.loss", f"missing (one of {', '.join(NAMED_LOSSES)})")
+    if isinstance(loss, str) and loss.strip().isidentifier() and loss.strip() not in ("yhat",):
+        if loss not in NAMED_LOSSES:
+            raise SpecError(
+                source,
+                "model.loss",
+                f"unknown loss {loss.strip()!r}"
+                + way_out(loss.strip(), NAMED_LOSSES)
+                + "; or a formula in yhat and y",
+            )
     if loss not in NAMED_LOSSES:
         # a formula in yhat and y per output, summed over the outputs of a sample
         custom, _ = parse_expression(
@@ -471,16 +517,12 @@ def _matrix(value, columns: int | None, source: str, where: str) -> list[list[fl
     for i, row in enumerate(value):
         if not isinstance(row, list):
             row = [row]
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise SpecError(
-                    source, f"{where}[{i}][{j}]", f"expected a number, got {_describe(v)}"
-                )
+        numbers = [finite_number(v, source, f"{where}[{i}][{j}]") for j, v in enumerate(row)]
         if columns is not None and len(row) != columns:
             raise SpecError(
                 source, f"{where}[{i}]", f"has {len(row)} values, the model needs {columns}"
             )
-        rows.append([float(v) for v in row])
+        rows.append(numbers)
     return rows
 
 
@@ -524,12 +566,7 @@ def _labels(value, classes: int, source: str) -> list[list[float]]:
                 raise SpecError(
                     source, f"data.Y[{i}]", f"has {len(item)} values, the model needs {classes}"
                 )
-            for j, v in enumerate(item):
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise SpecError(
-                        source, f"data.Y[{i}][{j}]", f"expected a number, got {_describe(v)}"
-                    )
-            rows.append([float(v) for v in item])
+            rows.append([finite_number(v, source, f"data.Y[{i}][{j}]") for j, v in enumerate(item)])
             continue
         if isinstance(item, bool) or not isinstance(item, int):
             raise SpecError(

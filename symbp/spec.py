@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from .errors import SpecError
+from .errors import SpecError, way_out
 from .expr_parser import is_identifier, parse_expression
 from .optim import BOOLEAN_OPTIONS, DEFAULTS
 
@@ -109,25 +110,49 @@ def builtin_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+MAX_SPEC_BYTES = 16 * 2**20  # a spec is a page of TOML; 16 MiB holds a large [data] table
+
+
 def resolve(spec_arg: str) -> tuple[str, str]:
     """Return (display name, TOML text) for a path or a built-in example's name."""
     path = Path(spec_arg)
-    if path.suffix == ".toml" or path.exists():
-        try:
-            return path.name, path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SpecError(spec_arg, "", "no such file") from None
-        except IsADirectoryError:
-            raise SpecError(spec_arg, "", "is a directory, not a spec file") from None
-        except UnicodeDecodeError:
-            raise SpecError(spec_arg, "", "not a UTF-8 text file") from None
-        except OSError as err:
-            raise SpecError(spec_arg, "", f"cannot read: {err.strerror}") from None
+    if path.suffix == ".toml" or path.exists() or path.is_symlink():
+        return path.name, _read_spec_file(path, spec_arg)
     if spec_arg in builtin_names():
         text = (resources.files("symbp") / "examples" / f"{spec_arg}.toml").read_text("utf-8")
         return f"{spec_arg}.toml", text
     known = ", ".join(builtin_names())
     raise SpecError(spec_arg, "", f"no such file or built-in example (built-ins: {known})")
+
+
+def _read_spec_file(path: Path, spec_arg: str) -> str:
+    """The text of a spec file: a regular file (a FIFO would block, /dev/zero never end)
+    of at most MAX_SPEC_BYTES, UTF-8 with or without a byte-order mark."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SpecError(spec_arg, "", "no such file") from None
+    except OSError as err:
+        raise SpecError(spec_arg, "", f"cannot read: {err.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(spec_arg, "", "is a directory, not a spec file")
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(spec_arg, "", "is not a regular file (a device, FIFO or socket)")
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            spec_arg, "", f"is {info.st_size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,}"
+        )
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as err:
+        raise SpecError(spec_arg, "", f"cannot read: {err.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(spec_arg, "", f"is larger than {MAX_SPEC_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SpecError(spec_arg, "", "not a UTF-8 text file") from None
 
 
 def load(spec_arg: str):
@@ -176,7 +201,7 @@ def _only(table: dict, allowed: set[str], source: str, prefix: str) -> None:
     for key in table:
         if key not in allowed:
             where = f"{prefix}.{key}" if prefix else key
-            raise SpecError(source, where, "unknown field")
+            raise SpecError(source, where, "unknown field" + way_out(key, sorted(allowed)))
 
 
 def _name_list(model: dict, key: str, source: str) -> list[str]:
@@ -317,10 +342,21 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
     )
 
 
-def _number(value: object, source: str, where: str) -> float:
+def finite_number(value: object, source: str, where: str) -> float:
+    """A TOML number as a finite float64: nan and inf are refused (generated code could
+    not write them), and so are integers beyond float64's range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(source, where, f"expected a number, got {_describe(value)}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise SpecError(source, where, "number too large (beyond float64, about 1.8e308)") from None
+    if not math.isfinite(number):
+        raise SpecError(source, where, f"must be a finite number, got {value}")
+    return number
+
+
+_number = finite_number
 
 
 def _describe(value: object) -> str:
@@ -337,10 +373,7 @@ def _params_table(doc, params, seen, source) -> dict[str, float]:
             raise SpecError(source, where, f"'{key}' is one of model.{seen[key]}, not a parameter")
         if key not in params:
             raise SpecError(source, where, "unknown parameter (not used by the model)")
-        number = _number(value, source, where)
-        if not math.isfinite(number):
-            raise SpecError(source, where, "must be finite")
-        init[key] = number
+        init[key] = _number(value, source, where)
     return init
 
 
@@ -348,10 +381,18 @@ def _train_table(doc, source) -> TrainSpec:
     table = _table(doc, "train", source)
     spec = TrainSpec()
     optimizer = table.get("optimizer", "sgd")
-    if optimizer not in DEFAULTS:
+    if not isinstance(optimizer, str):
         known = ", ".join(DEFAULTS)
         raise SpecError(
-            source, "train.optimizer", f"unknown optimizer {optimizer!r} (known: {known})"
+            source,
+            "train.optimizer",
+            f"expected a name, got {_describe(optimizer)} (known: {known})",
+        )
+    if optimizer not in DEFAULTS:
+        raise SpecError(
+            source,
+            "train.optimizer",
+            f"unknown optimizer {optimizer!r}" + way_out(optimizer, DEFAULTS),
         )
     spec.optimizer = optimizer
     general = {"optimizer", "epochs", "batch_size", "shuffle", "seed"}
@@ -359,7 +400,11 @@ def _train_table(doc, source) -> TrainSpec:
     for key, value in table.items():
         where = f"train.{key}"
         if key not in allowed:
-            raise SpecError(source, where, f"unknown option for optimizer '{optimizer}'")
+            raise SpecError(
+                source,
+                where,
+                f"unknown option for optimizer '{optimizer}'" + way_out(key, sorted(allowed)),
+            )
         if key in ("epochs", "batch_size"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(
@@ -388,8 +433,10 @@ def _train_table(doc, source) -> TrainSpec:
             spec.options["betas"] = betas
         elif key != "optimizer":
             number = _number(value, source, where)
-            if not math.isfinite(number) or number < 0:
+            if number < 0:
                 raise SpecError(source, where, "must be a finite non-negative number")
+            if key == "eps" and number == 0:
+                raise SpecError(source, where, "must be positive (the update divides by it)")
             if key == "lr":
                 if number == 0:
                     raise SpecError(source, where, "must be positive")
@@ -426,11 +473,7 @@ def _data_table(doc, key: str, columns: list[str], source) -> dict[str, list[flo
         values = table[col]
         if not isinstance(values, list) or not values:
             raise SpecError(source, where, "expected a non-empty list of numbers")
-        numbers = []
-        for i, v in enumerate(values):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise SpecError(source, f"{where}[{i}]", f"expected a number, got {_describe(v)}")
-            numbers.append(float(v))
+        numbers = [_number(v, source, f"{where}[{i}]") for i, v in enumerate(values)]
         if length is None:
             length, first = len(numbers), col
         elif len(numbers) != length:

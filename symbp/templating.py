@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jinja2
 
+from .escape import FILTERS
+
 
 def template_dir() -> Path:
     """The templates/ folder, installed (``symbp.templates``) or beside symbp/ in a checkout.
@@ -51,4 +53,5 @@ def environment(target: str) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["pytuple"] = _pytuple
+    env.filters.update(FILTERS)  # the escapers of free text, one per language and position
     return env

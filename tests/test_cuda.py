@@ -62,16 +62,16 @@ x, y = sp.symbols("x y", real=True)
 @pytest.mark.parametrize(
     ("expr", "float32", "float64"),
     [
-        (sp.exp(x) + y / 2, "y/2.0F + expf(x)", "y/2.0 + exp(x)"),
-        (x**2, "(x*x)", "(x*x)"),
-        (y / x**2, "y/(x*x)", "y/(x*x)"),  # not y/x*x, which is y
-        (x**-2, "1.0F/(x*x)", "1.0/(x*x)"),
-        (sp.sqrt(x), "sqrtf(x)", "sqrt(x)"),
-        (2 * x / N, "2*x/((float)N)", "2*x/((double)N)"),
-        (sp.Float(1e-8) * x, "1e-08F*x", "1e-08*x"),
-        (sp.Max(x, y), "fmaxf(x, y)", "fmax(x, y)"),
-        (sp.tanh(x), "tanhf(x)", "tanh(x)"),
-        (sp.pi * x, "3.141592653589793F*x", "3.141592653589793*x"),
+        (sp.exp(x) + y / 2, "v_y/2.0F + expf(v_x)", "v_y/2.0 + exp(v_x)"),
+        (x**2, "(v_x*v_x)", "(v_x*v_x)"),
+        (y / x**2, "v_y/(v_x*v_x)", "v_y/(v_x*v_x)"),  # not y/x*x, which is y
+        (x**-2, "1.0F/(v_x*v_x)", "1.0/(v_x*v_x)"),
+        (sp.sqrt(x), "sqrtf(v_x)", "sqrt(v_x)"),
+        (2 * x / N, "2*v_x/((float)N)", "2*v_x/((double)N)"),
+        (sp.Float(1e-8) * x, "1e-08F*v_x", "1e-08*v_x"),
+        (sp.Max(x, y), "fmaxf(v_x, v_y)", "fmax(v_x, v_y)"),
+        (sp.tanh(x), "tanhf(v_x)", "tanh(v_x)"),
+        (sp.pi * x, "3.141592653589793F*v_x", "3.141592653589793*v_x"),
     ],
 )
 def test_printer_writes_each_dtype(expr, float32, float64):
@@ -81,20 +81,34 @@ def test_printer_writes_each_dtype(expr, float32, float64):
 
 def test_printer_custom_functions_and_kinks():
     p = CudaPrinter("float32")
-    assert p.doprint(sigmoid(x)) == "symbp_sigmoid(x)"
-    assert p.doprint(softplus(x)) == "symbp_softplus(x)"
+    assert p.doprint(sigmoid(x)) == "symbp_sigmoid(v_x)"
+    assert p.doprint(softplus(x)) == "symbp_softplus(v_x)"
     assert p.helpers == {"sigmoid", "softplus"}
-    assert p.doprint(relu(x)) == "fmaxf(x, 0.0F)"
+    assert p.doprint(relu(x)) == "fmaxf(v_x, 0.0F)"
     # relu'(0) = 0 and leaky_relu'(0) = slope, as functions.py and PyTorch chose them
-    assert p.doprint(sp.diff(relu(x), x)) == "((x > 0) ? 1.0F : 0.0F)"
-    assert p.doprint(leaky_relu(x, sp.Float(0.1))) == "((x > 0) ? x : 0.1F*x)"
-    assert p.doprint(clamped_log(x)) == "logf(fmaxf(x, 3.720075976020836e-44F))"
-    assert p.doprint(sp.Heaviside(x)) == "((x > 0) ? 1.0F : ((x == 0) ? 0.5F : 0.0F))"
-    assert p.doprint(sp.sign(x)) == "((float)((x > 0) - (x < 0)))"
+    assert p.doprint(sp.diff(relu(x), x)) == "((v_x > 0) ? 1.0F : 0.0F)"
+    assert p.doprint(leaky_relu(x, sp.Float(0.1))) == "((v_x > 0) ? v_x : 0.1F*v_x)"
+    assert p.doprint(clamped_log(x)) == "logf(fmaxf(v_x, 3.720075976020836e-44F))"
+    assert p.doprint(sp.Heaviside(x)) == "((v_x > 0) ? 1.0F : ((v_x == 0) ? 0.5F : 0.0F))"
+    assert p.doprint(sp.sign(x)) == "((float)((v_x > 0) - (v_x < 0)))"
 
 
-def test_printer_renames_cpp_keywords():
-    assert CudaPrinter("float64").doprint(sp.Symbol("double", real=True) + 1) == "double_ + 1"
+# names that collided before every value got its prefix: keywords, the math functions the
+# printer calls, macros of the C headers, symbp's helpers, the keyword renaming's own form
+COLLIDING_NAMES = [
+    *("double", "double_", "asm", "constexpr", "decltype", "noexcept", "concept", "requires"),
+    *("thread_local", "char8_t", "co_await", "alignas", "bitand", "compl", "not_eq", "and_eq"),
+    *("expf", "tanhf", "sqrtf", "erff", "fmaxf", "fabsf", "fmax", "fabs", "exp", "pow"),
+    *("NAN", "INFINITY", "M_PI", "EOF", "NULL", "errno", "HUGE_VAL", "RAND_MAX"),
+    *("EXIT_FAILURE", "symbp_softplus", "symbp_sigmoid", "real", "N", "pow", "grads_s1"),
+]
+
+
+def test_printer_prefixes_every_name():
+    p = CudaPrinter("float64")
+    assert p.doprint(sp.Symbol("double", real=True) + sp.Symbol("double_", real=True)) == (
+        "v_double + v_double_"
+    )
 
 
 # --- the host emulation against the NumPy module -------------------------------------------
@@ -191,6 +205,32 @@ def test_single_launch_and_per_stage_training_shuffle_alike(folder):
     assert relative(losses_a, losses_b) < 1e-12
     assert all(relative(a[k], b[k]) < 1e-12 for k in a)
     assert losses_a[-1] < losses_a[0] / 2
+    emu.close()
+
+
+@needs_gxx
+def test_names_that_collided_compile_and_match_numpy(folder):
+    """One expression model over all the names above (as inputs, parameters and
+    let-names) builds with g++ and trains as its NumPy module does."""
+    names = [n for n in COLLIDING_NAMES if n not in ("N", "pow")]  # reserved by the spec
+    lets = "\n".join(f'{n} = "tanh(x*p{i}) + {names[i - 1] if i else "x"}"'
+                      for i, n in enumerate(names))  # fmt: skip
+    text = f"""name = "collide"
+[model]
+inputs = ["x"]
+targets = ["y"]
+output = "{names[-1]}*q"
+loss = "mse"
+[model.let]
+{lets}
+"""
+    derivation = derive(parse_spec(text, "collide.toml"))
+    module = numpy_module(derivation, folder, "float64")
+    emu = emulated(derivation, folder, "float64", module)
+    rng = np.random.default_rng(3)
+    X, Y = batch_for(module, rng)
+    params = {k: np.asarray(rng.uniform(-1, 1)) for k in module.PARAM_SHAPES}
+    assert_same(emu, module, params, X, Y, TOLERANCE["float64"])
     emu.close()
 
 

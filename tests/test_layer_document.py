@@ -14,6 +14,7 @@ import sys
 import pytest
 import sympy as sp
 
+from symbp.cli import main
 from symbp.derive import derive
 from symbp.document import render_document
 from symbp.functions import CUSTOM_FUNCTIONS
@@ -434,3 +435,36 @@ def test_latex_compiles(name, tmp_path):
     log = compile_latex(source, tmp_path)
     widths = [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide", log)]
     assert max(widths, default=0.0) < 10.0, widths
+
+
+@pytest.mark.parametrize(
+    "loss, activation",
+    [("(yhat - y)**2", "identity"), ("log(cosh(yhat - y))", "tanh"), ("-y*log(yhat)", "sigmoid")],
+)
+def test_a_formula_loss_is_derived_and_documented(loss, activation, tmp_path, capsys):
+    """A layer stack whose loss is a formula: summed over a sample's outputs, then the mean
+    over the batch (not torch's mean over all elements), in every document and --stats."""
+    text = stack(activation, loss, width=3)
+    spec = load(text)
+    delta = output_delta(spec)
+    formula = spec.layers[-1].formula if spec.layers[-1].formula is not None else z
+    per_element = _definitions(spec.element_loss.xreplace({yhat: formula}))
+    rng = random.Random(loss)
+    for _ in range(4):
+        zv = rng.choice([-1, 1]) * rng.uniform(0.2, 2.0)
+        yv = rng.uniform(0.05, 0.95)
+        h = 1e-6
+        f = sp.lambdify(z, per_element.xreplace({y: yv}), "mpmath")
+        numeric = (f(zv + h) - f(zv - h)) / (2 * h) / 4  # N = 4; the 3 outputs are summed
+        av = float(_definitions(formula).subs(z, zv).evalf())
+        ours = _definitions(delta).subs({Zs(2): zv, As(2): av, Ys: yv, N: 4}).evalf()
+        assert float(ours) == pytest.approx(float(numeric), rel=1e-5, abs=1e-9)
+    path = tmp_path / "t.toml"
+    path.write_text(text, encoding="utf-8")
+    for args in (["derive", str(path)], ["derive", str(path), "--stats"]):
+        assert main(args) == 0
+    md = render_layer_document(derive(spec), "markdown")
+    assert "sums the formula over a sample's 3 outputs" in md
+    assert r"L = \frac{1}{N} \sum_{n=1}^{N} \sum_{i=1}^{3} l_{ni}" in md
+    for fmt in ("text", "latex"):
+        render_layer_document(derive(spec), fmt)

@@ -22,56 +22,18 @@ from ..ir import N
 
 C_TYPES = {"float32": "float", "float64": "double"}
 
-# names a model value may not take in C++ source: keywords of C++ and CUDA, the
-# generated code's own type and the CUDA built-in variables
-_EXTRA_RESERVED = {
-    "real",
-    "bool",
-    "class",
-    "new",
-    "delete",
-    "template",
-    "this",
-    "namespace",
-    "operator",
-    "private",
-    "public",
-    "protected",
-    "virtual",
-    "friend",
-    "typename",
-    "using",
-    "true",
-    "false",
-    "nullptr",
-    "throw",
-    "try",
-    "catch",
-    "explicit",
-    "export",
-    "mutable",
-    "dim3",
-    "threadIdx",
-    "blockIdx",
-    "blockDim",
-    "gridDim",
-    "warpSize",
-    "and",
-    "or",
-    "not",
-    "xor",
-    "near",
-    "far",
-    "small",
-    "signed",
-    "unsigned",
-}
+# Every program value is printed with this prefix: a model's names then live apart from
+# everything else in the source (C++ and CUDA keywords, the math functions the printer
+# calls, the macros of <cmath> and <cstdio> such as NAN, EOF or errno, symbp's own
+# helpers, kernels and buffers), whatever a user calls them. A list of reserved words
+# could never be complete; a namespace of one's own is.
+NAME_PREFIX = "v_"
 
 
 class CudaPrinter(C99CodePrinter):
     """SymPy expressions as CUDA C++ of one floating-point type."""
 
-    def __init__(self, dtype: str = "float32"):
+    def __init__(self, dtype: str = "float32", prefix: str = NAME_PREFIX):
         if dtype not in C_TYPES:
             raise ValueError(f"dtype must be one of {tuple(C_TYPES)}")
         alias = float32 if dtype == "float32" else float64
@@ -81,14 +43,15 @@ class CudaPrinter(C99CodePrinter):
         self.suffix = "F" if dtype == "float32" else ""
         self.fsuffix = "f" if dtype == "float32" else ""  # expf vs exp
         self.helpers: set[str] = set()
-        self.reserved_words = set(self.reserved_words) | _EXTRA_RESERVED
+        self.prefix = prefix  # "" only for symbp's own code (the optimizer's functions)
 
     # --- names ---------------------------------------------------------------------
 
     def name(self, symbol: sp.Symbol | str) -> str:
-        """The C identifier of a program value (a keyword gets a trailing underscore)."""
+        """The C identifier of a program value: its name in the derivation, prefixed
+        (``w1`` is ``v_w1``), so that no model name can collide with the source's own."""
         text = symbol if isinstance(symbol, str) else symbol.name
-        return text + "_" if text in self.reserved_words else text
+        return self.prefix + text
 
     def _print_Symbol(self, expr):
         if expr == N:  # the batch size is an int at run time; the math is in real

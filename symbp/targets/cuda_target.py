@@ -392,12 +392,12 @@ class _Planner:
         ctx["uses_row"] = re.search(r"\b_n\b", text) is not None
         ctx["uses_col"] = re.search(r"\b_j\b", text) is not None
         ctx["space"] = " x ".join(str(d) for d in space)
-        ctx["targets"] = [self.t.printer.name(s.target) for s in stage.statements]
+        ctx["targets"] = [s.target.name for s in stage.statements]  # for the comment
         return ctx
 
     def _ctx_scalar(self, stage: Stage) -> dict:
         ctx = self._math(stage, f"{self.entry}_s{stage.index + 1}_math", ())
-        ctx["targets"] = [self.t.printer.name(s.target) for s in stage.statements]
+        ctx["targets"] = [s.target.name for s in stage.statements]  # for the comment
         return ctx
 
     def _uniform(self, symbols) -> tuple[list[dict], list[dict], list[str], bool]:
@@ -448,7 +448,7 @@ class _Planner:
             "lines": lines,
             "uses_n": uses_n,
             "buffers": buffers + more,
-            "targets": [p.name(s.target) for s in stage.statements],
+            "targets": [s.target.name for s in stage.statements],
         }
 
     def _ctx_reduce(self, stage: Stage) -> dict:
@@ -470,6 +470,7 @@ class _Planner:
             sums.append(
                 {
                     "target": p.name(stmt.target),
+                    "name": stmt.target.name,
                     "source": self.pointer(src),
                     "count": count,
                     "stride": stride,
@@ -480,7 +481,7 @@ class _Planner:
                 }
             )
             buffers += [place.buffer, self.places[stmt.target].buffer]
-        return {"sums": sums, "buffers": buffers, "targets": [s["target"] for s in sums]}
+        return {"sums": sums, "buffers": buffers, "targets": [s["name"] for s in sums]}
 
     def _ctx_gemm(self, stage: Stage) -> dict:
         (stmt,) = stage.statements
@@ -614,8 +615,9 @@ class CudaTarget:
     def optimizer(self) -> dict:
         spec = self.spec
         rule = update_rule(spec.train.optimizer, spec.train.options)
-        p = self.printer
-        host = CudaPrinter("float64")
+        # the optimizer's functions hold symbp's names only (lr, step, exp_avg): unprefixed
+        p = CudaPrinter(self.printer.dtype, prefix="")
+        host = CudaPrinter("float64", prefix="")
         scalars = [s for s, _ in rule.step_scalars]
         update_symbols = set().union(*(e.free_symbols for _, e in rule.updates))
         uniforms = [s for s in [*scalars, sp.Symbol("lr", real=True)] if s in update_symbols]
@@ -636,6 +638,7 @@ class CudaTarget:
             "grad": p.name(grad_symbol),
             "updates": [{"target": p.name(t), "expr": p.doprint(e)} for t, e in rule.updates],
             "needs_lr": sp.Symbol("lr", real=True) in update_symbols,
+            "helpers": p.helpers | host.helpers,
         }
 
     # --- the single-launch trainer -----------------------------------------------------------
@@ -704,7 +707,7 @@ class CudaTarget:
             "entries": entries,
             "optimizer": optimizer,
             "single": single,
-            "helpers": sorted(self.printer.helpers),
+            "helpers": sorted(self.printer.helpers | optimizer.pop("helpers")),
             "row_ops": sorted(
                 {c["op"] for e in entries.values() for s in e["stages"] for c in s.get("calls", [])}
             ),
