@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .derive import Derivation
+from .errors import SpecError
 from .targets.numpy_target import render_module
 
 STEP = 1e-6
@@ -120,8 +122,39 @@ def check_module(model, points: int = 5, seed: int = 0) -> CheckResult:
     return CheckResult(worst, finite)
 
 
+def memory_estimate(spec) -> tuple[int, str]:
+    """(bytes, field) that executing a layer stack's module in float64 needs at least:
+    its parameters, their gradients and the copies a check perturbs (4 arrays of every
+    parameter), and the field of the layer that holds most of them. Expression models
+    have scalar parameters: (0, "")."""
+    shapes = spec.param_shapes() if hasattr(spec, "param_shapes") else {}
+    if not shapes:
+        return 0, ""
+    sizes = {name: int(np.prod(shape, dtype=object)) for name, shape in shapes.items()}
+    biggest = max(sizes, key=sizes.get)
+    return 4 * 8 * sum(sizes.values()), f"model.layers[{int(biggest[1:])}]"  # 1-based, as W1
+
+
+def guard_memory(spec, doing: str) -> None:
+    """Refuse, with the figure, to run a module that would not fit in half this
+    machine's memory (dense = 1000000000 would otherwise allocate until it is killed)."""
+    needed, field = memory_estimate(spec)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 2**30
+    if needed > total / 2:
+        raise SpecError(
+            spec.source,
+            field,
+            f"{doing} needs about {needed / 2**30:.1f} GiB (parameters, gradients and"
+            f" copies in float64); this machine has {total / 2**30:.1f} GiB",
+        )
+
+
 def check(derivation: Derivation, points: int = 5, seed: int = 0) -> CheckResult:
     """Generate the float64 module in a temporary folder and check it."""
+    guard_memory(derivation.spec, "checking")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{derivation.spec.name}.py"
         path.write_text(render_module(derivation, "float64"), encoding="utf-8")

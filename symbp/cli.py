@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="symbp",
         description="Symbolic backpropagation: derive gradients, generate verified training code.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"symbp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     spec_help = "a spec file (.toml) or the name of a built-in example"
 
@@ -177,13 +180,14 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .check import load_module
+    from .check import guard_memory, load_module
     from .document import render_document
     from .escape import text as terminal_text
     from .output import write_set
     from .targets.numpy_target import render_module, render_tests
 
     derivation = _load(args.spec)
+    guard_memory(derivation.spec, "training")
     name = derivation.spec.name
     folder = Path(args.output_dir)
     module_path = folder / f"{name}.py"

@@ -11,6 +11,31 @@ import numpy as np
 from .errors import SpecError
 
 DATASETS = {"digits": "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes)"}
+# what a model trained on each needs: per-sample features (or the same as one image) and
+# the number of classes its cross-entropy output must have
+DATASET_SHAPES = {"digits": {"features": 64, "image": (1, 8, 8), "classes": 10}}
+
+
+def check_fits(name: str, input_shape: tuple[int, ...], outputs: int, loss: str, source: str):
+    """That a model can train on dataset ``name``: checked with the spec, before anything
+    is written, rather than as a shape error from the generated module."""
+    need = DATASET_SHAPES[name]
+    if tuple(input_shape) not in ((need["features"],), need["image"]):
+        image = "x".join(map(str, need["image"]))
+        raise SpecError(
+            source,
+            "model.input",
+            f"the {name} dataset has {need['features']} features per sample (input ="
+            f" {need['features']}, or [{', '.join(map(str, need['image']))}] as {image} images);"
+            f" got {list(input_shape) if len(input_shape) > 1 else input_shape[0]}",
+        )
+    if loss != "cross_entropy" or outputs != need["classes"]:
+        raise SpecError(
+            source,
+            "model.loss",
+            f"the {name} dataset is {need['classes']}-class labels: it needs loss ="
+            f' "cross_entropy" over {need["classes"]} outputs (got {loss!r} over {outputs})',
+        )
 
 
 def load_dataset(name: str, source: str, seed: int = 0, test_share: float = 0.25):

@@ -530,14 +530,18 @@ def _data(table, spec: LayerSpec, source: str):
     if not isinstance(table, dict):
         raise SpecError(source, "data", "expected a table with X and Y")
     if "dataset" in table:
-        from .datasets import DATASETS
+        from .datasets import DATASETS, check_fits
 
         _only(table, {"dataset"}, source, "data")
-        if table["dataset"] not in DATASETS:
+        name = table["dataset"]
+        if not isinstance(name, str) or name not in DATASETS:
             raise SpecError(
-                source, "data.dataset", f"unknown dataset {_describe(table['dataset'])}"
+                source,
+                "data.dataset",
+                f"unknown dataset {_describe(name)}" + way_out(name, DATASETS),
             )
-        spec.dataset = table["dataset"]
+        check_fits(name, spec.shapes[0], spec.outputs, spec.loss, source)
+        spec.dataset = name
         return None
     _only(table, {"X", "Y"}, source, "data")
     for key in ("X", "Y"):

@@ -246,6 +246,7 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
             seen[n] = kind
     known: dict[str, sp.Expr] = {n: sp.Symbol(n, real=True) for n in seen}
     params: list[str] = []
+    first_use: dict[str, str] = {}  # parameter -> the field that first used it
 
     lets: list[tuple[str, sp.Expr]] = []
     let_table = _table(model, "let", source, prefix="model.")
@@ -261,6 +262,7 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
             _check_name(n, source, where)
             known[n] = sp.Symbol(n, real=True)
             params.append(n)
+            first_use[n] = where
         known[let_name] = sp.Symbol(let_name, real=True)
         seen[let_name] = "let"
         lets.append((let_name, expr))
@@ -284,6 +286,7 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
             _check_name(n, source, where)
             known[n] = sp.Symbol(n, real=True)
             params.append(n)
+            first_use[n] = where
         outputs.append(("yhat" if single else f"yhat{i}", expr))
     out_names = {n: sp.Symbol(n, real=True) for n, _ in outputs}
 
@@ -320,6 +323,7 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
     if loss_expr.is_number:
         raise SpecError(source, "model.loss", "the loss is a constant")
 
+    _check_free_names(params, first_use, seen, _table(doc, "params", source), source)
     init = _params_table(doc, params, seen, source)
     train = _train_table(doc, source)
     data = _data_table(doc, "data", inputs + targets, source)
@@ -340,6 +344,56 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
         description=description,
         predict=predict,
     )
+
+
+def _check_free_names(params, first_use, seen, declared, source) -> None:
+    """A free name that looks like a typo of a declared one (an input, target, let-name
+    or a parameter of [params]) is an error, unless [params] declares it: ``xx`` for
+    ``x`` would otherwise silently become a new parameter."""
+    kinds = {"inputs": "input", "targets": "target", "let": "let-name"}
+    known = {n: kinds[kind] for n, kind in seen.items()}
+    known.update({n: "parameter" for n in declared if isinstance(n, str)})
+    for name in params:
+        if name in declared:
+            continue
+        for other, kind in known.items():
+            if other != name and looks_like_typo(name, other):
+                raise SpecError(
+                    source,
+                    first_use[name],
+                    f"'{name}' is not declared and looks like a typo of the {kind} '{other}'"
+                    f" (did you mean '{other}'? to make '{name}' a parameter, declare it in"
+                    " [params])",
+                )
+
+
+def looks_like_typo(name: str, other: str) -> bool:
+    """Whether ``name`` is ``other`` mistyped: another case (``X``), a letter doubled or
+    dropped (``xx``, ``hiden``), or, for names of four or more letters, one letter
+    changed or two swapped where neither is a digit (``w1``/``w2``, ``x1``/``x3`` stay
+    apart: numbered families are deliberate)."""
+    if name.lower() == other.lower():
+        return True
+    short, long_ = sorted((name, other), key=len)
+    if len(long_) == len(short) + 1:
+        for i in range(len(long_)):
+            if long_[:i] + long_[i + 1 :] == short:
+                doubled = (i > 0 and long_[i - 1] == long_[i]) or (
+                    i + 1 < len(long_) and long_[i + 1] == long_[i]
+                )
+                if doubled or (len(short) >= 4 and not long_[i].isdigit()):
+                    return True
+        return False
+    if len(name) != len(other) or len(name) < 4:
+        return False
+    diffs = [i for i in range(len(name)) if name[i] != other[i]]
+    if len(diffs) == 1:
+        i = diffs[0]
+        return not (name[i].isdigit() or other[i].isdigit())
+    if len(diffs) == 2 and diffs[1] == diffs[0] + 1:
+        i, j = diffs
+        return name[i] == other[j] and name[j] == other[i]
+    return False
 
 
 def finite_number(value: object, source: str, where: str) -> float:

@@ -96,3 +96,42 @@ def test_formula_text_is_screened(text, problem):
 def test_no_control_comment_or_non_ascii_character_passes(text):
     with pytest.raises(SpecError):
         parse("x + " + text)
+
+
+@pytest.mark.parametrize(
+    "name, other, typo",
+    [
+        ("xx", "x", True),
+        ("X1", "x1", True),
+        ("hiden", "hidden", True),
+        ("hidden", "hiddne", True),
+        ("weigth", "weight", True),
+        ("wieght", "weight", True),
+        ("b", "x", False),  # short names are different names
+        ("w2", "w1", False),
+        ("x3", "x1", False),
+        ("layer2", "layer1", False),  # a numbered family
+        ("bias", "beta", False),
+        ("alpha", "alpha2", False),
+    ],
+)
+def test_what_counts_as_a_typo(name, other, typo):
+    from symbp.spec import looks_like_typo
+
+    assert looks_like_typo(name, other) is typo
+    assert looks_like_typo(other, name) is typo
+
+
+def test_a_typo_declared_in_params_is_a_parameter():
+    from symbp.spec import parse_spec
+
+    text = """name = "q"
+[model]
+inputs = ["x"]
+targets = ["y"]
+output = "w*x + xx"
+loss = "mse"
+[params]
+xx = 0.5
+"""
+    assert parse_spec(text, "q.toml").params == ["w", "xx"]

@@ -1,0 +1,156 @@
+"""Rough edges a new user meets: each bad layer-stack input is one line naming the field
+with the way out (a did-you-mean, the valid choices), exit 2, nothing written; and the
+small promises of the command line (--version, a trailing newline)."""
+
+from __future__ import annotations
+
+import pytest
+
+from symbp.cli import main
+
+STACK = """name = "m"
+[model]
+input = {input}
+layers = [{layer}, {{ dense = 1 }}]
+loss = "{loss}"
+{extra}"""
+
+
+def stack(layer='{ dense = 3, activation = "tanh" }', loss="mse", input="2", extra=""):
+    return STACK.format(layer=layer, loss=loss, input=input, extra=extra)
+
+
+DIGITS = """name = "d"
+[model]
+input = {input}
+layers = [{{ dense = 10 }}]
+loss = "{loss}"
+[data]
+dataset = {dataset}
+"""
+
+CASES = [
+    (
+        "kernel-size",
+        stack("{ conv2d = 2, kernel_size = 3 }", input="[1, 4, 4]"),
+        "model.layers[1].kernel_size",
+        "unknown field (did you mean 'kernel'? known: activation, alpha, bias, conv2d, kernel,",
+    ),
+    (
+        "dropout",
+        stack("{ dropout = 0.5 }"),
+        "model.layers[1].dropout",
+        "not a layer kind symbp has (layer kinds: dense, conv2d, maxpool2d, avgpool2d, flatten,"
+        " activation)",
+    ),
+    (
+        "activation-typo",
+        stack('{ dense = 3, activation = "rlu" }'),
+        "model.layers[1].activation",
+        "unknown activation 'rlu' (did you mean 'relu'? known: identity, relu,",
+    ),
+    (
+        "loss-typo",
+        stack(loss="bce_logits"),
+        "model.loss",
+        "unknown loss 'bce_logits' (did you mean 'bce_with_logits'? known: mse, l1,",
+    ),
+    (
+        "alpha-on-tanh",
+        stack('{ dense = 3, activation = "tanh", alpha = 1.0 }'),
+        "model.layers[1].alpha",
+        'only activation = "elu" has alpha (this layer\'s: tanh)',
+    ),
+    (
+        "negative-slope-nan",
+        stack('{ dense = 3, activation = "leaky_relu", negative_slope = nan }'),
+        "model.layers[1].negative_slope",
+        "must be a finite number, got nan",
+    ),
+    (
+        "elu-alpha-inf",
+        stack('{ dense = 3, activation = "elu", alpha = inf }'),
+        "model.layers[1].alpha",
+        "must be a finite number, got inf",
+    ),
+    (
+        "data-x-nan",
+        stack(extra="[data]\nX = [[1.0, nan]]\nY = [[1.0]]\n"),
+        "data.X[0][1]",
+        "must be a finite number",
+    ),
+    (
+        "train-option-typo",
+        stack(extra="[train]\nlr_schedule = 1\n"),
+        "train.lr_schedule",
+        "unknown option for optimizer 'sgd' (known: batch_size, dampening, epochs, lr,",
+    ),
+    (
+        "digits-wrong-input",
+        DIGITS.format(input="2", loss="cross_entropy", dataset='"digits"'),
+        "model.input",
+        "the digits dataset has 64 features per sample (input = 64, or [1, 8, 8] as 1x8x8"
+        " images); got 2",
+    ),
+    (
+        "digits-wrong-loss",
+        DIGITS.format(input="64", loss="mse", dataset='"digits"'),
+        "model.loss",
+        "the digits dataset is 10-class labels",
+    ),
+    (
+        "dataset-list",
+        DIGITS.format(input="64", loss="cross_entropy", dataset="[]"),
+        "data.dataset",
+        "unknown dataset [] (known: digits)",
+    ),
+    (
+        "formula-activation-comment",
+        stack('{ dense = 3, activation = "z # tanh" }'),
+        "model.layers[1].activation",
+        "'#' (a comment) is not allowed in a formula at column 3",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, field, problem", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("command", ["check", "run", "derive"])
+def test_bad_layer_input_is_one_line_with_a_way_out(
+    tmp_path, capsys, monkeypatch, text, field, problem, command
+):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "m.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main([command, str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert captured.err.strip() == f"m.toml: {field}: " + captured.err.strip().split(": ", 2)[2]
+    assert problem in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]
+
+
+def test_a_model_too_large_for_memory_is_refused_with_the_figure(tmp_path, capsys):
+    path = tmp_path / "big.toml"
+    path.write_text(stack("{ dense = 1000000000 }"), encoding="utf-8")
+    for command in ("check", "run"):
+        assert (
+            main([command, str(path), *(["-o", str(tmp_path / "o")] if command == "run" else [])])
+            == 2
+        )
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("big.toml: model.layers[1]: ")
+        assert "needs about 119.2 GiB" in line and "this machine has" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("symbp 0.")
+
+
+def test_stats_end_with_a_newline(capsys):
+    for name in ("quadratic", "xor_mlp"):
+        assert main(["derive", name, "--stats"]) == 0
+        assert capsys.readouterr().out.endswith("\n")
