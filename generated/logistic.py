@@ -84,6 +84,57 @@ def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     return params
 
 
+def _check_params(params) -> None:
+    """params holds every parameter of PARAM_SHAPES with its shape, and nothing else:
+    a wrong shape would broadcast into a wrong loss, a misspelt key be ignored."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+    if params.keys() != PARAM_SHAPES.keys():
+        missing = [k for k in PARAM_SHAPES if k not in params]
+        unknown = [k for k in params if k not in PARAM_SHAPES]
+        raise ValueError(
+            f"params: missing {missing}, unknown {unknown} (expected {list(PARAM_SHAPES)})"
+        )
+    for name, shape in PARAM_SHAPES.items():
+        if np.shape(params[name]) != shape:
+            got = np.shape(params[name])
+            raise ValueError(f"params[{name!r}] must have shape {shape}, got {got}")
+
+
+def _check_rows(X, Y=None) -> None:
+    """A batch has at least one sample, and as many targets as inputs."""
+    if len(X) == 0:
+        raise ValueError("X is empty: a batch needs at least one sample")
+    if Y is not None and len(X) != len(Y):
+        raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
+
+
+def _check_training(epochs, batch_size, lr) -> None:
+    """epochs a non-negative integer, batch_size a positive one, lr a positive number."""
+    for name, value, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            kind = "non-negative" if least == 0 else "positive"
+            raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    number = isinstance(lr, (int, float, np.floating)) and not isinstance(lr, bool)
+    if not (number and 0 < lr < float("inf")):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _npz(path: str):
+    """The arrays of an .npz file, or one line saying why it cannot be read."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        sys.exit(f"{path}: cannot read an .npz file: {getattr(err, 'strerror', None) or err}")
+
+
 def _columns(A, names: tuple[str, ...], what: str) -> np.ndarray:
     """A batch as a 2-D array with one column per name; shape (N,) is fine for one name."""
     A = np.asarray(A, dtype=DTYPE)
@@ -98,6 +149,8 @@ def _columns(A, names: tuple[str, ...], what: str) -> np.ndarray:
 def forward(params: dict[str, np.ndarray], X) -> np.ndarray:
     """The model's output for a batch: shape (N,)."""
     X = _columns(X, INPUTS, "X")
+    _check_rows(X)
+    _check_params(params)
     N = X.shape[0]  # noqa: F841 - used by some models
     x1 = X[:, 0]
     x2 = X[:, 1]
@@ -113,6 +166,8 @@ def loss(params: dict[str, np.ndarray], X, Y) -> float:
     """L = mean over the batch of the per-sample loss l."""
     X = _columns(X, INPUTS, "X")
     Y = _columns(Y, TARGETS, "Y")
+    _check_rows(X, Y)
+    _check_params(params)
     N = X.shape[0]  # noqa: F841 - used by some models
     x1 = X[:, 0]
     x2 = X[:, 1]
@@ -133,6 +188,13 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     """The batch loss and dL/dp for every parameter, by reverse mode (no loop over samples)."""
     X = _columns(X, INPUTS, "X")
     Y = _columns(Y, TARGETS, "Y")
+    _check_rows(X, Y)
+    _check_params(params)
+    return _loss_and_grads(params, X, Y)
+
+
+def _loss_and_grads(params, X, Y) -> tuple[float, dict[str, np.ndarray]]:
+    """loss_and_grads on checked arrays: the step of train()."""
     N = X.shape[0]
     x1 = X[:, 0]
     x2 = X[:, 1]
@@ -187,10 +249,14 @@ def train(
     """
     X = _columns(X, INPUTS, "X")
     Y = _columns(Y, TARGETS, "Y")
-    if len(X) != len(Y):
-        raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
+    _check_rows(X, Y)
+    _check_params(params)
+    _check_training(epochs, batch_size, lr)
     if batch_size == 1 and DTYPE == np.float64:
-        return _train_per_sample(params, X, Y, epochs, lr, seed, shuffle)
+        try:
+            return _train_per_sample(params, X, Y, epochs, lr, seed, shuffle)
+        except (ZeroDivisionError, ValueError, OverflowError):
+            pass  # 1/0, log(0), exp(1000) in floats: the arrays give inf or nan, as NumPy does
     params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
     state = {
         "exp_avg": {name: np.full_like(p, 0.0) for name, p in params.items()},
@@ -203,7 +269,7 @@ def train(
         total = 0.0
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
-            value, grads = loss_and_grads(params, X[batch], Y[batch])
+            value, grads = _loss_and_grads(params, X[batch], Y[batch])
             total += value * len(batch)
             step += 1
             step_size = lr/(1 - 0.9**step)
@@ -287,7 +353,7 @@ def _load_data(path: str | None):
             sys.exit("no data: this model's spec has no [data]; pass --data FILE.npz")
         table = DATA
     else:
-        with np.load(path) as archive:
+        with _npz(path) as archive:
             missing = [c for c in columns if c not in archive.files]
             if missing:
                 sys.exit(f"{path}: missing arrays {missing} (expected {list(columns)})")
@@ -320,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="an .npz file with one array per input and target")
     parser.add_argument("--epochs", type=_positive, default=TRAIN_DEFAULTS["epochs"])
     parser.add_argument("--batch-size", type=_positive, default=TRAIN_DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
+    parser.add_argument("--lr", type=_positive_number, default=TRAIN_DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     parser.add_argument("--plot", metavar="PNG", help="save the loss curve (needs matplotlib)")
     args = parser.parse_args(argv)

@@ -234,6 +234,57 @@ def init_params(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def _check_params(params) -> None:
+    """params holds every parameter of PARAM_SHAPES with its shape, and nothing else:
+    a wrong shape would broadcast into a wrong loss, a misspelt key be ignored."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+    if params.keys() != PARAM_SHAPES.keys():
+        missing = [k for k in PARAM_SHAPES if k not in params]
+        unknown = [k for k in params if k not in PARAM_SHAPES]
+        raise ValueError(
+            f"params: missing {missing}, unknown {unknown} (expected {list(PARAM_SHAPES)})"
+        )
+    for name, shape in PARAM_SHAPES.items():
+        if np.shape(params[name]) != shape:
+            got = np.shape(params[name])
+            raise ValueError(f"params[{name!r}] must have shape {shape}, got {got}")
+
+
+def _check_rows(X, Y=None) -> None:
+    """A batch has at least one sample, and as many targets as inputs."""
+    if len(X) == 0:
+        raise ValueError("X is empty: a batch needs at least one sample")
+    if Y is not None and len(X) != len(Y):
+        raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
+
+
+def _check_training(epochs, batch_size, lr) -> None:
+    """epochs a non-negative integer, batch_size a positive one, lr a positive number."""
+    for name, value, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            kind = "non-negative" if least == 0 else "positive"
+            raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    number = isinstance(lr, (int, float, np.floating)) and not isinstance(lr, bool)
+    if not (number and 0 < lr < float("inf")):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _npz(path: str):
+    """The arrays of an .npz file, or one line saying why it cannot be read."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        sys.exit(f"{path}: cannot read an .npz file: {getattr(err, 'strerror', None) or err}")
+
+
 INPUT_SHAPE = (1, 28, 28)  # (channels, height, width)
 
 
@@ -252,7 +303,8 @@ def _targets(Y) -> np.ndarray:
     """Targets of shape (N, 10); integer class labels of shape (N,) become one-hot rows."""
     Y = np.asarray(Y)
     if Y.ndim == 1:
-        if not np.issubdtype(Y.dtype, np.integer) or Y.min() < 0 or Y.max() >= LAYER_WIDTHS[-1]:
+        labels_ok = Y.size == 0 or (Y.min() >= 0 and Y.max() < LAYER_WIDTHS[-1])
+        if not np.issubdtype(Y.dtype, np.integer) or not labels_ok:
             raise ValueError(f"class labels must be integers in [0, {LAYER_WIDTHS[-1]})")
         return np.eye(LAYER_WIDTHS[-1], dtype=DTYPE)[Y]
     if Y.ndim == 1 and LAYER_WIDTHS[-1] == 1:
@@ -265,6 +317,8 @@ def _targets(Y) -> np.ndarray:
 def forward(params: dict[str, np.ndarray], X) -> np.ndarray:
     """The network's output for a batch, shape (N, 10)."""
     X = _inputs(X)
+    _check_rows(X)
+    _check_params(params)
     W1 = params["W1"]
     b1 = params["b1"]
     W4 = params["W4"]
@@ -283,6 +337,8 @@ def loss(params: dict[str, np.ndarray], X, Y) -> float:
     """L = cross_entropy, the mean over the batch."""
     X = _inputs(X)
     Y = _targets(Y)
+    _check_rows(X, Y)
+    _check_params(params)
     N = X.shape[0]  # noqa: F841 - used by some losses
     W1 = params["W1"]
     b1 = params["b1"]
@@ -305,6 +361,8 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     keeps Z and A, the backward pass reuses them."""
     X = _inputs(X)
     Y = _targets(Y)
+    _check_rows(X, Y)
+    _check_params(params)
     N = X.shape[0]
     W1 = params["W1"]
     b1 = params["b1"]
@@ -473,8 +531,9 @@ def train(
     """
     X = _inputs(X)
     Y = _targets(Y)
-    if len(X) != len(Y):
-        raise ValueError(f"X has {len(X)} samples but Y has {len(Y)}")
+    _check_rows(X, Y)
+    _check_params(params)
+    _check_training(epochs, batch_size, lr)
     # p: every parameter in one flat array, each parameter a view of its part; g and the
     # optimizer's state likewise, so that the update is one pass over all of them
     p, views = _flat()
@@ -536,7 +595,7 @@ def _load_data(path: str | None):
         if DATA is None:
             sys.exit("no data: this model's spec has no [data]; pass --data FILE.npz")
         return np.asarray(DATA["X"], dtype=DTYPE), np.asarray(DATA["Y"], dtype=DTYPE)
-    with np.load(path) as archive:
+    with _npz(path) as archive:
         if "X" not in archive.files or "Y" not in archive.files:
             sys.exit(f"{path}: expected arrays X and Y")
         return archive["X"], archive["Y"]
@@ -554,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="an .npz file with arrays X and Y")
     parser.add_argument("--epochs", type=_positive, default=TRAIN_DEFAULTS["epochs"])
     parser.add_argument("--batch-size", type=_positive, default=TRAIN_DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
+    parser.add_argument("--lr", type=_positive_number, default=TRAIN_DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     args = parser.parse_args(argv)
     X, Y = _load_data(args.data)

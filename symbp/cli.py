@@ -124,6 +124,7 @@ def _emit(text: str, output: str | None, spec: str) -> int:
 
 def _cmd_generate(args) -> int:
     from .output import write_set
+    from .spec import check_module_name
     from .targets.numpy_target import render_module, render_tests
 
     if args.target == "cuda":
@@ -132,6 +133,7 @@ def _cmd_generate(args) -> int:
     path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.py")
     if path.suffix != ".py" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the module path must end in .py and name a valid module")
+    check_module_name(path.stem, str(path), "-o")
     files = {path: render_module(derivation, args.dtype)}
     if args.tests:
         files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
@@ -143,6 +145,7 @@ def _cmd_generate(args) -> int:
 def _generate_cuda(args) -> int:
     """One .cu (kernels, C API, standalone main) and its CuPy loader NAME_cuda.py."""
     from .output import write_set
+    from .spec import check_module_name
     from .targets.cuda_target import render_cuda, render_loader
 
     if args.tests:
@@ -151,6 +154,7 @@ def _generate_cuda(args) -> int:
     path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.cu")
     if path.suffix != ".cu" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the CUDA source path must end in .cu and name a module")
+    check_module_name(f"{path.stem}_cuda", str(path), "-o")
     dtype = args.dtype or "float32"
     files = {
         path: render_cuda(derivation, dtype),

@@ -35,7 +35,13 @@ TEMPLATES = {
     "latex": "derivation.tex.j2",
 }
 SIMPLIFY_MAX_OPS = 200  # factor() only below this: it can be slow and rarely helps above
+# and over at most this many symbols: multivariate factoring grows steeply with them
+# (20 tanh units, 61 symbols per derivative: 51 s of factor() for 61 closed forms)
+FACTOR_MAX_SYMBOLS = 12
 PRINT_MAX_OPS = 2000  # a closed form larger than this is described, not printed
+# all closed forms together: past this many operations the rest are described, not
+# derived (100 parameters of a 100-factor product: 40 s of sympy.diff for 40,000 ops)
+CLOSED_FORMS_MAX_OPS = 4000
 CODE_WIDTH = 88  # program listings and verbatim formulas fit an A4 page in \small
 DISPLAY_CHARS = 160  # LaTeX rows longer than this would overflow a displayed equation
 GROUP_CHARS = 140  # an unbreakable LaTeX group longer than this overflows a line
@@ -425,10 +431,11 @@ def closed_form(loss: sp.Expr, param: sp.Symbol) -> tuple[sp.Expr | None, int]:
     ops = sp.count_ops(expr)
     if ops <= SIMPLIFY_MAX_OPS:
         candidates = [expr, sp.factor_terms(expr)]
-        try:
-            candidates.append(sp.factor(expr))
-        except (sp.PolynomialError, NotImplementedError):  # pragma: no cover - defensive
-            pass
+        if len(expr.free_symbols) <= FACTOR_MAX_SYMBOLS:
+            try:
+                candidates.append(sp.factor(expr))
+            except (sp.PolynomialError, NotImplementedError):  # pragma: no cover - defensive
+                pass
         expr = min(candidates, key=sp.count_ops)  # the first of the shortest: stable
     return expr, ops
 
@@ -441,15 +448,26 @@ def _real(expr: sp.Expr) -> sp.Expr:
 
 
 def _closed_forms(spec: ExpressionSpec, eq: EquationBuilder) -> list[dict]:
+    from .stats import NaiveDiff, tree_ops
+
     loss = full_loss(spec)
     forms = []
+    spent = 0
     for p in spec.params:
-        expr, ops = closed_form(loss, spec.symbol(p))
+        # sized first with the fast differentiator: past the budget, nothing is derived
+        estimate = tree_ops(NaiveDiff()(loss, spec.symbol(p)))
+        if spent + min(estimate, PRINT_MAX_OPS) > CLOSED_FORMS_MAX_OPS and forms:
+            expr, ops, over_budget = None, estimate, True
+        else:
+            expr, ops = closed_form(loss, spec.symbol(p))
+            over_budget = False
+            spent += ops if expr is not None else 0
         printable = expr is not None and ops <= PRINT_MAX_OPS
         forms.append(
             {
                 "name": eq.notation.name(p),
                 "ops": ops,
+                "over_budget": over_budget,
                 "equation": eq(lambda nt, p=p, e=expr: [(nt.d("l", p), nt.expr(e))])
                 if printable
                 else None,
@@ -568,7 +586,11 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         "forward": _forward(derivation, steps, eq),
         "backward": _backward(spec, steps, eq),
         "closed": _closed_forms(spec, eq),
-        "limits": {"simplify": SIMPLIFY_MAX_OPS, "print": PRINT_MAX_OPS},
+        "limits": {
+            "simplify": SIMPLIFY_MAX_OPS,
+            "print": PRINT_MAX_OPS,
+            "total": CLOSED_FORMS_MAX_OPS,
+        },
         "program": _program(derivation, steps),
         "kinks": _kinks(spec),
     }

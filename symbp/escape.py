@@ -122,6 +122,12 @@ def tex(value: object) -> str:
     return "".join(_TEX_SPECIALS.get(ch, ch) for ch in line)
 
 
+def tex_name(value: object) -> str:
+    """An identifier inside math, as in ``\\operatorname{unpool\\_max}``: an unescaped
+    ``_`` there is a subscript, and breaks pdflatex and pandoc."""
+    return "".join(_TEX_SPECIALS.get(ch, ch) if ch in "_&%#" else ch for ch in str(value))
+
+
 _MD_INLINE = re.compile(r"([\\`*_\[\]<>|])")
 
 

@@ -34,6 +34,7 @@ from .document import (
     _option_value,
     latex,
 )
+from .escape import tex_name
 from .functions import apply_kink_conventions, sigmoid
 from .layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
 from .optim import update_rule
@@ -165,7 +166,7 @@ class TexNames:
         return rf"\left({body}\right)"
 
     def op(self, name: str, arg: str) -> str:
-        return rf"\operatorname{{{name}}}\left({arg}\right)"
+        return rf"\operatorname{{{tex_name(name)}}}\left({arg}\right)"
 
     ones = r"\mathbf{1}"
     ones_t = r"\mathbf{1}^{T}"

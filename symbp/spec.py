@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import math
 import stat
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -116,7 +117,11 @@ MAX_SPEC_BYTES = 16 * 2**20  # a spec is a page of TOML; 16 MiB holds a large [d
 def resolve(spec_arg: str) -> tuple[str, str]:
     """Return (display name, TOML text) for a path or a built-in example's name."""
     path = Path(spec_arg)
-    if path.suffix == ".toml" or path.exists() or path.is_symlink():
+    # a built-in's bare name means the built-in, even beside a file of that name (nvcc's
+    # -o quadratic makes one): ./quadratic reads the file
+    if spec_arg not in builtin_names() and (
+        path.suffix == ".toml" or path.exists() or path.is_symlink()
+    ):
         return path.name, _read_spec_file(path, spec_arg)
     if spec_arg in builtin_names():
         text = (resources.files("symbp") / "examples" / f"{spec_arg}.toml").read_text("utf-8")
@@ -174,6 +179,7 @@ def parse_spec(text: str, source: str):
         raise SpecError(source, "name", "missing")
     if not is_identifier(name):
         raise SpecError(source, "name", f"{name!r} is not a valid identifier")
+    check_module_name(name, source, "name")
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise SpecError(source, "description", "expected a string")
@@ -183,6 +189,23 @@ def parse_spec(text: str, source: str):
 
         return layer_spec(doc, model, name, description, source)
     return _expression_spec(doc, model, name, description, source)
+
+
+# modules a generated file imports or is imported beside: a NAME.py named like one of
+# them hides it from the script's own folder (numpy.py imports itself)
+IMPORTED_MODULES = frozenset({"numpy", "cupy", "matplotlib", "pytest", "sympy", "symbp"})
+
+
+def check_module_name(name: str, source: str, field: str) -> None:
+    """A model's module name may not be a standard-library or imported module's name."""
+    if name in sys.stdlib_module_names or name in IMPORTED_MODULES:
+        whose = "the standard library's" if name in sys.stdlib_module_names else "an imported"
+        raise SpecError(
+            source,
+            field,
+            f"'{name}' is {whose} module name: {name}.py would hide that module from the"
+            " generated code; rename the model",
+        )
 
 
 def _table(doc: dict, key: str, source: str, *, required=False, prefix="") -> dict:
@@ -369,22 +392,24 @@ def _check_free_names(params, first_use, seen, declared, source) -> None:
 
 def looks_like_typo(name: str, other: str) -> bool:
     """Whether ``name`` is ``other`` mistyped: another case (``X``), a letter doubled or
-    dropped (``xx``, ``hiden``), or, for names of four or more letters, one letter
-    changed or two swapped where neither is a digit (``w1``/``w2``, ``x1``/``x3`` stay
-    apart: numbered families are deliberate)."""
+    dropped (``xx``, ``hiden``), or, for names with four or more letters, one letter
+    changed or two swapped where neither is a digit (``w1``/``w2``, ``x1``/``x3`` and
+    ``a100``/``h100`` stay apart: numbered families are deliberate)."""
     if name.lower() == other.lower():
         return True
     short, long_ = sorted((name, other), key=len)
+    # letters in common: a100 and h100 share only digits (a numbered family, not a typo)
+    letters = sum(ch.isalpha() for ch in short) >= 4
     if len(long_) == len(short) + 1:
         for i in range(len(long_)):
             if long_[:i] + long_[i + 1 :] == short:
                 doubled = (i > 0 and long_[i - 1] == long_[i]) or (
                     i + 1 < len(long_) and long_[i + 1] == long_[i]
                 )
-                if doubled or (len(short) >= 4 and not long_[i].isdigit()):
+                if doubled or (letters and not long_[i].isdigit()):
                     return True
         return False
-    if len(name) != len(other) or len(name) < 4:
+    if len(name) != len(other) or not letters:
         return False
     diffs = [i for i in range(len(name)) if name[i] != other[i]]
     if len(diffs) == 1:

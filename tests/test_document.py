@@ -245,3 +245,20 @@ def test_latex_compiles_with_odd_names_and_descriptions(let_model, tmp_path):
     source = render_document(let_model, "latex")
     assert r"\texttt{tanh\_let}" in source
     assert_no_bad_overflow(compile_latex(source, tmp_path))
+
+
+def test_closed_forms_past_the_budget_are_described_not_derived():
+    """A product of 50 factors has 50 closed forms of about 200 operations each: those
+    past the document's budget are described, so deriving the document stays bounded."""
+    from symbp.document import CLOSED_FORMS_MAX_OPS
+
+    product = "*".join(f"(x + p{i})" for i in range(50))
+    text = (
+        f'name = "p50"\n[model]\ninputs = ["x"]\ntargets = ["y"]\noutput = "{product}"\n'
+        'loss = "mse"\n'
+    )
+    markdown = render_document(derive(parse_spec(text, "p50.toml")), "markdown")
+    described = markdown.count("is not written out: the closed forms above")
+    assert 0 < described < 50
+    assert f"use up the document's {CLOSED_FORMS_MAX_OPS} operations" in markdown
+    assert markdown.count(r"\frac{\partial l}{\partial p_{") >= 50 - described

@@ -287,7 +287,10 @@ def test_float32_generation(folder, name):
 
 
 def test_generated_test_files_pass_under_pytest(tmp_path):
-    for name in NAMES:
+    """Every built-in's test file, the CNNs' 63,050 weights included: each parameter is
+    checked in at most 48 sampled entries per point, so the whole folder runs in seconds."""
+    names = builtin_names()
+    for name in names:
         derivation = derive(load(name))
         (tmp_path / f"{name}.py").write_text(render_module(derivation), encoding="utf-8")
         (tmp_path / f"test_{name}.py").write_text(render_tests(derivation, name), encoding="utf-8")
@@ -302,7 +305,38 @@ def test_generated_test_files_pass_under_pytest(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(rf"\b{2 * (len(NAMES) + 1)} passed\b", result.stdout), result.stdout
+    assert re.search(rf"\b{2 * (len(names) + 1)} passed\b", result.stdout), result.stdout
+
+
+def test_a_generated_test_names_the_wrong_entry_it_sampled(tmp_path):
+    """The sampled check fails on a wrong gradient in one entry of a large parameter."""
+    derivation = derive(load("digits_mlp"))
+    source = render_module(derivation).replace(
+        "    return float(L), grads",
+        '    grads["W1"][3, 5] += 1e-3  # a wrong entry\n    return float(L), grads',
+    )
+    assert 'grads["W1"][3, 5]' in source
+    (tmp_path / "dm.py").write_text(source, encoding="utf-8")
+    tests = render_tests(derivation, "dm").replace("MAX_ENTRIES = 48", "MAX_ENTRIES = 100000")
+    (tmp_path / "test_dm.py").write_text(tests, encoding="utf-8")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "central",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "W1[3, 5] (4096 of 4096 entries)" in result.stdout, result.stdout
 
 
 def test_running_the_module_trains_and_reports(folder, tmp_path, sources):

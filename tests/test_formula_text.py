@@ -113,6 +113,8 @@ def test_no_control_comment_or_non_ascii_character_passes(text):
         ("layer2", "layer1", False),  # a numbered family
         ("bias", "beta", False),
         ("alpha", "alpha2", False),
+        ("a100", "h100", False),  # letter families of numbered units
+        ("unit12", "unix12", True),
     ],
 )
 def test_what_counts_as_a_typo(name, other, typo):
