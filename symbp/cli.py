@@ -7,6 +7,7 @@ written.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def _cmd_generate(args) -> int:
     if path.suffix != ".py" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the module path must end in .py and name a valid module")
     check_module_name(path.stem, str(path), "-o")
-    files = {path: render_module(derivation, args.dtype)}
+    options = " ".join(
+        [*(["-o", shlex.quote(args.output)] if args.output else []), *(["--tests"] * args.tests)]
+    )
+    files = {path: render_module(derivation, args.dtype, options=options)}
     if args.tests:
         files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
     for written in write_set(files, inputs=[args.spec]):

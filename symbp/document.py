@@ -323,6 +323,7 @@ def _training(spec: ExpressionSpec) -> dict:
         "optimizer": train.optimizer,
         "torch": TORCH_NAMES[train.optimizer],
         "formulas": list(rule.formulas),
+        "counts_steps": rule.counts_steps,
         "options": options,
         "lr": _option_value(train.lr),
         "epochs": train.epochs,
@@ -448,21 +449,17 @@ def _real(expr: sp.Expr) -> sp.Expr:
 
 
 def _closed_forms(spec: ExpressionSpec, eq: EquationBuilder) -> list[dict]:
-    from .stats import NaiveDiff, tree_ops
-
     loss = full_loss(spec)
     forms = []
-    spent = 0
+    spent = 0  # operations of the closed forms written so far
     for p in spec.params:
-        # sized first with the fast differentiator: past the budget, nothing is derived
-        estimate = tree_ops(NaiveDiff()(loss, spec.symbol(p)))
-        if spent + min(estimate, PRINT_MAX_OPS) > CLOSED_FORMS_MAX_OPS and forms:
-            expr, ops, over_budget = None, estimate, True
+        if spent >= CLOSED_FORMS_MAX_OPS:  # past the budget nothing more is derived
+            expr, ops, over_budget = None, None, True
         else:
             expr, ops = closed_form(loss, spec.symbol(p))
             over_budget = False
             spent += ops if expr is not None else 0
-        printable = expr is not None and ops <= PRINT_MAX_OPS
+        printable = expr is not None and ops is not None and ops <= PRINT_MAX_OPS
         forms.append(
             {
                 "name": eq.notation.name(p),

@@ -852,6 +852,7 @@ def _training(spec: LayerSpec) -> dict:
         "optimizer": train.optimizer,
         "torch": TORCH_NAMES[train.optimizer],
         "formulas": list(rule.formulas),
+        "counts_steps": rule.counts_steps,
         "options": options,
         "options_text": ", ".join(f"{k} = {v}" for k, v in options),
         "lr": _option_value(train.lr),

@@ -31,6 +31,13 @@ class UpdateRule:
     def initial(self, buffer: str) -> float:
         return self.state_init[self.state.index(buffer)] if self.state_init else 0.0
 
+    @property
+    def counts_steps(self) -> bool:
+        """Whether the rule reads the step counter t (Adam's bias corrections, Adagrad's
+        lr decay): documents explain t only then."""
+        exprs = [e for _, e in (*self.step_scalars, *self.updates)]
+        return any(t in e.free_symbols for e in exprs)
+
 
 # optimizer -> option defaults, as torch.optim
 DEFAULTS: dict[str, dict[str, object]] = {

@@ -44,7 +44,11 @@ def test_generate_writes_the_module_and_its_tests(tmp_path, capsys):
     assert main(["generate", "quadratic", "-o", str(module), "--tests"]) == 0
     assert capsys.readouterr().out == f"wrote {module}\nwrote {tests}\n"
     derivation = derive(load("quadratic"))
-    assert module.read_text(encoding="utf-8") == render_module(derivation)
+    options = f"-o {module} --tests"  # the docstring's regenerate line repeats them
+    assert module.read_text(encoding="utf-8") == render_module(derivation, options=options)
+    assert f"symbp generate quadratic.toml --target numpy -o {module} --tests\n" in (
+        module.read_text(encoding="utf-8")
+    )
     assert tests.read_text(encoding="utf-8") == render_tests(derivation, "quad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quad.py", "test_quad.py"]  # no temps
 
@@ -64,7 +68,9 @@ def test_generate_replaces_an_existing_module(tmp_path, capsys):
     module = tmp_path / "quadratic.py"
     module.write_text("old\n", encoding="utf-8")
     assert main(["generate", "quadratic", "-o", str(module), "--dtype", "float32"]) == 0
-    assert module.read_text(encoding="utf-8") == render_module(derive(load("quadratic")), "float32")
+    assert module.read_text(encoding="utf-8") == render_module(
+        derive(load("quadratic")), "float32", options=f"-o {module}"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quadratic.py"]
     assert import_file(module).DTYPE is np.float32
 

@@ -213,9 +213,7 @@ class _Planner:
                 else:
                     add("gemm", None, stmt, joinable=False)
             else:
-                raise SpecError(
-                    self.t.spec.source, "", f"the CUDA target has no kernels for {stmt.op} yet"
-                )
+                raise _unsupported(self.t.spec, stmt.op)
         return stages
 
     # --- storage ------------------------------------------------------------------------
@@ -768,6 +766,20 @@ class CudaTarget:
         from .numpy_target import _model_lines
 
         return _model_lines(self.derivation)
+
+
+def _unsupported(spec, op: str) -> SpecError:
+    """The layer a user wrote that needs ``op``, in the spec's own terms (a convolution,
+    not the program's channels_last)."""
+    for layer in getattr(spec, "layers", []):
+        if layer.op is not None and layer.op != "dense":
+            return SpecError(
+                spec.source,
+                f"model.layers[{layer.index}]",
+                f"the CUDA target has no kernels for {layer.op} layers yet (it has dense layers"
+                " and expression models); --target numpy generates this model",
+            )
+    return SpecError(spec.source, "", f"the CUDA target has no kernels for {op} yet")
 
 
 LOWERED_OPS = frozenset((*ROW_OPS, *GEMM_OPS, "sum_rows"))

@@ -434,17 +434,16 @@ def default_dtype(spec) -> str:
     return "float32" if isinstance(spec, LayerSpec) else "float64"
 
 
-def render_module(derivation: Derivation, dtype: str | None = None) -> str:
+def render_module(derivation: Derivation, dtype: str | None = None, *, options: str = "") -> str:
+    """The NumPy module; ``options`` are the command line's other options (``-o m.py
+    --tests``), repeated in the docstring's regenerate line."""
     dtype = dtype or default_dtype(derivation.spec)
     if isinstance(derivation.spec, LayerSpec):
-        return (
-            environment("numpy")
-            .get_template("layers.py.j2")
-            .render(layer_context(derivation, dtype))
-        )
-    return (
-        environment("numpy").get_template("module.py.j2").render(module_context(derivation, dtype))
-    )
+        template, context = "layers.py.j2", layer_context(derivation, dtype)
+    else:
+        template, context = "module.py.j2", module_context(derivation, dtype)
+    context["options"] = options
+    return environment("numpy").get_template(template).render(context)
 
 
 def render_tests(derivation: Derivation, module_name: str) -> str:
