@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 
 import numpy as np
 
@@ -349,11 +350,13 @@ def train(
     lr: float = TRAIN_DEFAULTS["lr"],
     seed: int = TRAIN_DEFAULTS["seed"],
     shuffle: bool = TRAIN_DEFAULTS["shuffle"],
+    progress=None,
 ) -> tuple[dict[str, np.ndarray], list[float]]:
     """Mini-batch training with adam; returns new parameters and each epoch's mean loss.
 
     The inputs are not modified. With shuffle the order of each epoch is a permutation
     drawn from numpy.random.default_rng(seed); otherwise samples go in order.
+    progress, if given, is called after each epoch with (epoch, that epoch's mean loss).
     """
     X = _inputs(X)
     Y = _targets(Y)
@@ -409,6 +412,8 @@ def train(
             np.multiply(tmp0, step_size, out=tmp0)
             np.subtract(p, tmp0, out=p)
         losses.append(total / n)
+        if progress is not None:
+            progress(len(losses), losses[-1])
     return {name: view.copy() for name, view in views.items()}, losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
@@ -427,6 +432,49 @@ def _load_data(path: str | None):
         return archive["X"], archive["Y"]
 
 
+def _reporter(epochs: int):
+    """Prints about ten epochs' losses while training, with the time taken and an
+    estimate of the time left once training has run a second."""
+    start, every, width = time.perf_counter(), max(1, epochs // 10), len(str(epochs))
+
+    def report(epoch: int, value: float) -> None:
+        if epoch % every and epoch != epochs:
+            return
+        line = f"epoch {epoch:>{width}}  loss {value:.6g}"
+        elapsed = time.perf_counter() - start
+        if elapsed >= 1.0:
+            line += f"  ({elapsed:.1f} s, about {elapsed / epoch * (epochs - epoch):.1f} s left)"
+        print(line, flush=True)
+
+    return report
+
+
+def _plotting(path: str | None):
+    """pyplot for --plot, checked before training: without matplotlib, say so first."""
+    if path is None:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    return plt
+
+
+def _plot(plt, losses: list[float], path: str, title: str) -> None:
+    """The loss curve on a log axis: one early spike would flatten a linear one."""
+    plt.plot(range(1, len(losses) + 1), losses)
+    if all(value > 0 for value in losses):
+        plt.yscale("log")
+    plt.xlabel("epoch")
+    plt.ylabel("mean loss")
+    plt.title(title)
+    plt.savefig(path)
+    print(f"loss curve saved to {path}")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -441,19 +489,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=_positive, default=TRAIN_DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=_positive_number, default=TRAIN_DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
+    parser.add_argument("--plot", metavar="PNG", help="save the loss curve (needs matplotlib)")
     args = parser.parse_args(argv)
+    plt = _plotting(args.plot)
     X, Y = _load_data(args.data)
     params = init_params(args.seed)
     params, losses = train(
-        params, X, Y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        params,
+        X,
+        Y,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=_reporter(args.epochs),
     )
-    every = max(1, args.epochs // 10)
-    for epoch in range(every, args.epochs + 1, every):
-        print(f"epoch {epoch:>{len(str(args.epochs))}}  loss {losses[epoch - 1]:.6g}")
     print(f"final loss: {loss(params, X, Y):.6g}")
     share = accuracy(params, X, Y)
     if share is not None:
         print(f"training accuracy: {share:.2%}")
+    if plt is not None:
+        _plot(plt, losses, args.plot, "digits_mlp")
     return 0
 
 

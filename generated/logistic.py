@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 
 import numpy as np
 
@@ -241,11 +242,13 @@ def train(
     lr: float = TRAIN_DEFAULTS["lr"],
     seed: int = TRAIN_DEFAULTS["seed"],
     shuffle: bool = TRAIN_DEFAULTS["shuffle"],
+    progress=None,
 ) -> tuple[dict[str, np.ndarray], list[float]]:
     """Mini-batch training with adam; returns new parameters and each epoch's mean loss.
 
     The inputs are not modified. With shuffle the order of each epoch is a permutation
     drawn from numpy.random.default_rng(seed); otherwise samples go in order.
+    progress, if given, is called after each epoch with (epoch, that epoch's mean loss).
     """
     X = _columns(X, INPUTS, "X")
     Y = _columns(Y, TARGETS, "Y")
@@ -254,7 +257,7 @@ def train(
     _check_training(epochs, batch_size, lr)
     if batch_size == 1 and DTYPE == np.float64:
         try:
-            return _train_per_sample(params, X, Y, epochs, lr, seed, shuffle)
+            return _train_per_sample(params, X, Y, epochs, lr, seed, shuffle, progress)
         except (ZeroDivisionError, ValueError, OverflowError):
             pass  # 1/0, log(0), exp(1000) in floats: the arrays give inf or nan, as NumPy does
     params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
@@ -285,10 +288,12 @@ def train(
                 state["exp_avg"][name] = exp_avg
                 state["exp_avg_sq"][name] = exp_avg_sq
         losses.append(total / n)
+        if progress is not None:
+            progress(len(losses), losses[-1])
     return params, losses
 
 
-def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
+def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle, _progress=None):
     """Batch size 1 in plain Python floats: the same program and update rule, printed
     for scalars, because NumPy's per-call overhead would dominate one-sample steps."""
     # locals start with _ so that no parameter name can shadow them
@@ -337,6 +342,8 @@ def _train_per_sample(params, X, Y, _epochs, lr, _seed, _shuffle):
             exp_avg_sq_b = 0.0010000000000000009*(d_z*d_z) + 0.999*exp_avg_sq_b
             b = b - exp_avg_b*step_size/(1e-08 + math.sqrt(exp_avg_sq_b)/bias_correction2_sqrt)
         _losses.append(_total / _n)
+        if _progress is not None:
+            _progress(len(_losses), _losses[-1])
     _result = {
         "w1": np.asarray(w1, dtype=DTYPE),
         "w2": np.asarray(w2, dtype=DTYPE),
@@ -374,6 +381,49 @@ def _report_predictions(params, when: str) -> None:
         print(f"prediction {when} at {where}: {np.array2string(np.asarray(value), precision=4)}")
 
 
+def _reporter(epochs: int):
+    """Prints about ten epochs' losses while training, with the time taken and an
+    estimate of the time left once training has run a second."""
+    start, every, width = time.perf_counter(), max(1, epochs // 10), len(str(epochs))
+
+    def report(epoch: int, value: float) -> None:
+        if epoch % every and epoch != epochs:
+            return
+        line = f"epoch {epoch:>{width}}  loss {value:.6g}"
+        elapsed = time.perf_counter() - start
+        if elapsed >= 1.0:
+            line += f"  ({elapsed:.1f} s, about {elapsed / epoch * (epochs - epoch):.1f} s left)"
+        print(line, flush=True)
+
+    return report
+
+
+def _plotting(path: str | None):
+    """pyplot for --plot, checked before training: without matplotlib, say so first."""
+    if path is None:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    return plt
+
+
+def _plot(plt, losses: list[float], path: str, title: str) -> None:
+    """The loss curve on a log axis: one early spike would flatten a linear one."""
+    plt.plot(range(1, len(losses) + 1), losses)
+    if all(value > 0 for value in losses):
+        plt.yscale("log")
+    plt.xlabel("epoch")
+    plt.ylabel("mean loss")
+    plt.title(title)
+    plt.savefig(path)
+    print(f"loss curve saved to {path}")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -390,34 +440,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
     parser.add_argument("--plot", metavar="PNG", help="save the loss curve (needs matplotlib)")
     args = parser.parse_args(argv)
+    plt = _plotting(args.plot)
     X, Y = _load_data(args.data)
     params = init_params(args.seed)
     _report_predictions(params, "before training")
     params, losses = train(
-        params, X, Y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        params,
+        X,
+        Y,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=_reporter(args.epochs),
     )
-    every = max(1, args.epochs // 10)
-    for epoch in range(every, args.epochs + 1, every):
-        print(f"epoch {epoch:>{len(str(args.epochs))}}  loss {losses[epoch - 1]:.6g}")
     print(f"final loss: {loss(params, X, Y):.6g}")
     for name, value in params.items():
         print(f"{name} = {np.array2string(value, precision=4)}")
     _report_predictions(params, "after training")
-    if args.plot:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("--plot needs matplotlib, which is not installed; no plot written")
-            return 0
-        plt.plot(range(1, len(losses) + 1), losses)
-        plt.xlabel("epoch")
-        plt.ylabel("mean loss")
-        plt.title("logistic")
-        plt.savefig(args.plot)
-        print(f"loss curve saved to {args.plot}")
+    if plt is not None:
+        _plot(plt, losses, args.plot, "logistic")
     return 0
 
 

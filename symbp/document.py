@@ -374,6 +374,7 @@ def _forward(derivation: Derivation, steps: list[ChainStep], eq: EquationBuilder
 
 def _step(step: ChainStep, number: int, numbers: dict[str, int], eq: EquationBuilder) -> dict:
     direct_only = [c for c, _ in step.terms] == ["l"]
+    simpler = _cancelled(step.value)
 
     def rows(nt: Notation) -> Rows:
         lhs = nt.d("l", step.name)
@@ -383,6 +384,8 @@ def _step(step: ChainStep, number: int, numbers: dict[str, int], eq: EquationBui
         ]
         local = [nt.expr(d) if c == "l" else nt.product(nt.d("l", c), d) for c, d in step.terms]
         result = [("", " + ".join(local)), ("", nt.expr(step.value))]
+        if simpler is not None:  # the logistic's y(1 - y)((1 - t)/(1 - y) - t/y) is y - t
+            result.append(("", nt.expr(simpler)))
         if not direct_only:
             result.insert(0, ("", " + ".join(chain)))
         if result[-1][1] == result[-2][1]:
@@ -397,6 +400,19 @@ def _step(step: ChainStep, number: int, numbers: dict[str, int], eq: EquationBui
         "equation": eq(rows),
         "reused": reused,
     }
+
+
+def _cancelled(expr: sp.Expr) -> sp.Expr | None:
+    """``expr`` with its fractions over one denominator and common factors cancelled,
+    where that is shorter (small expressions only: cancel is polynomial arithmetic)."""
+    ops = sp.count_ops(expr)
+    if ops > SIMPLIFY_MAX_OPS or len(expr.free_symbols) > FACTOR_MAX_SYMBOLS:
+        return None
+    try:
+        cancelled = sp.cancel(expr)
+    except (sp.PolynomialError, NotImplementedError):  # pragma: no cover - defensive
+        return None
+    return cancelled if sp.count_ops(cancelled) < ops else None
 
 
 def _backward(spec: ExpressionSpec, steps: list[ChainStep], eq: EquationBuilder) -> dict:

@@ -674,9 +674,19 @@ def _above_gradient(nt: Names, above: Layer, k: int) -> str:
     return delta
 
 
+_NO_ACTIVATION_KINDS = {"maxpool2d": "max pool", "avgpool2d": "avg pool"}
+
+
 def _activation_name(layer: Layer, last: bool, loss: str) -> str:
+    """The layer's activation as tables and headings name it; a pooling or flatten
+    layer, which has none, says what it is instead of a bare "none"."""
     if layer.activation == "custom":
         return "custom"
+    if layer.op in _NO_ACTIVATION_KINDS:
+        size = "x".join(map(str, layer.kernel))
+        return f"none ({size} {_NO_ACTIVATION_KINDS[layer.op]})"
+    if layer.op == "flatten":
+        return "none (flatten)"
     if _is_identity(layer):
         logits = last and loss in ("bce_with_logits", "cross_entropy")
         return "none (logits)" if logits else "none"

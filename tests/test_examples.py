@@ -363,19 +363,3 @@ def test_main_runs_in_process(folder, name, capsys):
     out = capsys.readouterr().out
     assert "final loss: " in out
     assert out.count("prediction after training at") == len(next(iter(load(name).predict.values())))
-
-
-def test_plot_without_matplotlib_prints_a_plain_message(folder, tmp_path, capsys):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("matplotlib is installed")
-    module = generate(load("quadratic"), folder)
-    png = tmp_path / "loss.png"
-    assert module.main(["--epochs", "3", "--plot", str(png)]) == 0
-    out = capsys.readouterr().out
-    assert "--plot needs matplotlib, which is not installed; no plot written" in out
-    assert "Traceback" not in out
-    assert not png.exists()

@@ -6,6 +6,8 @@ of batch size 1 gives what the array path gives where a float cannot hold a valu
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from support import REPO, generate, import_file
@@ -122,3 +124,38 @@ batch_size = 1
         assert not np.isfinite(losses[0])
         expected = module.loss(module.init_params(0), X[:1], Y[:1])
     assert not np.isfinite(expected)
+
+
+def test_progress_is_called_after_every_epoch_on_every_path(module):
+    X, Y = batch(module, n=6)
+    seen = []
+    paths = [{"batch_size": 1}, {"batch_size": 4}]
+    if hasattr(module, "FLOAT_BATCH_MAX"):
+        paths += [{"batch_size": 2, "floats": True}, {"batch_size": 2, "floats": False}]
+    for options in paths:
+        seen.clear()
+        _, losses = module.train(
+            module.init_params(0),
+            X,
+            Y,
+            epochs=4,
+            progress=lambda e, v: seen.append((e, v)),
+            **options,
+        )
+        assert seen == list(enumerate(losses, 1)), options
+
+
+def test_main_reports_progress_while_training(capsys):
+    module = MODULES["quadratic"]
+    assert module.main(["--epochs", "20"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert [line.split()[1] for line in lines] == [str(e) for e in range(2, 21, 2)]
+
+
+def test_plot_without_matplotlib_says_so_before_training(module, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(module, "train", lambda *a, **k: pytest.fail("trained first"))
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--plot", str(tmp_path / "loss.png"), "--epochs", "1"])
+    assert "--plot needs matplotlib, which is not installed" in str(exit_info.value)
+    assert not (tmp_path / "loss.png").exists()
