@@ -22,6 +22,7 @@ from sympy.printing.latex import LatexPrinter
 
 from .chain import ChainStep, chain_steps, full_loss
 from .derive import Derivation, user_names
+from .document_layout import finish
 from .functions import apply_kink_conventions, leaky_relu, relu
 from .optim import update_rule
 from .printers.python import wrap
@@ -621,4 +622,4 @@ def render_document(derivation: Derivation, fmt: str) -> str:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(TEMPLATES)})")
     env = environment("docs")
     text = env.get_template(TEMPLATES[fmt]).render(_context(derivation, fmt))
-    return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left over by macros and conditions
+    return finish(text, fmt)

@@ -34,6 +34,7 @@ from .document import (
     _option_value,
     latex,
 )
+from .document_layout import finish
 from .escape import tex_name
 from .functions import apply_kink_conventions, sigmoid
 from .layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
@@ -1525,4 +1526,4 @@ def render_layer_document(derivation: Derivation, fmt: str, element: bool = Fals
         raise TypeError("render_layer_document needs the derivation of a layer stack")
     env = environment("docs")
     text = env.get_template(TEMPLATES[fmt]).render(_context(derivation, fmt, element))
-    return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left over by macros and conditions
+    return finish(text, fmt)

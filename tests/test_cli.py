@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -257,3 +258,17 @@ def test_regeneration_does_not_depend_on_what_the_process_derived_before():
     mse_stack = 'name = "s"\n[model]\ninput = 1\nlayers = [{ dense = 1 }]\nloss = "mse"\n'
     layer_costs(parse_spec(mse_stack, "s.toml"))
     assert stale_files(GENERATED) == []
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "random"])
+def test_every_builtin_regenerates_byte_for_byte_under_any_hash_seed(seed):
+    """generated/ (modules, tests' sources, documents, CUDA sources and loaders) equals
+    a fresh regeneration in a process with PYTHONHASHSEED 0, 1 or random."""
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    run = subprocess.run(
+        [sys.executable, "-m", "symbp", "regenerate", "--check", str(REPO / "generated")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr

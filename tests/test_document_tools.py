@@ -64,3 +64,22 @@ def known_limitation(warning: str, fmt: str) -> bool:
         and warning.startswith("Could not convert TeX math")
         and ("\\allowbreak" in warning.split(", rendering as TeX")[0])
     )
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_markdown_prose_is_wrapped(name, derivations):
+    """Prose lines (not tables, headings, display math or code) stay within 100 columns:
+    descriptions and long list items are wrapped."""
+    fence = None
+    for line in render_document(derivations[name], "markdown").split("\n"):
+        stripped = line.strip()
+        if fence:
+            fence = None if stripped.startswith(fence) else fence
+            continue
+        if stripped.startswith(("$$", "```")):
+            one_line = stripped.startswith("$$") and len(stripped) > 2 and stripped.endswith("$$")
+            fence = None if one_line else stripped[:3].rstrip("$") or "$$"
+            continue
+        if stripped.startswith(("|", "#")) or line.startswith("    "):
+            continue
+        assert len(line) <= 100, line
