@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,16 +105,24 @@ def random_point(model, rng, batch: int = 8):
     return params, X, Y
 
 
-def check_module(model, points: int = 5, seed: int = 0) -> CheckResult:
+WARN_SECONDS = 10.0  # a check expected to take longer than this says so before it runs
+
+
+def check_module(model, points: int = 5, seed: int = 0, warn=None) -> CheckResult:
+    """Central differences against loss_and_grads at ``points`` seeded points. ``warn``
+    receives one line when the check will take longer than WARN_SECONDS, estimated from
+    the time of one loss evaluation measured at the first point."""
     rng = np.random.default_rng(seed)
     worst = {name: 0.0 for name in model.PARAM_SHAPES}
     finite = 0
-    for _ in range(points):
+    for point in range(points):
         params, X, Y = random_point(model, rng)
         value, grads = model.loss_and_grads(params, X, Y)
         if not np.isfinite(value):
             continue
         finite += 1
+        if point == 0 and warn is not None:
+            _warn_if_slow(model, params, X, Y, points, warn)
         for name in worst:
             indices = sampled_indices(params[name].shape, rng)
             numeric = central_difference(model, params, X, Y, name, indices)
@@ -152,7 +161,23 @@ def guard_memory(spec, doing: str) -> None:
         )
 
 
-def check(derivation: Derivation, points: int = 5, seed: int = 0) -> CheckResult:
+def _warn_if_slow(model, params, X, Y, points: int, warn) -> None:
+    start = time.perf_counter()
+    model.loss(params, X, Y)
+    once = time.perf_counter() - start
+    entries = sum(min(int(np.prod(shape)), MAX_ENTRIES) for shape in model.PARAM_SHAPES.values())
+    evaluations = 2 * entries * points
+    seconds = evaluations * once
+    if seconds > WARN_SECONDS:
+        warn(
+            f"the check evaluates the loss {evaluations:,} times ({entries:,} entries of"
+            f" {len(model.PARAM_SHAPES)} parameters, at {points} point(s)), about"
+            f" {seconds:.0f} s at {once * 1e3:.2g} ms each"
+            + (f"; --points 1 takes about {seconds / points:.0f} s" if points > 1 else "")
+        )
+
+
+def check(derivation: Derivation, points: int = 5, seed: int = 0, warn=None) -> CheckResult:
     """Generate the float64 module in a temporary folder and check it."""
     guard_memory(derivation.spec, "checking")
     with tempfile.TemporaryDirectory() as folder:
@@ -160,6 +185,6 @@ def check(derivation: Derivation, points: int = 5, seed: int = 0) -> CheckResult
         path.write_text(render_module(derivation, "float64"), encoding="utf-8")
         name = f"_symbp_check_{derivation.spec.name}"
         try:
-            return check_module(load_module(path, name), points, seed)
+            return check_module(load_module(path, name), points, seed, warn)
         finally:
             sys.modules.pop(name, None)

@@ -69,14 +69,20 @@ def _parser() -> argparse.ArgumentParser:
 def _load(arg: str):
     from .derive import derive
     from .spec import load
-    from .stats import size_warning
+    from .stats import layer_size_warning, size_warning
 
     spec = load(arg)
-    # layer stacks derive on whole tensors: their cost does not grow with the widths
-    warning = size_warning(spec) if hasattr(spec, "lets") else None
+    # layer stacks derive on whole tensors: their cost grows with the depth, not the widths
+    warning = size_warning(spec) if hasattr(spec, "lets") else layer_size_warning(spec)
     if warning:
         print(f"symbp: {warning}", file=sys.stderr)
     return derive(spec)
+
+
+def _warn(spec: str, line: str) -> None:
+    from .escape import terminal_line
+
+    print(terminal_line(f"symbp: {spec}: {line}"), file=sys.stderr, flush=True)
 
 
 def _cmd_derive(args) -> int:
@@ -176,7 +182,9 @@ def _cmd_check(args) -> int:
         raise SpecError(args.spec, "--points", "must be at least 1")
     if not 0 <= args.seed < 2**32:
         raise SpecError(args.spec, "--seed", "must be an integer in [0, 2**32)")
-    result = check(_load(args.spec), args.points, args.seed)
+    result = check(
+        _load(args.spec), args.points, args.seed, warn=lambda line: _warn(args.spec, line)
+    )
     print(f"{'parameter':<16} worst relative error over {result.points} point(s)")
     for name, err in result.worst.items():
         flag = "ok" if err <= TOLERANCE else "MISMATCH"

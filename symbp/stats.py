@@ -439,6 +439,20 @@ def format_scaling(rows: list[ScalingRow]) -> str:
 SECONDS_PER_OP = 0.5e-3
 SECONDS_PER_PARAM = 8e-3
 WARN_SECONDS = 5.0
+# layer stacks derive on whole tensors, so widths cost nothing, but depth does: measured
+# here on stacks of 300 and 600 tanh layers (derive and document, 2.3 s and 5.4 s)
+SECONDS_PER_LAYER = 9e-3
+
+
+def layer_size_warning(spec, limit: float = WARN_SECONDS) -> str | None:
+    """A one-line warning when deriving a layer stack this deep takes over ``limit`` s."""
+    seconds = SECONDS_PER_LAYER * len(spec.layers)
+    if seconds <= limit:
+        return None
+    return (
+        f"model.layers: {len(spec.layers)} layers; deriving takes about {seconds:.0f} s"
+        f" (about {SECONDS_PER_LAYER * 1e3:.0f} ms per layer)"
+    )
 
 
 def spec_fields(spec: ExpressionSpec) -> list[tuple[str, sp.Expr]]:

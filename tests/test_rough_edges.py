@@ -154,3 +154,32 @@ def test_stats_end_with_a_newline(capsys):
     for name in ("quadratic", "xor_mlp"):
         assert main(["derive", name, "--stats"]) == 0
         assert capsys.readouterr().out.endswith("\n")
+
+
+def test_a_slow_check_says_so_with_the_figure_before_it_runs(monkeypatch):
+    """The check times one loss evaluation at its first point and warns, before the
+    long part, when the whole will take more than WARN_SECONDS."""
+    from symbp import check as check_module_source
+    from symbp.derive import derive
+    from symbp.spec import load
+
+    monkeypatch.setattr(check_module_source, "WARN_SECONDS", 0.0)
+    lines = []
+    result = check_module_source.check(derive(load("xor_mlp")), 2, 0, warn=lines.append)
+    assert result.ok
+    assert len(lines) == 1
+    assert lines[0].startswith("the check evaluates the loss 36 times (9 entries of 4 parameters")
+    assert "; --points 1 takes about" in lines[0]
+
+
+def test_a_deep_stack_warns_with_the_figure(tmp_path, capsys):
+    layers = ", ".join(['{ dense = 2, activation = "tanh" }'] * 700 + ["{ dense = 1 }"])
+    path = tmp_path / "deep.toml"
+    path.write_text(f'name = "deep"\n[model]\ninput = 2\nlayers = [{layers}]\nloss = "mse"\n')
+    from symbp.spec import load
+    from symbp.stats import layer_size_warning
+
+    assert layer_size_warning(load(str(path))) == (
+        "model.layers: 701 layers; deriving takes about 6 s (about 9 ms per layer)"
+    )
+    assert layer_size_warning(load("xor_mlp")) is None
