@@ -149,7 +149,14 @@ def mdcode(value: object) -> str:
     return _inert(value, keep_newlines=False).replace("`", "'")
 
 
+def count(value: object) -> str:
+    """An integer with its thousands separated (28,901,376): plain text and table cells
+    only, not math, where TeX would space the comma as punctuation."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 FILTERS = {
+    "count": count,
     "text": text,
     "pydoc": pydoc,
     "pyline": pyline,
