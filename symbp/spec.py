@@ -346,8 +346,8 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
     if loss_expr.is_number:
         raise SpecError(source, "model.loss", "the loss is a constant")
 
-    _check_free_names(params, first_use, seen, _table(doc, "params", source), source)
-    init = _params_table(doc, params, seen, source)
+    init = _params_table(doc, params, seen, source)  # a misspelt [params] key first
+    _check_free_names(params, first_use, seen, init, source)
     train = _train_table(doc, source)
     data = _data_table(doc, "data", inputs + targets, source)
     predict = _data_table(doc, "predict", inputs, source)
@@ -448,10 +448,16 @@ def _params_table(doc, params, seen, source) -> dict[str, float]:
     init: dict[str, float] = {}
     for key, value in table.items():
         where = f"params.{key}"
+        if not is_identifier(key):
+            raise SpecError(source, where, "not a valid name (an ASCII identifier)")
         if key in seen:
             raise SpecError(source, where, f"'{key}' is one of model.{seen[key]}, not a parameter")
         if key not in params:
-            raise SpecError(source, where, "unknown parameter (not used by the model)")
+            raise SpecError(
+                source,
+                where,
+                "unknown parameter (not used by the model)" + way_out(key, params),
+            )
         init[key] = _number(value, source, where)
     return init
 

@@ -254,6 +254,18 @@ CASES = [
         "unknown option for optimizer 'sgd' (did you mean 'optimizer'? known: batch_size,",
     ),
     (
+        "params-key-typo",
+        with_output("weight*x + b") + "[params]\nwieght = 1.0\n",
+        "params.wieght",
+        "unknown parameter (not used by the model) (did you mean 'weight'? known: weight, b)",
+    ),
+    (
+        "params-key-fullwidth",
+        with_output("weight*x + b") + '[params]\n"\uff57eight" = 1.0\n',
+        "params.\uff57eight",
+        "not a valid name (an ASCII identifier)",
+    ),
+    (
         "adam-eps-zero",
         QUADRATIC + '[train]\noptimizer = "adam"\neps = 0\n',
         "train.eps",
