@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import stat
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -169,12 +171,10 @@ def _prefix(path: Path) -> str:
 def _backup(path: Path) -> str:
     """A second name for the current file (a hard link: instant, and the old content
     survives the replace); a copy where links are not possible."""
-    name = tempfile.mktemp(dir=path.parent, prefix=_prefix(path), suffix=".bak")
+    name = str(path.parent / f"{_prefix(path)}{uuid.uuid4().hex}.bak")
     try:
         os.link(path, name)
     except OSError:
-        import shutil
-
         shutil.copy2(path, name)
     return name
 

@@ -1,7 +1,7 @@
-"""Every built-in's documents go through the tools readers use: pdflatex compiles the
-LaTeX, and pandoc reads the Markdown and the LaTeX without a single warning (an
-unescaped identifier such as unpool_max in \\operatorname broke both); the Markdown is
-read as a web page shows it, with every formula converted to MathML."""
+"""Every built-in's documents go through the tools readers use: pandoc reads the
+Markdown and the LaTeX without a warning (an unescaped identifier such as unpool_max in
+\\operatorname broke it, and pdflatex: tests/test_document.py compiles every built-in);
+the Markdown is read as a web page shows it, every formula converted to MathML."""
 
 from __future__ import annotations
 
@@ -14,30 +14,12 @@ from symbp.derive import derive
 from symbp.document import render_document
 from symbp.spec import builtin_names, load
 
-needs_pdflatex = pytest.mark.skipif(
-    shutil.which("pdflatex") is None, reason="pdflatex not installed (texlive-latex-base)"
-)
 needs_pandoc = pytest.mark.skipif(shutil.which("pandoc") is None, reason="pandoc not installed")
 
 
 @pytest.fixture(scope="module")
 def derivations():
     return {name: derive(load(name)) for name in builtin_names()}
-
-
-@needs_pdflatex
-@pytest.mark.parametrize("name", builtin_names())
-def test_every_builtin_latex_compiles(name, derivations, tmp_path):
-    (tmp_path / "doc.tex").write_text(render_document(derivations[name], "latex"), "utf-8")
-    run = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    log = (tmp_path / "doc.log").read_text(encoding="latin-1")
-    assert run.returncode == 0, log[-3000:]
 
 
 @needs_pandoc
