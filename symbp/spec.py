@@ -117,16 +117,15 @@ MAX_SPEC_BYTES = 16 * 2**20  # a spec is a page of TOML; 16 MiB holds a large [d
 def resolve(spec_arg: str) -> tuple[str, str]:
     """Return (display name, TOML text) for a path or a built-in example's name."""
     path = Path(spec_arg)
+    names = builtin_names()
     # a built-in's bare name means the built-in, even beside a file of that name (nvcc's
     # -o quadratic makes one): ./quadratic reads the file
-    if spec_arg not in builtin_names() and (
-        path.suffix == ".toml" or path.exists() or path.is_symlink()
-    ):
-        return path.name, _read_spec_file(path, spec_arg)
-    if spec_arg in builtin_names():
+    if spec_arg in names:
         text = (resources.files("symbp") / "examples" / f"{spec_arg}.toml").read_text("utf-8")
         return f"{spec_arg}.toml", text
-    known = ", ".join(builtin_names())
+    if path.suffix == ".toml" or path.exists() or path.is_symlink():
+        return path.name, _read_spec_file(path, spec_arg)
+    known = ", ".join(names)
     raise SpecError(spec_arg, "", f"no such file or built-in example (built-ins: {known})")
 
 
@@ -435,9 +434,6 @@ def finite_number(value: object, source: str, where: str) -> float:
     return number
 
 
-_number = finite_number
-
-
 def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -458,7 +454,7 @@ def _params_table(doc, params, seen, source) -> dict[str, float]:
                 where,
                 "unknown parameter (not used by the model)" + way_out(key, params),
             )
-        init[key] = _number(value, source, where)
+        init[key] = finite_number(value, source, where)
     return init
 
 
@@ -512,12 +508,12 @@ def _train_table(doc, source) -> TrainSpec:
         elif key == "betas":
             if not (isinstance(value, list) and len(value) == 2):
                 raise SpecError(source, where, "expected two numbers [beta1, beta2]")
-            betas = tuple(_number(v, source, where) for v in value)
+            betas = tuple(finite_number(v, source, where) for v in value)
             if not all(0.0 <= b < 1.0 for b in betas):
                 raise SpecError(source, where, "each beta must be in [0, 1)")
             spec.options["betas"] = betas
         elif key != "optimizer":
-            number = _number(value, source, where)
+            number = finite_number(value, source, where)
             if number < 0:
                 raise SpecError(source, where, "must be a finite non-negative number")
             if key == "eps" and number == 0:
@@ -558,7 +554,7 @@ def _data_table(doc, key: str, columns: list[str], source) -> dict[str, list[flo
         values = table[col]
         if not isinstance(values, list) or not values:
             raise SpecError(source, where, "expected a non-empty list of numbers")
-        numbers = [_number(v, source, f"{where}[{i}]") for i, v in enumerate(values)]
+        numbers = [finite_number(v, source, f"{where}[{i}]") for i, v in enumerate(values)]
         if length is None:
             length, first = len(numbers), col
         elif len(numbers) != length:
