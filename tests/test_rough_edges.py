@@ -183,3 +183,51 @@ def test_a_deep_stack_warns_with_the_figure(tmp_path, capsys):
         "model.layers: 701 layers; deriving takes about 6 s (about 9 ms per layer)"
     )
     assert layer_size_warning(load("xor_mlp")) is None
+
+
+@pytest.mark.parametrize("name", ["random", "re", "typing", "enum", "pickle", "numpy"])
+def test_a_model_named_like_a_module_is_refused(name, tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        f'name = "{name}"\n[model]\ninputs = ["x"]\ntargets = ["y"]\noutput = "w*x"\nloss = "mse"\n'
+    )
+    assert main(["generate", str(path), "-o", str(tmp_path / "m.py")]) == 2
+    assert f"s.toml: name: '{name}' is " in capsys.readouterr().err
+    assert main(["generate", "quadratic", "-o", str(tmp_path / f"{name}.py")]) == 2
+    assert f"{name}.py: -o: '{name}' is " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+def test_a_builtin_name_means_the_builtin_beside_a_file_of_that_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quadratic").write_bytes(b"\x7fELF binary from nvcc -o quadratic")
+    assert main(["derive", "quadratic", "--stats"]) == 0
+    assert main(["derive", "./quadratic"]) == 2
+    assert "quadratic: not valid TOML" in capsys.readouterr().err  # the file was read
+
+
+def test_cuda_names_the_layer_it_has_no_kernels_for(capsys, tmp_path):
+    assert main(["generate", "digits_cnn", "--target", "cuda", "-o", str(tmp_path / "d.cu")]) == 2
+    assert capsys.readouterr().err == (
+        "digits_cnn.toml: model.layers[1]: the CUDA target has no kernels for conv2d layers yet"
+        " (it has dense layers and expression models); --target numpy generates this model\n"
+    )
+
+
+def test_documents_read_as_a_course_would_write_them():
+    from symbp.derive import derive
+    from symbp.document import render_document
+    from symbp.spec import load
+
+    cnn = render_document(derive(load("digits_cnn")), "markdown")
+    assert "### Layer 2: none (2x2 max pool)" in cnn and "### Layer 3: none (flatten)" in cnn
+    assert "| training step | 1,965,384 |" in cnn  # thousands separated
+    assert "\\operatorname{unpool\\_max}" in cnn
+    sgd = render_document(derive(load("quadratic")), "markdown")
+    assert "counts the steps" not in sgd  # plain SGD has no step counter
+    adam = render_document(derive(load("digits_cnn")), "markdown")
+    assert "($t$ counts the steps)" in adam
+    latex = render_document(derive(load("digits_cnn")), "latex")
+    assert "-{}-{}data" in latex  # --data, not an en dash
+    logistic = render_document(derive(load("logistic")), "markdown")
+    assert " &= \\hat{y} - y\n" in logistic  # dl/dz cancelled to yhat - y
