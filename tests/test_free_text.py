@@ -11,6 +11,7 @@ import ast
 import re
 import shutil
 import subprocess
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -144,7 +145,10 @@ def test_escapers_leave_one_line(text):
     for name in ("ccomment", "tex", "md", "mdcode", "pyline"):
         line = escape.FILTERS[name](text)
         assert "\n" not in line and "\r" not in line, name
-        assert all(ch.isprintable() or ch == " " for ch in line), name
+        # no control, format or unassigned character and no line or paragraph separator
+        # (other spaces, such as a no-break space, are text)
+        assert not any(unicodedata.category(ch)[0] == "C" for ch in line), name
+        assert not any(unicodedata.category(ch) in ("Zl", "Zp") for ch in line), name
     assert not escape.ccomment(text).endswith("\\")
     assert "??" not in escape.ccomment(text).replace("?\\?", "")
 
