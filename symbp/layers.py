@@ -21,7 +21,7 @@ import sympy as sp
 from .errors import SpecError, way_out
 from .expr_parser import parse_expression
 from .functions import clamped_log, leaky_relu, relu, sigmoid, softplus
-from .spec import TrainSpec, _describe, _only, _train_table, finite_number
+from .spec_fields import TrainSpec, _describe, _only, _train_table, finite_number
 
 z = sp.Symbol("z", real=True)
 yhat, y = sp.symbols("yhat y", real=True)

@@ -6,11 +6,10 @@ Every problem becomes a one-line :class:`SpecError` naming the file and the fiel
 from __future__ import annotations
 
 import builtins
-import math
 import stat
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import sympy as sp
 
 from .errors import SpecError, way_out
 from .expr_parser import is_identifier, parse_expression
-from .optim import BOOLEAN_OPTIONS, DEFAULTS
+from .spec_fields import TrainSpec, _only, _table, _train_table, finite_number
 
 # Names the generated code itself uses; a model may not take them.
 RESERVED = frozenset(dir(builtins)) | {
@@ -70,17 +69,6 @@ RESERVED_PREFIXES = (
 )
 
 NAMED_LOSSES = ("mse", "l1")
-
-
-@dataclass
-class TrainSpec:
-    optimizer: str = "sgd"
-    options: dict[str, object] = field(default_factory=dict)  # everything but lr
-    lr: float = 1e-3
-    epochs: int = 100
-    batch_size: int = 1
-    shuffle: bool = False
-    seed: int = 0
 
 
 @dataclass
@@ -205,25 +193,6 @@ def check_module_name(name: str, source: str, field: str) -> None:
             f"'{name}' is {whose} module name: {name}.py would hide that module from the"
             " generated code; rename the model",
         )
-
-
-def _table(doc: dict, key: str, source: str, *, required=False, prefix="") -> dict:
-    where = prefix + key
-    if key not in doc:
-        if required:
-            raise SpecError(source, where, "missing table")
-        return {}
-    value = doc[key]
-    if not isinstance(value, dict):
-        raise SpecError(source, where, f"expected a table, got {type(value).__name__}")
-    return value
-
-
-def _only(table: dict, allowed: set[str], source: str, prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            where = f"{prefix}.{key}" if prefix else key
-            raise SpecError(source, where, "unknown field" + way_out(key, sorted(allowed)))
 
 
 def _name_list(model: dict, key: str, source: str) -> list[str]:
@@ -420,25 +389,6 @@ def looks_like_typo(name: str, other: str) -> bool:
     return False
 
 
-def finite_number(value: object, source: str, where: str) -> float:
-    """A TOML number as a finite float64: nan and inf are refused (generated code could
-    not write them), and so are integers beyond float64's range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(source, where, f"expected a number, got {_describe(value)}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise SpecError(source, where, "number too large (beyond float64, about 1.8e308)") from None
-    if not math.isfinite(number):
-        raise SpecError(source, where, f"must be a finite number, got {value}")
-    return number
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _params_table(doc, params, seen, source) -> dict[str, float]:
     table = _table(doc, "params", source)
     init: dict[str, float] = {}
@@ -456,84 +406,6 @@ def _params_table(doc, params, seen, source) -> dict[str, float]:
             )
         init[key] = finite_number(value, source, where)
     return init
-
-
-def _train_table(doc, source) -> TrainSpec:
-    table = _table(doc, "train", source)
-    spec = TrainSpec()
-    optimizer = table.get("optimizer", "sgd")
-    if not isinstance(optimizer, str):
-        known = ", ".join(DEFAULTS)
-        raise SpecError(
-            source,
-            "train.optimizer",
-            f"expected a name, got {_describe(optimizer)} (known: {known})",
-        )
-    if optimizer not in DEFAULTS:
-        raise SpecError(
-            source,
-            "train.optimizer",
-            f"unknown optimizer {optimizer!r}" + way_out(optimizer, DEFAULTS),
-        )
-    spec.optimizer = optimizer
-    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed"}
-    allowed = general | set(DEFAULTS[optimizer])
-    for key, value in table.items():
-        where = f"train.{key}"
-        if key not in allowed:
-            raise SpecError(
-                source,
-                where,
-                f"unknown option for optimizer '{optimizer}'" + way_out(key, sorted(allowed)),
-            )
-        if key in ("epochs", "batch_size"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(
-                    source, where, f"expected a positive integer, got {_describe(value)}"
-                )
-            setattr(spec, key, value)
-        elif key == "seed":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SpecError(
-                    source, where, f"expected a non-negative integer, got {_describe(value)}"
-                )
-            spec.seed = value
-        elif key == "shuffle" or key in BOOLEAN_OPTIONS:
-            if not isinstance(value, bool):
-                raise SpecError(source, where, f"expected true or false, got {_describe(value)}")
-            if key == "shuffle":
-                spec.shuffle = value
-            else:
-                spec.options[key] = value
-        elif key == "betas":
-            if not (isinstance(value, list) and len(value) == 2):
-                raise SpecError(source, where, "expected two numbers [beta1, beta2]")
-            betas = tuple(finite_number(v, source, where) for v in value)
-            if not all(0.0 <= b < 1.0 for b in betas):
-                raise SpecError(source, where, "each beta must be in [0, 1)")
-            spec.options["betas"] = betas
-        elif key != "optimizer":
-            number = finite_number(value, source, where)
-            if number < 0:
-                raise SpecError(source, where, "must be a finite non-negative number")
-            if key == "eps" and number == 0:
-                raise SpecError(source, where, "must be positive (the update divides by it)")
-            if key == "lr":
-                if number == 0:
-                    raise SpecError(source, where, "must be positive")
-                spec.lr = number
-            else:
-                spec.options[key] = number
-    if "lr" not in table:
-        spec.lr = float(DEFAULTS[optimizer]["lr"])
-    if spec.options.get("nesterov") and not (
-        spec.options.get("momentum", DEFAULTS[optimizer].get("momentum"))
-        and not spec.options.get("dampening", 0.0)
-    ):
-        raise SpecError(
-            source, "train.nesterov", "needs momentum > 0 and dampening = 0 (as torch.optim.SGD)"
-        )
-    return spec
 
 
 def _data_table(doc, key: str, columns: list[str], source) -> dict[str, list[float]] | None:
