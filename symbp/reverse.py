@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import sympy as sp
 
+# conv_rules: the image ops (unfold, conv2d, pooling, flatten) register into RULES and
+# ROUTING from their own module, imported here, where the registry is read
+from . import conv_rules  # noqa: F401
 from .ir import BATCH, Graph, N, broadcast_shape
 from .naming import Names
 from .program import Assign, BatchSum, Call, Program, Statement

@@ -228,7 +228,3 @@ def _cross_entropy_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> li
 
 
 register("cross_entropy", _cross_entropy_forward, _cross_entropy_vjp)
-
-
-# the image ops (unfold, conv2d, pooling, flatten) register themselves the same way
-from . import conv_rules  # noqa: E402, F401
