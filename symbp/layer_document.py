@@ -24,7 +24,11 @@ from sympy.core.parameters import distribute
 from sympy.printing.str import StrPrinter
 
 from .derive import Derivation, derive
-from .document import (
+from .document_layout import finish
+from .escape import tex_name
+from .functions import apply_kink_conventions, sigmoid
+from .layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
+from .notation import (
     CODE_WIDTH,
     KINKS,
     TORCH_NAMES,
@@ -34,10 +38,6 @@ from .document import (
     _option_value,
     latex,
 )
-from .document_layout import finish
-from .escape import tex_name
-from .functions import apply_kink_conventions, sigmoid
-from .layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
 from .optim import update_rule
 from .printers.python import wrap
 from .program import Assign, BatchMean, BatchSum, Call, Program, Statement
@@ -228,7 +228,7 @@ Rows = list[tuple[str, str]]
 
 
 class _Equations:
-    """Builds equations with :class:`symbp.document.EquationBuilder` (its layouts for
+    """Builds equations with :class:`symbp.notation.EquationBuilder` (its layouts for
     long LaTeX formulas), from row functions over :class:`TexNames` / :class:`TextNames`."""
 
     def __init__(self, fmt: str):

@@ -16,7 +16,8 @@ from sympy.core.parameters import distribute
 from symbp import document
 from symbp.chain import full_loss
 from symbp.derive import derive
-from symbp.document import closed_form, latex, latex_name, render_document
+from symbp.document import closed_form, render_document
+from symbp.notation import latex, latex_name
 from symbp.spec import builtin_names, load, parse_spec
 
 FORMATS = ("text", "markdown", "latex")
