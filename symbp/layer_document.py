@@ -1345,6 +1345,28 @@ def _value(name: str, nt: Names, spec: LayerSpec) -> dict:
     return {"code": name}
 
 
+def _in_notation(names: list[str], program: Program, nt: Names, spec: LayerSpec) -> list[str]:
+    """The readers of a cached value as the document names them: a program temporary
+    (v1 = delta^(1)T U^(1), d_A2_masked) stands for the named values it flows into
+    (dL/dW^(1) and dL/db^(1), delta^(1)), which the sections above define."""
+    readers: dict[str, list[str]] = {}
+    for stmt in program.statements:
+        for read in stmt.reads:
+            readers.setdefault(read.name, []).append(stmt.target.name)
+    out: list[str] = []
+    pending, seen = list(names), set()
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        if "math" in _value(name, nt, spec) or name not in readers:
+            out.append(name)
+        else:
+            pending[:0] = readers[name]
+    return list(dict.fromkeys(out))
+
+
 def _costs(spec: LayerSpec, program: Program, nt: Names) -> dict:
     costs = layer_costs(spec, program)
     K = len(spec.layers)
@@ -1363,7 +1385,10 @@ def _costs(spec: LayerSpec, program: Program, nt: Names) -> dict:
                         **_value(c["name"], nt, spec),
                         "shape": " x ".join(map(str, c["shape"])),
                         "floats": c["floats"],
-                        "read_by": [_value(r, nt, spec) for r in dict.fromkeys(c["read_by"])],
+                        "read_by": [
+                            _value(r, nt, spec)
+                            for r in _in_notation(c["read_by"], program, nt, spec)
+                        ],
                     }
                     for c in entries
                 ],

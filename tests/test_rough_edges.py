@@ -223,6 +223,14 @@ def test_documents_read_as_a_course_would_write_them():
     assert "### Layer 2: none (2x2 max pool)" in cnn and "### Layer 3: none (flatten)" in cnn
     assert "| training step | 1,965,384 |" in cnn  # thousands separated
     assert "\\operatorname{unpool\\_max}" in cnn
+    # the memory table names what reads a kept value in the course's notation, not as the
+    # program's temporaries (v1 = delta^(1)T U^(1), d_A2_masked)
+    start = cnn.index("| kept for |")
+    table = cnn[start : cnn.index("| total |", start)]
+    assert "`v1`" not in table and "`d_A2_masked`" not in table
+    assert (
+        "| $U^{(1)}$ | 32 x 8 x 8 x 10 | 20,480 | $\\frac{\\partial L}{\\partial W^{(1)}}$" in table
+    )
     sgd = render_document(derive(load("quadratic")), "markdown")
     assert "counts the steps" not in sgd  # plain SGD has no step counter
     adam = render_document(derive(load("digits_cnn")), "markdown")
