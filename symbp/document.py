@@ -166,6 +166,8 @@ def _step(step: ChainStep, number: int, numbers: dict[str, int], eq: EquationBui
 def _cancelled(expr: sp.Expr) -> sp.Expr | None:
     """``expr`` with its fractions over one denominator and common factors cancelled,
     where that is shorter (small expressions only: cancel is polynomial arithmetic)."""
+    if not any(power.exp.is_negative for power in expr.atoms(sp.Pow)):
+        return None  # no fraction to cancel (and cancel() is not cheap: keep to these)
     ops = sp.count_ops(expr)
     if ops > SIMPLIFY_MAX_OPS or len(expr.free_symbols) > FACTOR_MAX_SYMBOLS:
         return None
