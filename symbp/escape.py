@@ -28,8 +28,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-
 
 def _is_control(ch: str) -> bool:
     """Control, format, surrogate and unassigned characters, and line separators."""
@@ -52,7 +50,7 @@ def _inert(text: object, *, keep_newlines: bool, newline: str | None = None) -> 
             out.append("\n" if keep_newlines else newline)
         elif ch == "\t":
             out.append(" ")
-        elif ch in _LINE_BREAKS or _is_control(ch):
+        elif _is_control(ch):  # line breaks not kept above are control characters too
             out.append(_visible(ch))
         else:
             out.append(ch)
@@ -81,7 +79,7 @@ def pydoc(value: object) -> str:
 
 def pyline(value: object) -> str:
     """Text on one line of a Python docstring or ``#`` comment."""
-    return pydoc(_inert(value, keep_newlines=False))
+    return pydoc(terminal_line(value))
 
 
 def ccomment(value: object) -> str:

@@ -669,6 +669,7 @@ class CudaTarget:
         spec = self.spec
         entries = {name: planner.context() for name, planner in self.entries.items()}
         optimizer = self.optimizer()
+        optimizer_helpers = optimizer.pop("helpers")  # the template needs them once, below
         single = self.single_launch(entries["grads"], optimizer)
         widths = spec.widths if self.layers else None
         header = self._header()
@@ -705,7 +706,7 @@ class CudaTarget:
             "entries": entries,
             "optimizer": optimizer,
             "single": single,
-            "helpers": sorted(self.printer.helpers | optimizer.pop("helpers")),
+            "helpers": sorted(self.printer.helpers | optimizer_helpers),
             "row_ops": sorted(
                 {c["op"] for e in entries.values() for s in e["stages"] for c in s.get("calls", [])}
             ),
