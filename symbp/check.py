@@ -83,6 +83,8 @@ def random_point(model, rng, batch: int = 8):
     [0.5, 2] (away from 0, where log, sqrt and 1/x are undefined or kinked). Layer
     stacks: torch-style initial weights, standard normal inputs, and targets of the
     loss's kind (class labels, probabilities or reals)."""
+    if hasattr(model, "CLASSES"):  # a tensor model: inputs and targets by name
+        return _tensor_point(model, rng, batch)
     if hasattr(model, "LAYER_WIDTHS"):
         params = {
             k: v.astype(np.float64) for k, v in model.init_params(int(rng.integers(1000))).items()
@@ -102,6 +104,26 @@ def random_point(model, rng, batch: int = 8):
     }
     X = rng.uniform(0.5, 2.0, size=(batch, len(model.INPUTS)))
     Y = rng.uniform(0.5, 2.0, size=(batch, len(model.TARGETS)))
+    return params, X, Y
+
+
+def _tensor_point(model, rng, batch: int):
+    """Tensor models: parameters drawn as init_params draws them, moved off any constant
+    start (a zero bias would sit on relu's kink); normal inputs; class labels, or
+    targets in [0, 1] (valid for every loss)."""
+    params = {
+        k: np.asarray(v, dtype=np.float64) + rng.normal(0.0, 0.1, np.shape(v))
+        for k, v in model.init_params(int(rng.integers(1000))).items()
+    }
+    if not model.INPUTS and not model.TARGETS:
+        return params, None, None
+    X = {x: rng.normal(size=(batch, *shape)) for x, shape in model.INPUTS.items()}
+    Y = {
+        y: rng.integers(0, model.CLASSES[y], size=batch)
+        if y in model.CLASSES
+        else rng.uniform(0.0, 1.0, size=(batch, *shape))
+        for y, shape in model.TARGETS.items()
+    }
     return params, X, Y
 
 
@@ -136,11 +158,17 @@ def memory_estimate(spec) -> tuple[int, str]:
     its parameters, their gradients and the copies a check perturbs (4 arrays of every
     parameter), and the field of the layer that holds most of them. Expression models
     have scalar parameters: (0, "")."""
-    shapes = spec.param_shapes() if hasattr(spec, "param_shapes") else {}
+    tensor = isinstance(getattr(spec, "params", None), dict)
+    if tensor:
+        shapes = spec.params
+    else:
+        shapes = spec.param_shapes() if hasattr(spec, "param_shapes") else {}
     if not shapes:
         return 0, ""
     sizes = {name: int(np.prod(shape, dtype=object)) for name, shape in shapes.items()}
     biggest = max(sizes, key=sizes.get)
+    if tensor:
+        return 4 * 8 * sum(sizes.values()), f"model.params.{biggest}"
     return 4 * 8 * sum(sizes.values()), f"model.layers[{int(biggest[1:])}]"  # 1-based, as W1
 
 

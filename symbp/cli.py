@@ -68,12 +68,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(arg: str):
     from .derive import derive
-    from .spec import load
+    from .language.model import TensorModel
+    from .spec import ExpressionSpec, load
     from .stats import layer_size_warning, size_warning
 
     spec = load(arg)
-    # layer stacks derive on whole tensors: their cost grows with the depth, not the widths
-    warning = size_warning(spec) if hasattr(spec, "lets") else layer_size_warning(spec)
+    # layer stacks and tensor models derive on whole tensors: their cost grows with the
+    # depth, not the widths
+    if isinstance(spec, ExpressionSpec):
+        warning = size_warning(spec)
+    elif isinstance(spec, TensorModel):
+        warning = None
+    else:
+        warning = layer_size_warning(spec)
     if warning:
         print(f"symbp: {warning}", file=sys.stderr)
     return derive(spec)

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .build import expression_graph, layer_graph
+from .graph_build import tensor_graph
 from .ir import Graph
+from .language.model import TensorModel
 from .naming import Names, finalize
 from .program import (
     Program,
@@ -19,7 +21,8 @@ from .program import (
 )
 from .reverse import reverse_mode
 from .rules import ROUTING, undistributed
-from .spec import RESERVED, ExpressionSpec
+from .spec import ExpressionSpec
+from .spec_fields import RESERVED
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Derivation:
 
 
 def user_names(spec) -> set[str]:
+    if isinstance(spec, TensorModel):
+        return {*spec.inputs, *spec.targets, *spec.params, *(n for n, _, _ in spec.lets)}
     if not isinstance(spec, ExpressionSpec):
         return set()
     return {
@@ -54,11 +59,12 @@ def derive(spec) -> Derivation:
 
 def _derive(spec) -> Derivation:
     names = Names(user_names(spec) | RESERVED)
-    graph = (
-        expression_graph(spec, names)
-        if isinstance(spec, ExpressionSpec)
-        else layer_graph(spec, names)
-    )
+    if isinstance(spec, TensorModel):
+        graph = tensor_graph(spec, names)
+    elif isinstance(spec, ExpressionSpec):
+        graph = expression_graph(spec, names)
+    else:
+        graph = layer_graph(spec, names)
     program = reverse_mode(graph, names)
     program = eliminate_dead_code(program)
     program = inline_single_use(program)

@@ -360,8 +360,13 @@ def _context(derivation: Derivation, fmt: str) -> dict:
 
 def render_document(derivation: Derivation, fmt: str) -> str:
     """The derivation of ``derivation.spec`` in ``fmt``: "text", "markdown" or "latex"."""
+    from .language.model import TensorModel
     from .layers import LayerSpec
 
+    if isinstance(derivation.spec, TensorModel):  # the model language: generalized backprop
+        from .graph_document import render_graph_document
+
+        return render_graph_document(derivation, fmt)
     if isinstance(derivation.spec, LayerSpec):  # a layer stack: its own, matrix-form document
         from .layer_document import render_layer_document
 

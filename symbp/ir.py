@@ -62,9 +62,26 @@ class Graph:
 
 
 def broadcast_shape(shapes: list[Shape]) -> Shape:
-    """NumPy broadcasting of shapes; a scalar broadcasts to anything."""
+    """NumPy broadcasting of shapes (a scalar broadcasts to anything, a size-1 axis to
+    any size); shapes that do not broadcast give the longest, first one."""
     result: Shape = ()
     for shape in shapes:
-        if len(shape) > len(result):
-            result = shape
+        joined = _broadcast_pair(result, shape)
+        if joined is None:
+            joined = shape if len(shape) > len(result) else result
+        result = joined
     return result
+
+
+def _broadcast_pair(a: Shape, b: Shape) -> Shape | None:
+    dims = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x == y or y == 1:
+            dims.append(x)
+        elif x == 1:
+            dims.append(y)
+        else:
+            return None
+    return tuple(reversed(dims))

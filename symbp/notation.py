@@ -74,6 +74,11 @@ def latex(expr: sp.Expr, batched: Iterable[str] = (), breakable: bool = False) -
     return _LatexPrinter(settings).doprint(expr)
 
 
+def latex_named(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
+    """The document's LaTeX for ``expr`` with each symbol of ``names`` written as given."""
+    return _LatexPrinter({"symbol_names": names, "order": "none"}).doprint(expr)
+
+
 def latex_name(name: str, sample: bool = False) -> str:
     """The document's LaTeX for a value's name (``yhat`` -> ``\\hat{y}``, ``w1`` -> ``w_{1}``)."""
     if name in ("l", "L"):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
+from .ir import broadcast_shape
+
 
 @dataclass(frozen=True)
 class Assign:
@@ -247,12 +249,7 @@ def _symbol_stream(new_symbol):
 
 
 def _shape_of(expr: sp.Expr, shapes: dict[sp.Symbol, tuple]) -> tuple:
-    result: tuple = ()
-    for s in expr.free_symbols:
-        shape = shapes.get(s, ())
-        if len(shape) > len(result):
-            result = shape
-    return result
+    return broadcast_shape([shapes.get(s, ()) for s in sorted(expr.free_symbols, key=str)])
 
 
 def mask_before_routing(

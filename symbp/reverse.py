@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sympy as sp
 
-# conv_rules: the image ops (unfold, conv2d, pooling, flatten) register into RULES and
-# ROUTING from their own module, imported here, where the registry is read
-from . import conv_rules  # noqa: F401
+# conv_rules (unfold, conv2d, pooling, flatten) and tensor_rules (the model language's
+# contractions, reductions, indexing) register into RULES and ROUTING from their own
+# modules, imported here, where the registry is read
+from . import conv_rules, tensor_rules  # noqa: F401
 from .ir import BATCH, Graph, N, broadcast_shape
 from .naming import Names
 from .program import Assign, BatchSum, Call, Program, Statement
@@ -48,6 +49,15 @@ class Adjoints:
         symbol = self.names.fresh("v")
         args = tuple(a if isinstance(a, sp.Symbol) else self._materialize(a) for a in args)
         self.emit(Call(symbol, op, args, shape, "backward", attrs=attrs))
+        return symbol
+
+    def full(self, g: sp.Symbol, shape: tuple) -> sp.Symbol:
+        """``g`` as an array of ``shape``: an adjoint whose value is the same for every
+        element (1/N for each sample's loss) is one number until a tensor op reads it."""
+        if self.shapes.get(g, ()) == shape:
+            return g
+        symbol = self.names.fresh("v")
+        self.emit(Call(symbol, "broadcast_to", (g,), shape, "backward", attrs=(("shape", shape),)))
         return symbol
 
     def _materialize(self, expr: sp.Expr) -> sp.Symbol:
@@ -97,6 +107,8 @@ def reverse_mode(graph: Graph, names: Names) -> Program:
         g = adjoints.total(node.output)
         if g is not None:
             rule = RULES[node.op]
+            if rule.full_adjoint:
+                g = adjoints.full(g, graph.tensors[node.output].shape)
             for tensor, contribution, shape in rule.vjp(node, g, graph, needs, adjoints.call):
                 adjoints.add(tensor, contribution, shape)
     grads = {}

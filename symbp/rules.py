@@ -18,7 +18,7 @@ from sympy.core.parameters import distribute, global_parameters
 
 from .functions import apply_kink_conventions
 from .ir import BATCH, Graph, N, Node, Shape
-from .program import Assign, BatchMean, Call, Statement
+from .program import Assign, BatchMean, BatchSum, Call, Statement
 
 Contribution = tuple[str, sp.Expr, Shape]
 
@@ -30,13 +30,16 @@ class Rule:
     # contributions; tensor ops emit their products through ``emit`` and contribute
     # the resulting symbol
     vjp: Callable[..., list[Contribution]]
+    # the VJP hands the adjoint to tensor ops, so it must hold the output's whole shape
+    # even where its value is the same for every element (dL/dl_n = 1/N)
+    full_adjoint: bool = False
 
 
 RULES: dict[str, Rule] = {}
 
 
-def register(op: str, forward, vjp) -> None:
-    RULES[op] = Rule(forward, vjp)
+def register(op: str, forward, vjp, *, full_adjoint: bool = False) -> None:
+    RULES[op] = Rule(forward, vjp, full_adjoint)
 
 
 # adjoint ops that route each gradient element to one input element whose value is
@@ -127,9 +130,24 @@ def _elementwise_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list
         if name not in needs:
             continue
         local = local_derivative(expr, graph.tensors[name].symbol, out.symbol)
-        if local != 0:
+        if local == 0:
+            continue
+        shape = graph.tensors[name].shape
+        if _per_sample(shape) == _per_sample(out.shape):
             result.append((name, g * local, out.shape))
+            continue
+        # the operand was broadcast to the output's shape (a bias of shape () added to
+        # a vector, a size-1 axis): its adjoint sums over the axes it was repeated along;
+        # the batch, if the operand has none, is the loop's to sum
+        kept = shape if BATCH in shape or BATCH not in out.shape else (BATCH, *shape)
+        attrs = (("shape", kept), ("source", out.shape))
+        summed = emit("sum_to", (g * local,), kept, f"d_{name}", attrs)
+        result.append((name, summed, kept))
     return result
+
+
+def _per_sample(shape: Shape) -> Shape:
+    return shape[1:] if shape[:1] == (BATCH,) else shape
 
 
 register("elementwise", _elementwise_forward, _elementwise_vjp)
@@ -140,6 +158,8 @@ register("elementwise", _elementwise_forward, _elementwise_vjp)
 
 def _mean_forward(node: Node, graph: Graph) -> list[Statement]:
     out, src = graph.tensors[node.output], graph.tensors[node.inputs[0]]
+    if BATCH in src.shape and node.attrs.get("reduction") == "sum":
+        return [BatchSum(out.symbol, src.symbol, out.shape, "forward")]
     if BATCH in src.shape:
         return [
             BatchMean(
@@ -158,6 +178,8 @@ def _mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contri
         return []
     # each element enters the mean with weight 1/(N * elements per sample)
     per_sample = node.attrs.get("per_sample", 1)
+    if node.attrs.get("reduction") == "sum":
+        return [(src.name, g / per_sample, ())]
     return [(src.name, g / (N * per_sample) if BATCH in src.shape else g / per_sample, ())]
 
 

@@ -5,7 +5,6 @@ Every problem becomes a one-line :class:`SpecError` naming the file and the fiel
 
 from __future__ import annotations
 
-import builtins
 import stat
 import sys
 import tomllib
@@ -17,55 +16,14 @@ import sympy as sp
 
 from .errors import SpecError, way_out
 from .expr_parser import is_identifier, parse_expression
-from .spec_fields import TrainSpec, _only, _table, _train_table, finite_number
-
-# Names the generated code itself uses; a model may not take them.
-RESERVED = frozenset(dir(builtins)) | {
-    "np",
-    "math",
-    "params",
-    "grads",
-    "state",
-    "X",
-    "Y",
-    "N",
-    "lr",
-    "argv",
-    "main",
-    "train",
-    "forward",
-    "loss",
-    "loss_and_grads",
-    "init_params",
-    "pi",
-    # module-level names of the generated module
-    "DTYPE",
-    "INPUTS",
-    "TARGETS",
-    "OUTPUTS",
-    "PARAM_SHAPES",
-    "INITIAL_VALUES",
-    "TRAIN_DEFAULTS",
-    "OPTIMIZER",
-    "OPTIMIZER_OPTIONS",
-    "DATA",
-    "PREDICT_AT",
-    # per-step scalars of the optimizers
-    "step_size",
-    "bias_correction2_sqrt",
-    "clr",
-    "damp",
-    "step",
-}
-# optimizer state per parameter (exp_avg_w1, ...), adjoints (d_w1) and private helpers
-RESERVED_PREFIXES = (
-    "_",
-    "d_",
-    "momentum_buffer",
-    "sum_",
-    "square_avg",
-    "grad_avg",
-    "exp_avg",
+from .language.model import is_tensor_model, tensor_model
+from .spec_fields import (
+    TrainSpec,
+    _check_name,
+    _only,
+    _table,
+    _train_table,
+    finite_number,
 )
 
 NAMED_LOSSES = ("mse", "l1")
@@ -171,6 +129,8 @@ def parse_spec(text: str, source: str):
     if not isinstance(description, str):
         raise SpecError(source, "description", "expected a string")
     model = _table(doc, "model", source, required=True)
+    if is_tensor_model(model):
+        return tensor_model(doc, model, name, description, source)
     if "layers" in model:
         from .layers import layer_spec
 
@@ -204,21 +164,6 @@ def _name_list(model: dict, key: str, source: str) -> list[str]:
     for item in value:
         _check_name(item, source, f"model.{key}")
     return value
-
-
-def _check_name(name: object, source: str, where: str) -> None:
-    if not isinstance(name, str) or not is_identifier(name):
-        raise SpecError(
-            source, where, f"{name!r} is not a valid name (an identifier, not a keyword)"
-        )
-    if name in RESERVED:
-        raise SpecError(source, where, f"'{name}' is reserved by the generated code; rename it")
-    if name.startswith("yhat"):
-        raise SpecError(source, where, f"'{name}' is reserved for the model's output")
-    if name.startswith(RESERVED_PREFIXES):
-        raise SpecError(
-            source, where, f"'{name}' starts like a name the generated code uses; rename it"
-        )
 
 
 def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:

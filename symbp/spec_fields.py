@@ -7,11 +7,79 @@ same way in either, and neither module needs the other.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass, field
 
 from .errors import SpecError, way_out
+from .expr_parser import is_identifier
 from .optim import BOOLEAN_OPTIONS, DEFAULTS
+
+# Names the generated code itself uses; a model may not take them.
+RESERVED = frozenset(dir(builtins)) | {
+    "np",
+    "math",
+    "params",
+    "grads",
+    "state",
+    "X",
+    "Y",
+    "N",
+    "lr",
+    "argv",
+    "main",
+    "train",
+    "forward",
+    "loss",
+    "loss_and_grads",
+    "init_params",
+    "pi",
+    # module-level names of the generated module
+    "DTYPE",
+    "INPUTS",
+    "TARGETS",
+    "OUTPUTS",
+    "PARAM_SHAPES",
+    "INITIAL_VALUES",
+    "TRAIN_DEFAULTS",
+    "OPTIMIZER",
+    "OPTIMIZER_OPTIONS",
+    "DATA",
+    "PREDICT_AT",
+    # per-step scalars of the optimizers
+    "step_size",
+    "bias_correction2_sqrt",
+    "clr",
+    "damp",
+    "step",
+}
+# optimizer state per parameter (exp_avg_w1, ...), adjoints (d_w1) and private helpers
+RESERVED_PREFIXES = (
+    "_",
+    "d_",
+    "momentum_buffer",
+    "sum_",
+    "square_avg",
+    "grad_avg",
+    "exp_avg",
+)
+
+
+def _check_name(name: object, source: str, where: str, *, outputs_named: bool = False) -> None:
+    """A name a model may give: not the generated code's, and (unless the model names
+    its outputs itself, as a tensor model does) not yhat, the output's."""
+    if not isinstance(name, str) or not is_identifier(name):
+        raise SpecError(
+            source, where, f"{name!r} is not a valid name (an identifier, not a keyword)"
+        )
+    if name in RESERVED:
+        raise SpecError(source, where, f"'{name}' is reserved by the generated code; rename it")
+    if name.startswith("yhat") and not outputs_named:
+        raise SpecError(source, where, f"'{name}' is reserved for the model's output")
+    if name.startswith(RESERVED_PREFIXES):
+        raise SpecError(
+            source, where, f"'{name}' starts like a name the generated code uses; rename it"
+        )
 
 
 @dataclass

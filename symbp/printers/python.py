@@ -17,6 +17,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from ..ir import N
 from .conv import ConvCalls
+from .tensor import TensorCalls
 
 
 class _PythonTarget(PythonCodePrinter):
@@ -139,7 +140,7 @@ class _PythonTarget(PythonCodePrinter):
         return self._step(x, h0)
 
 
-class NumpyPrinter(ConvCalls, _PythonTarget):
+class NumpyPrinter(ConvCalls, TensorCalls, _PythonTarget):
     """Expressions over NumPy arrays (a batch at a time)."""
 
     FUNCS = {

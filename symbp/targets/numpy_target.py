@@ -18,6 +18,7 @@ import sympy as sp
 from .. import __version__
 from ..chain import chain_steps
 from ..derive import Derivation
+from ..language.model import TensorModel
 from ..layers import LayerSpec
 from ..memory import plan_buffers
 from ..optim import g as grad_symbol
@@ -438,7 +439,11 @@ def render_module(derivation: Derivation, dtype: str | None = None, *, options: 
     """The NumPy module; ``options`` are the command line's other options (``-o m.py
     --tests``), repeated in the docstring's regenerate line."""
     dtype = dtype or default_dtype(derivation.spec)
-    if isinstance(derivation.spec, LayerSpec):
+    if isinstance(derivation.spec, TensorModel):
+        from .numpy_graph import graph_context
+
+        template, context = "graph.py.j2", graph_context(derivation, dtype)
+    elif isinstance(derivation.spec, LayerSpec):
         template, context = "layers.py.j2", layer_context(derivation, dtype)
     else:
         template, context = "module.py.j2", module_context(derivation, dtype)

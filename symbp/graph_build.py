@@ -1,0 +1,176 @@
+"""Lower a tensor model's terms to the model IR.
+
+Each term becomes IR nodes over batched tensors: a per-sample value of shape s that
+differs between samples is stored as (N, *s), one shared by the batch (a parameter,
+or what is computed from parameters alone) as s. Elementwise terms are split into
+atomic SymPy operations, as for scalar models (:mod:`symbp.build`); every other term
+is one tensor op node whose attributes speak of the stored axes (a per-sample axis k
+of a batched value is axis k + 1). A batched operand of lower rank than an elementwise
+result gets its size-1 axes after the batch axis first (``expand``), so that NumPy's
+broadcasting of the stored arrays is the per-sample broadcasting the formula meant.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .build import _Lowering
+from .ir import BATCH, Graph, Node, Tensor
+from .language.model import TensorModel
+from .language.terms import Term
+from .naming import Names
+
+_PREFIX = {
+    "contract": "prod",
+    "sum": "sum",
+    "expand": "e",
+    "logsumexp": "lse",
+    "index": "part",
+    "concat": "cat",
+    "broadcast": "rep",
+    "batch_mean": "bmean",
+}
+
+
+class _TensorLowering(_Lowering):
+    def __init__(self, model: TensorModel, names: Names):
+        super().__init__(names)
+        self.model = model
+        self.lowered: dict[int, sp.Expr] = {}
+
+    def atom(self, expr: sp.Expr) -> sp.Expr:
+        """As for scalar models; a choice (huber's Piecewise) is one node over what its
+        branches and conditions read."""
+        if isinstance(expr, sp.Piecewise) and expr not in self.memo:
+            return self.add_node(expr, None, expr)
+        return super().atom(expr)
+
+    def stored(self, term: Term) -> tuple:
+        return (BATCH, *term.shape) if term.batched else term.shape
+
+    def offset(self, term: Term) -> int:
+        return 1 if term.batched else 0
+
+    def symbol_of(self, expr: sp.Expr, name: str | None = None) -> sp.Symbol:
+        """The tensor holding ``expr`` (``name`` if given), adding nodes as needed."""
+        if name is not None:
+            return self.named(name, expr)
+        if isinstance(expr, sp.Symbol):
+            return expr
+        if not expr.free_symbols:  # a constant where a tensor is needed
+            return self.add_node(expr, None, None)
+        return self.atom(expr)
+
+    def node(
+        self, op: str, args: list[sp.Symbol], term: Term, name: str | None, attrs
+    ) -> sp.Symbol:
+        symbol = sp.Symbol(name, real=True) if name else self.names.fresh(_PREFIX[op])
+        self.tensors[symbol.name] = Tensor(
+            symbol.name, self.stored(term), "value", named=bool(name)
+        )
+        self.nodes.append(Node(op, tuple(a.name for a in args), symbol.name, dict(attrs)))
+        return symbol
+
+    def lower(self, term: Term, name: str | None = None) -> sp.Expr:
+        """The SymPy value of ``term``: a symbol, or an elementwise expression over symbols
+        (materialized when a tensor op, or a name, needs it)."""
+        key = id(term)
+        if key in self.lowered:
+            value = self.lowered[key]
+            return value if name is None else self.symbol_of(value, name)  # an alias
+        value = self._lower(term, name)
+        if name is not None and not (isinstance(value, sp.Symbol) and value.name == name):
+            value = self.symbol_of(value, name)
+        if term.op != "name":
+            self.lowered[key] = value
+        return value
+
+    def _lower(self, term: Term, name: str | None) -> sp.Expr:
+        op = term.op
+        if op == "name":
+            return sp.Symbol(term.attr("name"), real=True)
+        if op == "const":
+            return term.attr("value")
+        if op == "one_hot":  # the target itself: the module stores labels one-hot
+            return self.lower(term.args[0])
+        if op == "ew":
+            rank = len(term.shape)
+            args = []
+            for arg in term.args:
+                value = self.lower(arg)
+                if arg.batched and len(arg.shape) < rank:
+                    axes = tuple(range(1, 1 + rank - len(arg.shape)))
+                    expanded = Term(
+                        "expand",
+                        (arg,),
+                        (1,) * (rank - len(arg.shape)) + arg.shape,
+                        True,
+                        (("axes", axes),),
+                    )
+                    value = self.node(
+                        "expand", [self.symbol_of(value)], expanded, None, {"axes": axes}
+                    )
+                args.append(value)
+            return term.attr("func")(*args)
+        args = [self.symbol_of(self.lower(a)) for a in term.args]
+        if op == "contract":
+            attrs = {"subscripts": self._subscripts(term)}
+        elif op in ("sum", "expand"):
+            attrs = {"axes": tuple(a + self.offset(term.args[0]) for a in term.attr("axes"))}
+        elif op == "logsumexp":
+            attrs = {"keepdims": term.attr("keepdims")}
+        elif op == "index":
+            attrs = {k: term.attr(k) for k in ("start", "stop", "squeeze")}
+        elif op == "concat":
+            attrs = {}
+            for k, (part, symbol) in enumerate(zip(term.args, args, strict=True)):
+                if term.batched and not part.batched:
+                    repeated = Term("broadcast", (part,), part.shape, True)
+                    stored = self.stored(repeated)
+                    args[k] = self.node(
+                        "broadcast", [symbol], repeated, None, {"axes": (0,), "shape": stored}
+                    )
+        elif op == "batch_mean":
+            attrs = {}
+        else:  # pragma: no cover - every op of symbp.language.terms is handled above
+            raise ValueError(f"unknown term op {op!r}")
+        return self.node(op, args, term, name, attrs)
+
+    def _subscripts(self, term: Term) -> str:
+        """The per-sample subscripts with the batch axis ``n`` on batched operands."""
+        inputs, result = term.attr("subscripts").split("->")
+        parts = [
+            ("n" if a.batched else "") + s
+            for a, s in zip(term.args, inputs.split(","), strict=True)
+        ]
+        return ",".join(parts) + "->" + ("n" if term.batched else "") + result
+
+
+def tensor_graph(model: TensorModel, names: Names) -> Graph:
+    low = _TensorLowering(model, names)
+    labels = model.labels
+    for x, shape in model.inputs.items():
+        low.leaf(x, (BATCH, *shape), "input")
+    for y, shape in model.targets.items():
+        low.leaf(y, (BATCH, labels[y]) if y in labels else (BATCH, *shape), "target")
+    for p, shape in model.params.items():
+        low.leaf(p, shape, "param")
+    for let_name, term, _ in model.lets:
+        low.lower(term, let_name)
+    sample_loss = names.pick("l_n", "loss_n")
+    low.lower(model.loss, sample_loss)
+    low.tensors[sample_loss] = Tensor(
+        sample_loss, low.tensors[sample_loss].shape, "sample_loss", named=True
+    )
+    batch_loss = names.pick("L", "loss_batch")
+    low.tensors[batch_loss] = Tensor(batch_loss, (), "loss", named=True)
+    low.nodes.append(Node("mean", (sample_loss,), batch_loss, {"reduction": model.reduction}))
+    return Graph(
+        tensors=low.tensors,
+        nodes=low.nodes,
+        loss=batch_loss,
+        params=list(model.params),
+        inputs=list(model.inputs),
+        targets=list(model.targets),
+        outputs=[model.output],
+    )

@@ -1,0 +1,307 @@
+"""The derivation document of a tensor model: generalized backpropagation.
+
+The course's view of a network as a graph whose nodes are operations: the forward
+pass computes each value from the values it reads, and the backward pass gives each
+value v its adjoint, the sum over the operations that read v of the transposed
+Jacobian times their adjoint, dL/dv = sum_c (dc/dv)^T dL/dc. A value read twice (a skip
+connection, a tied weight) visibly sums two terms. The document states the model per
+sample, lists who reads what, then writes the backward pass of the derived program in
+batch form (rows are samples), grouped by the value whose adjoint each part completes,
+and what it costs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from .derive import Derivation
+from .document_layout import finish
+from .flops import program_flops
+from .language.terms import Term, shape_text
+from .notation import TORCH_NAMES, latex_name, latex_named
+from .program import Assign, BatchMean, BatchSum, Call, Statement
+from .templating import environment
+from .tensor_rules import NOTATION
+
+FORMATS = ("text", "markdown", "latex")
+TEMPLATE = "graph.j2"
+
+
+# --- formulas of the model, per sample -----------------------------------------------
+
+
+def _call_tex(name: str, args: list[str], given) -> str:
+    words = [*args, *(f"\\mathrm{{{k}}}={sp.latex(v)}" for k, v in given)]
+    escaped = name.replace("_", r"\_")
+    return rf"\operatorname{{{escaped}}}\left({', '.join(words)}\right)"
+
+
+def term_tex(term: Term, names: dict[int, str]) -> str:
+    """LaTeX of a formula's term; ``names`` maps a named term (a let) to its name."""
+    if id(term) in names:
+        return latex_name(names[id(term)])
+    call = term.attr("call")
+    if call is not None:
+        name, args, given = call
+        return _call_tex(name, [term_tex(a, names) for a in args], given)
+    op = term.op
+    if op == "name":
+        return latex_name(term.attr("name"))
+    if op == "const":
+        return sp.latex(term.attr("value"))
+    if op == "ew":
+        return _elementwise_tex(term, names)
+    children = [term_tex(a, names) for a in term.args]
+    if op == "one_hot":
+        return children[0]
+    wrapped = [
+        c if a.op in ("name", "const") or id(a) in names else rf"\left({c}\right)"
+        for c, a in zip(children, term.args, strict=True)
+    ]
+    if op in NOTATION:
+        return NOTATION[op](wrapped, dict(term.attrs))
+    return rf"\operatorname{{{op}}}\left({', '.join(children)}\right)"
+
+
+def _elementwise_tex(term: Term, names: dict[int, str]) -> str:
+    """An elementwise subtree as one SymPy expression (SymPy places its parentheses);
+    the other terms it reads are holes, filled with their LaTeX, in parentheses where
+    a hole is a factor or a power's base and its LaTeX is more than one symbol."""
+    holes: dict[sp.Symbol, str] = {}
+
+    def build(t: Term) -> sp.Expr:
+        if t.op == "ew" and id(t) not in names and t.attr("call") is None:
+            return t.attr("func")(*[build(a) for a in t.args])
+        if t.op == "const":
+            return t.attr("value")
+        hole = sp.Symbol(f"Hole{len(holes)}", real=True)
+        holes[hole] = term_tex(t, names)
+        return hole
+
+    expr = build(term)
+    wrapped = {}
+    for hole, tex in holes.items():
+        grouped = all(not isinstance(parent, (sp.Mul, sp.Pow)) for parent in _parents(expr, hole))
+        simple = " " not in tex and not re.search(r"[+\-]", tex[1:])
+        wrapped[hole] = tex if grouped or simple else rf"\left({tex}\right)"
+    return latex_named(expr, wrapped)
+
+
+def _parents(expr: sp.Expr, target: sp.Symbol) -> list[sp.Expr]:
+    found = []
+    for node in sp.preorder_traversal(expr):
+        if target in getattr(node, "args", ()):
+            found.append(node)
+    return found
+
+
+# --- the program, in batch form ------------------------------------------------------
+
+
+def _symbol_tex(name: str, user: set[str]) -> str:
+    if name.startswith("d_") and (name[2:] in user or name[2:-2] in user):
+        base = name[2:]
+        per_sample = base.endswith("_n") and base[:-2] in user
+        base = base[:-2] if per_sample else base
+        tex = rf"\bar{{{latex_name(base)}}}"
+        return tex + "_{n}" if per_sample else tex
+    if name in user or name in ("l_n", "L", "N"):
+        return latex_name(name)
+    match = re.fullmatch(r"(d_)?([A-Za-z]+?)(\d*)", name)  # a temporary: prod2, d_sum1
+    if not match:
+        return rf"\mathit{{{name.replace('_', '')}}}"
+    bar, stem, number = match.groups()
+    tex = rf"\mathit{{{stem}}}" + (f"_{{{number}}}" if number else "")
+    return rf"\bar{{{tex}}}" if bar else tex
+
+
+def statement_tex(stmt: Statement, user: set[str]) -> tuple[str, str]:
+    """(left side, right side) of a program statement in LaTeX."""
+
+    def tex(symbol: sp.Symbol) -> str:
+        return _symbol_tex(symbol.name, user)
+
+    if isinstance(stmt, Assign):
+        names = {s: tex(s) for s in stmt.expr.free_symbols}
+        rhs = latex_named(stmt.expr, names)
+    elif isinstance(stmt, Call):
+        rhs = (
+            NOTATION[stmt.op]([tex(a) for a in stmt.args], dict(stmt.attrs))
+            if (stmt.op in NOTATION)
+            else rf"\operatorname{{{stmt.op}}}({', '.join(tex(a) for a in stmt.args)})"
+        )
+    elif isinstance(stmt, BatchSum):
+        rhs = rf"\textstyle\sum_{{n}} {tex(stmt.source)}"
+    elif isinstance(stmt, BatchMean):
+        rhs = rf"\frac{{1}}{{N}} \textstyle\sum_{{n}} {tex(stmt.source)}"
+    return tex(stmt.target), rhs
+
+
+def statement_text(stmt: Statement) -> str:
+    if isinstance(stmt, Assign):
+        return f"{stmt.target} = {sp.sstr(stmt.expr, order='none')}"
+    if isinstance(stmt, Call):
+        attrs = "".join(f", {k}={v}" for k, v in stmt.attrs)
+        return f"{stmt.target} = {stmt.op}({', '.join(a.name for a in stmt.args)}{attrs})"
+    if isinstance(stmt, BatchSum):
+        return f"{stmt.target} = sum over the batch of {stmt.source}"
+    return f"{stmt.target} = mean over the batch of {stmt.source}"
+
+
+def _readers(derivation: Derivation) -> dict[str, list[str]]:
+    """For each named value, the named values (or the loss) that read it, directly or
+    through unnamed intermediate values, in graph order, with repeats: a value read
+    by two operations of one consumer is listed twice."""
+    graph = derivation.graph
+    named = {n for n, t in graph.tensors.items() if t.named}
+    producer = graph.producer()
+    reads: dict[str, list[str]] = {}  # tensor -> named tensors it was built from, by path
+
+    def sources(tensor: str) -> list[str]:
+        if tensor in named or tensor not in producer:
+            return [tensor]
+        if tensor not in reads:
+            reads[tensor] = [s for i in producer[tensor].inputs for s in sources(i)]
+        return reads[tensor]
+
+    result: dict[str, list[str]] = {n: [] for n in named}
+    for node in graph.nodes:
+        if node.output in named:
+            for i in node.inputs:
+                for s in sources(i):
+                    result.setdefault(s, []).append(node.output)
+    return result
+
+
+def _groups(derivation: Derivation, user: set[str]) -> list[dict]:
+    """The backward statements, each run of them ending where a value's adjoint is done."""
+    program = derivation.program
+    backward = [
+        s for s in program.needed_for(list(program.grads.values())) if s.phase == "backward"
+    ]
+    groups, current = [], []
+    for stmt in backward:
+        current.append(stmt)
+        name = stmt.target.name
+        if name.startswith("d_") and (name[2:] in user or name[2:] in ("l_n", "L")):
+            groups.append({"value": name[2:], "statements": current})
+            current = []
+    if current:
+        groups.append({"value": None, "statements": current})
+    return groups
+
+
+def _context(derivation: Derivation, fmt: str) -> dict:
+    model, program = derivation.spec, derivation.program
+    user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
+    let_names = {id(term): name for name, term, _ in model.lets}
+    readers = _readers(derivation)
+    rows = []
+    for x, s in model.inputs.items():
+        rows.append({"name": x, "tex": latex_name(x), "role": "input", "shape": shape_text(s)})
+    for y, s in model.targets.items():
+        role = f"target: class labels in [0, {model.labels[y]})" if y in model.labels else "target"
+        rows.append({"name": y, "tex": latex_name(y), "role": role, "shape": shape_text(s)})
+    for p, s in model.params.items():
+        init = model.init[p]
+        drawn = {
+            "uniform": f"uniform in ±{init.value:.4g}",
+            "normal": "standard normal",
+            "constant": f"constant {init.value:g}",
+        }[init.kind]
+        rows.append(
+            {
+                "name": p,
+                "tex": latex_name(p),
+                "role": f"parameter ({drawn})",
+                "shape": shape_text(s),
+            }
+        )
+    lets = []
+    for name, term, text in model.lets:
+        own = {k: v for k, v in let_names.items() if v != name}
+        lets.append(
+            {
+                "name": name,
+                "text": text,
+                "tex": latex_name(name),
+                "math": term_tex(term, own),
+                "shape": shape_text(term.shape),
+                "batched": term.batched,
+            }
+        )
+    fan_out = [
+        {"name": n, "tex": latex_name(n), "readers": r, "count": len(r)}
+        for n, r in readers.items()
+        if n in user and len(r) > 1
+    ]
+    order = [*reversed([n for n, _, _ in model.lets]), *model.params]
+    adjoints = [
+        {
+            "name": n,
+            "tex": latex_name(n),
+            "readers": [
+                {"name": r, "tex": latex_name(r) if r in user else "l"} for r in readers.get(n, [])
+            ],
+        }
+        for n in order
+        if readers.get(n)
+    ]
+    sizes = (1, model.train.batch_size)
+    flops = {n: program_flops(program, n) for n in sizes}
+    groups = []
+    for group in _groups(derivation, user):
+        groups.append(
+            {
+                "value": group["value"],
+                "tex": latex_name(group["value"]) if group["value"] in user else None,
+                "rows": [statement_tex(s, user) for s in group["statements"]],
+                "lines": [statement_text(s) for s in group["statements"]],
+            }
+        )
+    forward_lines = [statement_text(s) for s in program.needed_for([program.loss])]
+    return {
+        "fmt": fmt,
+        "name": model.name,
+        "source": model.source,
+        "description": model.description,
+        "rows": rows,
+        "lets": lets,
+        "let_rows": [(v["tex"], v["math"]) for v in lets]
+        + [("l", term_tex(model.loss, let_names))],
+        "loss_text": model.loss_text,
+        "loss_tex": term_tex(model.loss, let_names),
+        "reduction": model.reduction,
+        "batched": model.batched,
+        "output": model.output,
+        "fan_out": fan_out,
+        "adjoints": adjoints,
+        "groups": groups,
+        "grads": [(p.name, latex_name(p.name), g.name) for p, g in program.grads.items()],
+        "forward_lines": forward_lines,
+        "flops": [
+            {
+                "batch": n,
+                "forward": flops[n]["forward"],
+                "program": flops[n]["program"],
+                "ratio": f"{flops[n]['program'] / max(1, flops[n]['forward']):.2f}",
+            }
+            for n in sizes
+        ],
+        "train": {
+            "optimizer": model.train.optimizer,
+            "torch": TORCH_NAMES[model.train.optimizer],
+            "lr": model.train.lr,
+            "epochs": model.train.epochs,
+            "batch_size": model.train.batch_size,
+        },
+    }
+
+
+def render_graph_document(derivation: Derivation, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(FORMATS)})")
+    text = environment("docs").get_template(TEMPLATE).render(_context(derivation, fmt))
+    return finish(text, fmt)

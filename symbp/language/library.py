@@ -1,0 +1,331 @@
+"""The functions and losses a tensor formula may call, each written once in the
+primitive ops of :mod:`symbp.language.ops` (reverse mode then derives them: nothing
+here states a derivative).
+
+Each entry names its positional arity, its keyword arguments with their defaults,
+and how it builds its term. Losses also name their torch.nn counterpart; each is
+written in its numerically stable form (cross-entropy through logsumexp, binary
+cross-entropy on logits through softplus), chosen here once for every target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..functions import FUNCTIONS, clamped_log, softplus
+from . import ops
+from .ops import ShapeError
+from .terms import Term, shape_text
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    arity: tuple[int, ...] | None  # None: two or more
+    build: Callable[[list[Term], dict], Term]
+    doc: str
+    keywords: dict[str, object] = field(default_factory=dict)  # name -> default
+    torch: str = ""  # a loss's torch.nn counterpart
+
+
+def _ew(func, *args: Term, text: str) -> Term:
+    return ops.elementwise(func, list(args), text)
+
+
+def _num(value) -> Term:
+    return ops.const(sp.sympify(value))
+
+
+def _add(a, b):
+    return _ew(lambda x, y: x + y, a, b, text="+")
+
+
+def _sub(a, b):
+    return _ew(lambda x, y: x - y, a, b, text="-")
+
+
+def _mul(a, b):
+    return _ew(lambda x, y: x * y, a, b, text="*")
+
+
+def _div(a, b):
+    return _ew(lambda x, y: x / y, a, b, text="/")
+
+
+def _keep(reduced: Term, axes: tuple[int, ...]) -> Term:
+    """A reduction's result with the reduced axes back as size 1, to broadcast against
+    what it reduced (NumPy's keepdims)."""
+    return ops.expand(reduced, axes)
+
+
+def _sum(args, kw):
+    (a,) = args
+    return ops.reduce_sum(a, ops.axes_of(a, kw["axis"]))
+
+
+def _count(a: Term, axes: tuple[int, ...]) -> int:
+    count = 1
+    for i in axes:
+        count *= a.shape[i]
+    return count
+
+
+def _mean(args, kw):
+    (a,) = args
+    axes = ops.axes_of(a, kw["axis"])
+    return _div(ops.reduce_sum(a, axes), _num(_count(a, axes)))
+
+
+def _var(args, kw):
+    """The biased variance (divided by the count), as torch's normalization uses."""
+    (a,) = args
+    axes = ops.axes_of(a, kw["axis"])
+    mean = _div(ops.reduce_sum(a, axes), _num(_count(a, axes)))
+    centred = _sub(a, _keep(mean, axes) if a.shape else mean)
+    squares = _ew(lambda x: x**2, centred, text="**")
+    return _div(ops.reduce_sum(squares, axes), _num(_count(a, axes)))
+
+
+def _norm(args, kw):
+    (a,) = args
+    axes = ops.axes_of(a, kw["axis"])
+    squares = _ew(lambda x: x**2, a, text="**")
+    return _ew(sp.sqrt, ops.reduce_sum(squares, axes), text="sqrt")
+
+
+def _logsumexp(args, kw):
+    return ops.logsumexp(args[0], keepdims=False)
+
+
+def _log_softmax(args, kw):
+    (z,) = args
+    return _sub(z, ops.logsumexp(z, keepdims=True))
+
+
+def _softmax(args, kw):
+    return _ew(sp.exp, _log_softmax(args, kw), text="exp")
+
+
+def _dot(args, kw):
+    u, v = args
+    if len(u.shape) != 1 or len(v.shape) != 1:
+        raise ShapeError(
+            f"dot takes two vectors, got shapes {shape_text(u.shape)} and {shape_text(v.shape)}"
+        )
+    return ops.contract([u, v], "i,i->")
+
+
+def _outer(args, kw):
+    u, v = args
+    if len(u.shape) != 1 or len(v.shape) != 1:
+        raise ShapeError(
+            f"outer takes two vectors, got shapes {shape_text(u.shape)} and {shape_text(v.shape)}"
+        )
+    return ops.contract([u, v], "i,j->ij")
+
+
+def _concat(args, kw):
+    return ops.concat(list(args))
+
+
+def _batch_mean(args, kw):
+    return ops.batch_mean(args[0])
+
+
+def _batch_var(args, kw):
+    """The biased variance over the batch, torch.nn.functional.batch_norm's in training."""
+    (a,) = args
+    centred = _sub(a, ops.batch_mean(a))
+    return ops.batch_mean(_ew(lambda x: x**2, centred, text="**"))
+
+
+# --- losses: per-sample, the batch loss is their mean --------------------------------
+
+
+def _same_shape(name: str, a: Term, b: Term) -> None:
+    if a.shape != b.shape:
+        raise ShapeError(
+            f"{name} compares equal shapes, got {shape_text(a.shape)} and {shape_text(b.shape)}"
+        )
+
+
+def _elementwise_loss(name: str, each):
+    """A loss that averages ``each(prediction - target)`` over the sample's elements,
+    as torch.nn's losses do with reduction 'mean' (over every element of the batch)."""
+
+    def build(args, kw):
+        a, b = args
+        _same_shape(name, a, b)
+        per_element = each(_sub(a, b), kw)
+        axes = tuple(range(len(a.shape)))
+        return _div(ops.reduce_sum(per_element, axes), _num(max(1, a.size)))
+
+    return build
+
+
+def _huber_each(d, kw):
+    delta = sp.sympify(kw["delta"])
+    if not delta > 0:
+        raise ShapeError(f"delta must be positive, got {kw['delta']}")
+    return _ew(
+        lambda x: sp.Piecewise(
+            (x**2 / 2, sp.Abs(x) < delta), (delta * (sp.Abs(x) - delta / 2), True)
+        ),
+        d,
+        text="huber",
+    )
+
+
+def _smooth_l1_each(d, kw):
+    beta = sp.sympify(kw["beta"])
+    if beta < 0:
+        raise ShapeError(f"beta must be non-negative, got {kw['beta']}")
+    if float(beta) == 0:
+        return _ew(sp.Abs, d, text="abs")
+    return _ew(
+        lambda x: sp.Piecewise((x**2 / (2 * beta), sp.Abs(x) < beta), (sp.Abs(x) - beta / 2, True)),
+        d,
+        text="smooth_l1",
+    )
+
+
+def _bce_with_logits(args, kw):
+    """softplus(z) - y z: log(1 + e^z) - y z without overflow, torch's stable form."""
+    z, y = args
+    _same_shape("bce_with_logits", z, y)
+    each = _sub(_ew(softplus, z, text="softplus"), _mul(y, z))
+    return _div(ops.reduce_sum(each, tuple(range(len(z.shape)))), _num(max(1, z.size)))
+
+
+def _bce(args, kw):
+    """-(y log p + (1 - y) log(1 - p)) with each log clamped at -100, as torch.nn.BCELoss."""
+    p, y = args
+    _same_shape("bce", p, y)
+    logp = _ew(clamped_log, p, text="log")
+    log1p = _ew(lambda x: clamped_log(1 - x), p, text="log")
+    each = _ew(lambda a, b, c: -(c * a + (1 - c) * b), logp, log1p, y, text="bce")
+    return _div(ops.reduce_sum(each, tuple(range(len(p.shape)))), _num(max(1, p.size)))
+
+
+def _class_targets(name: str, z: Term, y: Term) -> Term:
+    """Targets as class probabilities over the logits' last axis: labels one-hot."""
+    if len(z.shape) != 1:
+        raise ShapeError(f"{name} takes a vector of logits, got shape {shape_text(z.shape)}")
+    if y.shape == z.shape:
+        return y
+    if y.op == "name" and y.shape == () and y.batched:  # class labels, one-hot in the IR
+        return Term("one_hot", (y,), z.shape, True, (("classes", z.shape[0]),))
+    raise ShapeError(
+        f"{name}'s targets are class labels (shape ()) or probabilities of the logits'"
+        f" shape {shape_text(z.shape)}, got shape {shape_text(y.shape)}"
+    )
+
+
+def _cross_entropy(args, kw):
+    """-sum(y' log_softmax(z)), y' the (smoothed) class probabilities: for labels
+    logsumexp(z) - z_y, torch.nn.CrossEntropyLoss's form, never exp of a large z."""
+    z, y = args
+    y = _class_targets("cross_entropy", z, y)
+    eps = sp.sympify(kw["label_smoothing"])
+    if not 0 <= eps <= 1:
+        raise ShapeError(f"label_smoothing must be in [0, 1], got {kw['label_smoothing']}")
+    if float(eps) != 0:
+        k = z.shape[0]
+        y = _ew(lambda t: (1 - eps) * t + eps / k, y, text="label smoothing")
+    logp = _log_softmax([z], {})
+    return _ew(lambda t: -t, ops.reduce_sum(_mul(y, logp), (0,)), text="-")
+
+
+def _nll(args, kw):
+    logp, y = args
+    y = _class_targets("nll", logp, y)
+    return _ew(lambda t: -t, ops.reduce_sum(_mul(y, logp), (0,)), text="-")
+
+
+LOSSES: dict[str, Function] = {
+    f.name: f
+    for f in [
+        Function(
+            "mse",
+            (2,),
+            _elementwise_loss("mse", lambda d, kw: _ew(lambda x: x**2, d, text="**")),
+            "mean of (yhat - y)^2 over the sample's elements",
+            torch="MSELoss",
+        ),
+        Function(
+            "l1",
+            (2,),
+            _elementwise_loss("l1", lambda d, kw: _ew(sp.Abs, d, text="abs")),
+            "mean of |yhat - y|",
+            torch="L1Loss",
+        ),
+        Function(
+            "huber",
+            (2,),
+            _elementwise_loss("huber", _huber_each),
+            "0.5 d^2 where |d| < delta, else delta (|d| - delta/2)",
+            keywords={"delta": 1.0},
+            torch="HuberLoss",
+        ),
+        Function(
+            "smooth_l1",
+            (2,),
+            _elementwise_loss("smooth_l1", _smooth_l1_each),
+            "0.5 d^2 / beta where |d| < beta, else |d| - beta/2",
+            keywords={"beta": 1.0},
+            torch="SmoothL1Loss",
+        ),
+        Function(
+            "bce_with_logits",
+            (2,),
+            _bce_with_logits,
+            "softplus(z) - y z, averaged",
+            torch="BCEWithLogitsLoss",
+        ),
+        Function(
+            "bce",
+            (2,),
+            _bce,
+            "-(y log p + (1 - y) log(1 - p)), logs clamped at -100",
+            torch="BCELoss",
+        ),
+        Function(
+            "cross_entropy",
+            (2,),
+            _cross_entropy,
+            "logsumexp(z) - z_y for labels; -sum(y log_softmax(z)) for probabilities",
+            keywords={"label_smoothing": 0.0},
+            torch="CrossEntropyLoss",
+        ),
+        Function("nll", (2,), _nll, "-(log-probabilities)_y", torch="NLLLoss"),
+    ]
+}
+
+TENSOR_FUNCTIONS: dict[str, Function] = {
+    f.name: f
+    for f in [
+        Function("sum", (1,), _sum, "sum over the sample's elements", {"axis": None}),
+        Function("mean", (1,), _mean, "mean over the sample's elements", {"axis": None}),
+        Function("var", (1,), _var, "biased variance", {"axis": None}),
+        Function("norm", (1,), _norm, "Euclidean norm", {"axis": None}),
+        Function("softmax", (1,), _softmax, "softmax over the last axis"),
+        Function("log_softmax", (1,), _log_softmax, "log-softmax over the last axis"),
+        Function("logsumexp", (1,), _logsumexp, "log sum exp over the last axis"),
+        Function("dot", (2,), _dot, "u . v of two vectors"),
+        Function("outer", (2,), _outer, "u v^T of two vectors"),
+        Function("concat", None, _concat, "vectors joined end to end"),
+        Function("batch_mean", (1,), _batch_mean, "mean over the batch"),
+        Function("batch_var", (1,), _batch_var, "biased variance over the batch"),
+        *LOSSES.values(),
+    ]
+}
+
+# the elementwise functions of symbp.functions (tanh, relu, ..., Max of 2+ arguments)
+ELEMENTWISE = FUNCTIONS
+
+
+def known_functions() -> list[str]:
+    return sorted({*ELEMENTWISE, *TENSOR_FUNCTIONS})

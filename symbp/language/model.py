@@ -1,0 +1,406 @@
+"""Read a tensor model's ``[model]`` table into a :class:`TensorModel` record.
+
+A model declares its parameters in ``[model.params]`` with their shapes (or takes
+inputs and targets as a table of shapes, or ``inputs = []``); its formulas then name
+tensors. Everything is checked here, so that a model that loads derives: every name
+declared, every shape agreeing, the loss one number per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import SpecError, way_out
+from ..spec_fields import TrainSpec, _check_name, _only, _table, _train_table, finite_number
+from . import ops
+from .formula import parse_formula
+from .terms import Shape, Term, shape_text
+
+MODEL_KEYS = {"inputs", "targets", "params", "let", "output", "loss", "reduction"}
+INITS = ("uniform", "normal", "zeros", "ones")
+# what the generated module's functions name besides the model's values
+GENERATED_LOCALS = frozenset({"data", "CLASSES", "INIT"})
+MAX_DIMENSION = 1 << 20
+MAX_ELEMENTS = 1 << 26
+
+
+@dataclass
+class Init:
+    """How init_params draws a parameter: ``uniform`` in +-bound (torch.nn.Linear's
+    1/sqrt(fan_in) for a matrix and its bias), ``normal`` N(0, 1), or a constant."""
+
+    kind: str  # "uniform" | "normal" | "constant"
+    value: float = 1.0  # the bound of uniform, the constant
+
+
+@dataclass
+class TensorModel:
+    name: str
+    source: str
+    inputs: dict[str, Shape]  # per-sample shapes
+    targets: dict[str, Shape]  # as declared: () for class labels
+    labels: dict[str, int]  # targets that hold class labels -> number of classes
+    params: dict[str, Shape]
+    init: dict[str, Init]
+    lets: list[tuple[str, Term, str]]  # name, term, formula text; in order
+    output: str  # the name of the model's output (a let-name)
+    loss: Term  # per sample, shape ()
+    loss_text: str
+    reduction: str  # "mean" | "sum" over the batch
+    train: TrainSpec
+    data: dict[str, np.ndarray] | None
+    description: str = ""
+    terms: dict[str, Term] = field(default_factory=dict)  # every named term
+    dataset: str | None = None  # a packaged dataset the example runner loads
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.inputs or self.targets)
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+
+def is_tensor_model(model: dict) -> bool:
+    """A spec whose [model] declares shapes: [model.params], or inputs and targets as
+    tables of shapes, or no inputs at all."""
+    return (
+        "params" in model
+        or isinstance(model.get("inputs"), dict)
+        or isinstance(model.get("targets"), dict)
+        or model.get("inputs") == []
+    )
+
+
+def _shape(value, source: str, where: str) -> Shape:
+    if not isinstance(value, list):
+        raise SpecError(
+            source, where, f"expected a shape (a list of sizes such as [8, 4]), got {value!r}"
+        )
+    for size in value:
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_DIMENSION:
+            raise SpecError(source, where, f"sizes are positive integers, got {size!r}")
+    if len(value) > 4:
+        raise SpecError(source, where, f"at most 4 axes, got {len(value)}")
+    if math.prod(value) > MAX_ELEMENTS:
+        raise SpecError(source, where, f"{math.prod(value)} elements is too many")
+    return tuple(value)
+
+
+def _name(name: object, source: str, where: str, taken: dict[str, str]) -> str:
+    _check_name(name, source, where, outputs_named=True)
+    if name in GENERATED_LOCALS:
+        raise SpecError(source, where, f"'{name}' is reserved by the generated code; rename it")
+    if name in taken:
+        raise SpecError(source, where, f"'{name}' is already one of model.{taken[name]}")
+    return name
+
+
+def _shapes(model: dict, key: str, source: str, taken: dict[str, str]) -> dict[str, Shape]:
+    value = model.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    where = f"model.{key}"
+    if isinstance(value, list):  # a plain list of names: scalars
+        result = {}
+        for item in value:
+            result[_name(item, source, where, taken)] = ()
+            taken[item] = key
+        return result
+    if not isinstance(value, dict):
+        raise SpecError(source, where, "expected a list of names or a table of name = shape")
+    result = {}
+    for item, shape in value.items():
+        result[_name(item, source, f"{where}.{item}", taken)] = _shape(
+            shape, source, f"{where}.{item}"
+        )
+        taken[item] = key
+    return result
+
+
+def _params(model: dict, source: str, taken: dict[str, str]):
+    table = _table(model, "params", source, prefix="model.")
+    shapes: dict[str, Shape] = {}
+    init: dict[str, Init | None] = {}
+    for key, value in table.items():
+        where = f"model.params.{key}"
+        _name(key, source, where, taken)
+        taken[key] = "params"
+        if isinstance(value, dict):
+            _only(value, {"shape", "init"}, source, where)
+            shapes[key] = _shape(value.get("shape", []), source, f"{where}.shape")
+            init[key] = _init(value.get("init"), source, f"{where}.init")
+        else:
+            shapes[key] = _shape(value, source, where)
+            init[key] = None
+    return shapes, init
+
+
+def _init(value, source: str, where: str) -> Init | None:
+    if value is None or value == "uniform":
+        return None  # the default bound, decided from how the model uses it
+    if value == "normal":
+        return Init("normal")
+    if value in ("zeros", "ones"):
+        return Init("constant", 0.0 if value == "zeros" else 1.0)
+    if isinstance(value, str):
+        raise SpecError(source, where, f"unknown init '{value}'" + way_out(value, INITS))
+    return Init("constant", finite_number(value, source, where))
+
+
+def _walk(term: Term):
+    stack, seen = [term], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        yield t
+        stack.extend(t.args)
+
+
+def _fan_ins(terms: list[Term], params: dict[str, Shape]) -> dict[str, int]:
+    """torch.nn.Linear's fan-in for each parameter used as one: a matrix W in W @ a
+    (its columns), and a vector added to such a product (its bias)."""
+    fan: dict[str, int] = {}
+    for term in terms:
+        for t in _walk(term):
+            if t.op == "contract" and len(t.args) == 2:
+                w = t.args[0]
+                if w.op == "name" and w.attr("name") in params and len(w.shape) == 2:
+                    fan.setdefault(w.attr("name"), w.shape[1])
+            if t.op == "ew" and t.attr("text") == "'+'":
+                product = [a for a in t.args if a.op == "contract" and len(a.args) == 2]
+                for a in t.args:
+                    if a.op == "name" and a.attr("name") in params and len(a.shape) == 1:
+                        for p in product:
+                            w = p.args[0]
+                            if w.op == "name" and w.attr("name") in fan:
+                                fan.setdefault(a.attr("name"), fan[w.attr("name")])
+    for name, shape in params.items():  # any other matrix: its columns, as torch counts
+        if len(shape) >= 2:
+            fan.setdefault(name, math.prod(shape[1:]))
+    return fan
+
+
+def tensor_model(doc: dict, model: dict, name: str, description: str, source: str) -> TensorModel:
+    _only(model, MODEL_KEYS, source, "model")
+    _only(doc, {"name", "description", "model", "train", "data"}, source, "")
+    taken: dict[str, str] = {}
+    inputs = _shapes(model, "inputs", source, taken)
+    targets = _shapes(model, "targets", source, taken)
+    params, declared_init = _params(model, source, taken)
+    names: dict[str, Term] = {}
+    for x, shape in inputs.items():
+        names[x] = ops.name(x, shape, True)
+    for y, shape in targets.items():
+        names[y] = ops.name(y, shape, True)
+    for p, shape in params.items():
+        names[p] = ops.name(p, shape, False)
+
+    lets: list[tuple[str, Term, str]] = []
+    for let_name, text in _table(model, "let", source, prefix="model.").items():
+        where = f"model.let.{let_name}"
+        _name(let_name, source, where, taken)
+        term = parse_formula(text, names, source=source, field=where)
+        if term.op == "const":
+            raise SpecError(source, where, "the formula is a constant")
+        taken[let_name] = "let"
+        names[let_name] = term
+        lets.append((let_name, term, text))
+
+    output = model.get("output")
+    if output is None:
+        raise SpecError(source, "model.output", "missing (the name of the model's output)")
+    if not isinstance(output, str):
+        raise SpecError(source, "model.output", "expected a name or a formula")
+    if output.strip() in names and output.strip() in dict((n, 0) for n, _, _ in lets):
+        output_name = output.strip()
+    else:
+        term = parse_formula(output, names, source=source, field="model.output")
+        if term.op == "const":
+            raise SpecError(source, "model.output", "the output is a constant")
+        output_name = "yhat"
+        if "yhat" in taken:
+            raise SpecError(source, "model.output", "'yhat' is already a name of the model")
+        names["yhat"] = term
+        lets.append(("yhat", term, output))
+
+    loss_text = model.get("loss")
+    if loss_text is None:
+        if targets:
+            raise SpecError(source, "model.loss", "missing (the model has targets)")
+        loss_text = output_name
+    loss = parse_formula(loss_text, names, source=source, field="model.loss")
+    if loss.shape != ():
+        raise SpecError(
+            source,
+            "model.loss",
+            f"the loss is one number per sample, got shape {shape_text(loss.shape)}:"
+            " reduce it with sum(...) or mean(...)",
+        )
+    if loss.op == "const" or not any(
+        t.op == "name" and t.attr("name") in params for t in _walk(loss)
+    ):
+        raise SpecError(source, "model.loss", "the loss does not depend on any parameter")
+    reduction = model.get("reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise SpecError(
+            source,
+            "model.reduction",
+            f"unknown reduction {reduction!r}" + way_out(reduction, ["mean", "sum"]),
+        )
+
+    all_terms = [t for _, t, _ in lets] + [loss]
+    labels = _labels(all_terms, targets, source)
+    fan = _fan_ins(all_terms, params)
+    init: dict[str, Init] = {}
+    for p in params:
+        chosen = declared_init[p]
+        if chosen is None:
+            chosen = Init("uniform", 1 / math.sqrt(fan[p]) if p in fan else 1.0)
+        init[p] = chosen
+    used = {t.attr("name") for term in all_terms for t in _walk(term) if t.op == "name"}
+    for p in params:
+        if p not in used:
+            raise SpecError(source, f"model.params.{p}", "declared but not used by any formula")
+
+    train = _train_table(doc, source)
+    dataset = _dataset(doc, inputs, targets, labels, names[output_name], source)
+    data = None if dataset else _data(doc, inputs, targets, labels, source)
+    return TensorModel(
+        name=name,
+        source=source,
+        inputs=inputs,
+        targets=targets,
+        labels=labels,
+        params=params,
+        init=init,
+        lets=lets,
+        output=output_name,
+        loss=loss,
+        loss_text=str(loss_text),
+        reduction=reduction,
+        train=train,
+        data=data,
+        description=description,
+        terms=dict(names),
+        dataset=dataset,
+    )
+
+
+def _dataset(doc, inputs, targets, labels, output: Term, source: str) -> str | None:
+    """``[data] dataset = "digits"``: one input of the dataset's features, one target of
+    class labels and an output of one logit per class."""
+    table = doc.get("data")
+    if not isinstance(table, dict) or "dataset" not in table:
+        return None
+    from ..datasets import DATASET_SHAPES, DATASETS
+
+    _only(table, {"dataset"}, source, "data")
+    name = table["dataset"]
+    if name not in DATASETS:
+        raise SpecError(
+            source, "data.dataset", f"unknown dataset {name!r}" + way_out(name, DATASETS)
+        )
+    need = DATASET_SHAPES[name]
+    if len(inputs) != 1 or next(iter(inputs.values())) != (need["features"],):
+        raise SpecError(
+            source,
+            "model.inputs",
+            f"the {name} dataset has one input of {need['features']} features per sample:"
+            f" inputs = {{ x = [{need['features']}] }}",
+        )
+    if (
+        len(targets) != 1
+        or list(labels.values()) != [need["classes"]]
+        or output.shape != (need["classes"],)
+    ):
+        raise SpecError(
+            source,
+            "model.loss",
+            f"the {name} dataset is {need['classes']}-class labels: one target of class labels"
+            f" read by cross_entropy over an output of {need['classes']} logits",
+        )
+    return name
+
+
+def _labels(terms: list[Term], targets: dict[str, Shape], source: str) -> dict[str, int]:
+    """Targets that a cross-entropy reads as class labels, with their class counts; such
+    a target may not be read as a number anywhere else."""
+    labels: dict[str, int] = {}
+    plain: set[str] = set()
+    for term in terms:
+        for t in _walk(term):
+            if t.op == "one_hot":
+                labels[t.args[0].attr("name")] = t.shape[0]
+            for a in t.args:
+                if a.op == "name" and t.op != "one_hot":
+                    plain.add(a.attr("name"))
+    for term in terms:
+        if term.op == "name":
+            plain.add(term.attr("name"))
+    for y in labels:
+        if y not in targets:
+            raise SpecError(
+                source, "model.loss", f"'{y}' is not a target: class labels are targets"
+            )
+        if y in plain:
+            raise SpecError(
+                source,
+                f"model.targets.{y}",
+                f"'{y}' holds class labels (a loss reads it so); it cannot also be"
+                " a number in a formula",
+            )
+    return labels
+
+
+def _data(doc, inputs, targets, labels, source) -> dict[str, np.ndarray] | None:
+    if "data" not in doc:
+        return None
+    table = _table(doc, "data", source)
+    columns = {**inputs, **targets}
+    for key in table:
+        if key not in columns:
+            raise SpecError(
+                source,
+                f"data.{key}",
+                "not an input or target of the model" + way_out(key, list(columns)),
+            )
+    data: dict[str, np.ndarray] = {}
+    length = None
+    for column, shape in columns.items():
+        where = f"data.{column}"
+        if column not in table:
+            raise SpecError(source, where, "missing")
+        try:
+            array = np.asarray(table[column], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SpecError(
+                source, where, "expected a list of samples (numbers or nested lists of one shape)"
+            ) from None
+        if array.ndim == 0 or array.shape[1:] != shape:
+            raise SpecError(
+                source,
+                where,
+                f"expected samples of shape {shape_text(shape)}, got an array of"
+                f" shape {array.shape}",
+            )
+        if not np.all(np.isfinite(array)):
+            raise SpecError(source, where, "must hold finite numbers")
+        if column in labels:
+            k = labels[column]
+            if np.any(array != np.round(array)) or np.any(array < 0) or np.any(array >= k):
+                raise SpecError(source, where, f"class labels are integers in [0, {k})")
+        if length is None:
+            length, first = len(array), column
+        elif len(array) != length:
+            raise SpecError(
+                source, where, f"has {len(array)} samples but data.{first} has {length}"
+            )
+        data[column] = array
+    return data

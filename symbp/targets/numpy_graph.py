@@ -1,0 +1,72 @@
+"""The NumPy module of a tensor model: the derived program printed over arrays, a
+batch at a time, into templates/numpy/graph.py.j2."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import __version__
+from ..derive import Derivation
+from ..language.terms import shape_text
+from .numpy_target import DTYPES, _optimizer_context, _vector_lines
+
+
+def _array_literal(array: np.ndarray) -> str:
+    return repr(array.tolist())
+
+
+def graph_context(derivation: Derivation, dtype: str = "float64") -> dict:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}")
+    model, program = derivation.spec, derivation.program
+    forward, fh = _vector_lines(program.needed_for(program.outputs), {}, 4)
+    loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
+    grads, gh = _vector_lines(program.needed_for([program.loss, *program.grads.values()]), {}, 4)
+    optimizer = _optimizer_context(derivation, {})
+    printed = [line.expr for line in forward + loss + grads]
+    printed += [line.expr for line in optimizer["step_scalars"] + optimizer["vector_updates"]]
+    output = program.outputs[0]
+    output_term = model.terms[model.output]
+    classes = [y for y in model.labels if output_term.shape == (model.labels[y],)]
+    return {
+        "name": model.name,
+        "description": model.description,
+        "source": model.source,
+        "version": __version__,
+        "dtype": dtype,
+        "model_lines": [f"{n} = {text}" for n, _, text in model.lets]
+        + [f"l = {model.loss_text}", f"L = {model.reduction} of l over the batch"],
+        "inputs": [{"name": x, "shape": s, "text": shape_text(s)} for x, s in model.inputs.items()],
+        "targets": [
+            {"name": y, "shape": s, "text": shape_text(s), "classes": model.labels.get(y)}
+            for y, s in model.targets.items()
+        ],
+        "columns": all(not s for s in model.inputs.values()) and len(model.inputs) > 1,
+        "target_columns": all(not s for s in model.targets.values())
+        and len(model.targets) > 1
+        and not model.labels,
+        "params": [
+            {
+                "name": p,
+                "shape": tuple(s),
+                "kind": model.init[p].kind,
+                "value": model.init[p].value,
+            }
+            for p, s in model.params.items()
+        ],
+        "output": output.name,
+        "output_shape": shape_text(output_term.shape),
+        "output_batched": output_term.batched,
+        "classes": classes[0] if classes else None,
+        "reduction": model.reduction,
+        "train": model.train,
+        "optimizer": optimizer,
+        "data": {k: _array_literal(v) for k, v in model.data.items()} if model.data else None,
+        "forward_lines": forward,
+        "loss_lines": loss,
+        "grad_lines": grads,
+        "grads": [(p.name, g.name) for p, g in program.grads.items()],
+        "loss_name": program.loss.name,
+        "numpy_helpers": sorted(fh | lh | gh),
+        "uses_math": "erf" in (fh | lh | gh) or any("math." in e for e in printed),
+    }

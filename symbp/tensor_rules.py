@@ -1,0 +1,214 @@
+"""The rules of the tensor ops of the model language: forward statement and VJP.
+
+Each op's forward is one :class:`Call`; its vector-Jacobian product is written in the
+same ops, so every target that prints the forward ops prints the backward pass too:
+
+- ``contract`` (an einsum: ``@``, ``.T``, ``dot``, ``outer``): the VJP of an operand
+  is the contraction of the output's adjoint with the other operand onto the operand's
+  axes (dL/dW = delta a^T when W @ a; over the batch for a parameter, because its
+  subscripts have no batch axis: dL/dW = Delta^T A);
+- ``sum`` over axes: its adjoint ``broadcast`` back; ``expand`` (size-1 axes): ``squeeze``;
+- ``logsumexp``: g softmax(z), from the stored value: g exp(z - lse);
+- ``index``: ``pad`` with zeros; ``concat``: ``index`` each part back;
+- ``broadcast``: the loop's own reduction over the batch; ``batch_mean``: g/N broadcast.
+
+Registered into :data:`symbp.rules.RULES` on import (by :mod:`symbp.reverse`).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .ir import Graph, N, Node
+from .program import Call, Statement
+from .rules import Contribution, register
+
+
+def _call_forward(node: Node, graph: Graph) -> list[Statement]:
+    out = graph.tensors[node.output]
+    args = tuple(graph.tensors[i].symbol for i in node.inputs)
+    attrs = tuple(sorted(node.attrs.items()))
+    return [Call(out.symbol, node.op, args, out.shape, "forward", attrs=attrs)]
+
+
+def _contract_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    inputs, result = node.attrs["subscripts"].split("->")
+    letters = inputs.split(",")
+    operands = [graph.tensors[i] for i in node.inputs]
+    contributions = []
+    for k, operand in enumerate(operands):
+        if operand.name not in needs:
+            continue
+        others = [(letters[j], operands[j].symbol) for j in range(len(operands)) if j != k]
+        subscripts = ",".join([result, *(s for s, _ in others)]) + "->" + letters[k]
+        args = (g, *(symbol for _, symbol in others))
+        value = emit(
+            "contract", args, operand.shape, f"d_{operand.name}", (("subscripts", subscripts),)
+        )
+        contributions.append((operand.name, value, operand.shape))
+    return contributions
+
+
+def _sum_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    src = graph.tensors[node.inputs[0]]
+    if src.name not in needs:
+        return []
+    attrs = (("axes", node.attrs["axes"]), ("shape", src.shape))
+    return [(src.name, emit("broadcast", (g,), src.shape, f"d_{src.name}", attrs), src.shape)]
+
+
+def _expand_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    src = graph.tensors[node.inputs[0]]
+    if src.name not in needs:
+        return []
+    attrs = (("axes", node.attrs["axes"]),)
+    return [(src.name, emit("squeeze", (g,), src.shape, f"d_{src.name}", attrs), src.shape)]
+
+
+def _logsumexp_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """d lse / dz = softmax(z) = exp(z - lse), from the stored lse."""
+    src, out = graph.tensors[node.inputs[0]], graph.tensors[node.output]
+    if src.name not in needs:
+        return []
+    value = out.symbol
+    if not node.attrs["keepdims"]:
+        axis = (("axes", (len(src.shape) - 1,)),)
+        kept = (*out.shape, 1)
+        g = emit("expand", (g,), kept, "g", axis)
+        value = emit("expand", (value,), kept, "lse", axis)
+    return [(src.name, g * sp.exp(src.symbol - value), src.shape)]
+
+
+def _index_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    src = graph.tensors[node.inputs[0]]
+    if src.name not in needs:
+        return []
+    attrs = (*sorted(node.attrs.items()), ("size", src.shape[-1]))
+    return [(src.name, emit("pad", (g,), src.shape, f"d_{src.name}", attrs), src.shape)]
+
+
+def _concat_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    contributions, start = [], 0
+    for name in node.inputs:
+        part = graph.tensors[name]
+        stop = start + part.shape[-1]
+        if name in needs:
+            attrs = (("squeeze", False), ("start", start), ("stop", stop))
+            contributions.append(
+                (name, emit("index", (g,), part.shape, f"d_{name}", attrs), part.shape)
+            )
+        start = stop
+    return contributions
+
+
+def _broadcast_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """A value shared by the batch, repeated for each sample: the loop sums its adjoint
+    over the batch (the adjoint of broadcasting)."""
+    src, out = graph.tensors[node.inputs[0]], graph.tensors[node.output]
+    return [(src.name, g, out.shape)] if src.name in needs else []
+
+
+def _batch_mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """m = (1/N) sum_n v_n: each sample's v_n receives dL/dm / N."""
+    src = graph.tensors[node.inputs[0]]
+    if src.name not in needs:
+        return []
+    attrs = (("axes", (0,)), ("shape", src.shape))
+    spread = emit("broadcast", (g,), src.shape, f"d_{src.name}", attrs)
+    return [(src.name, spread / N, src.shape)]
+
+
+for _op, _vjp in {
+    "contract": _contract_vjp,
+    "sum": _sum_vjp,
+    "expand": _expand_vjp,
+    "logsumexp": _logsumexp_vjp,
+    "index": _index_vjp,
+    "concat": _concat_vjp,
+    "broadcast": _broadcast_vjp,
+    "batch_mean": _batch_mean_vjp,
+}.items():
+    register(_op, _call_forward, _vjp, full_adjoint=True)
+
+
+# --- what each op costs and how the documents write it --------------------------------
+# cost(args' shapes, output shape, attrs) in floating-point operations, with the batch
+# size already substituted into the shapes; a view or a copy costs none
+
+
+def _size(shape) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
+def _contract_cost(shapes, out, attrs) -> int:
+    inputs = attrs["subscripts"].split("->")[0].split(",")
+    if len(inputs) == 1:
+        return 0  # a transpose is a view
+    sizes = {}
+    for letters, shape in zip(inputs, shapes, strict=True):
+        sizes.update(zip(letters, shape, strict=True))
+    return 2 * _size(sizes.values())  # a multiply and an add per term
+
+
+COST = {
+    "contract": _contract_cost,
+    "sum": lambda shapes, out, attrs: _size(shapes[0]),
+    "sum_to": lambda shapes, out, attrs: _size(shapes[0]),
+    "batch_mean": lambda shapes, out, attrs: _size(shapes[0]),
+    "logsumexp": lambda shapes, out, attrs: 4 * _size(shapes[0]),
+    **{
+        op: (lambda shapes, out, attrs: 0)
+        for op in ("expand", "squeeze", "broadcast", "broadcast_to", "index", "pad", "concat")
+    },
+}
+
+
+def _tex_product(subscripts: str, args: list[str]) -> str:
+    inputs, result = subscripts.split("->")
+    letters = inputs.split(",")
+    if len(args) == 1:
+        return rf"{args[0]}^{{\top}}"
+    (left, right), (a, b) = letters, args
+    shared = set(left) & set(right) - set(result)
+    if len(shared) == 1:
+        (k,) = shared
+        free_left, free_right = left.replace(k, ""), right.replace(k, "")
+        if result != free_left + free_right:
+            if result != free_right + free_left:
+                return _einsum_tex(subscripts, a, b)
+            (a, left), (b, right) = (b, right), (a, left)
+        a_tex = rf"{a}^{{\top}}" if len(left) == 2 and left[0] == k else a
+        b_tex = rf"{b}^{{\top}}" if len(right) == 2 and right[1] == k else b
+        return rf"{a_tex} {b_tex}"
+    return _einsum_tex(subscripts, a, b)
+
+
+def _einsum_tex(subscripts: str, a: str, b: str) -> str:
+    arrow = subscripts.replace("->", r" \to ")
+    return rf"\operatorname{{einsum}}_{{{arrow}}}({a}, {b})"
+
+
+def _axes_tex(attrs) -> str:
+    axes = attrs.get("axes", ())
+    return ",".join(str(a) for a in axes)
+
+
+NOTATION = {
+    "contract": lambda args, attrs: _tex_product(attrs["subscripts"], args),
+    "sum": lambda args, attrs: rf"\textstyle\sum_{{\mathrm{{axis}}\,{_axes_tex(attrs)}}} {args[0]}",
+    "sum_to": lambda args, attrs: rf"\operatorname{{unbroadcast}}({args[0]})",
+    "batch_mean": lambda args, attrs: rf"\frac{{1}}{{N}} \textstyle\sum_{{n}} {args[0]}",
+    "logsumexp": lambda args, attrs: rf"\operatorname{{logsumexp}}({args[0]})",
+    "expand": lambda args, attrs: args[0],
+    "squeeze": lambda args, attrs: args[0],
+    "broadcast": lambda args, attrs: rf"\operatorname{{repeat}}_{{{_axes_tex(attrs)}}}({args[0]})",
+    "broadcast_to": lambda args, attrs: rf"{args[0]} \mathbf{{1}}",
+    "index": lambda args, attrs: rf"{args[0]}_{{[{attrs['start']}:{attrs['stop']}]}}",
+    "pad": lambda args, attrs: (
+        rf"\operatorname{{pad}}_{{[{attrs['start']}:{attrs['stop']}]}}({args[0]})"
+    ),
+    "concat": lambda args, attrs: r"\left[" + r";\ ".join(args) + r"\right]",
+}

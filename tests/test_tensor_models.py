@@ -1,0 +1,340 @@
+"""Tensor models (the model language): gradients against torch autograd, float64.
+
+Each case is a spec written in the language and the same model written with torch by
+hand (torch.nn.functional's losses and normalizations, not symbp's formulas), compared
+at seeded random points: the loss and every parameter's gradient to 1e-10 relative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import generate
+
+from symbp.check import random_point
+from symbp.derive import derive
+from symbp.spec import parse_spec
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+HEADER = 'name = "{name}"\n[model]\n'
+
+
+def spec_of(name: str, body: str):
+    return parse_spec(HEADER.format(name=name) + body, f"{name}.toml")
+
+
+def compare(tmp_path, name, body, reference, points=3, batch=6, rtol=1e-10):
+    module = generate(spec_of(name, body), tmp_path)
+    rng = np.random.default_rng(7)
+    for _ in range(points):
+        params, X, Y = random_point(module, rng, batch)
+        value, grads = module.loss_and_grads(params, X, Y)
+        t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        tx = {k: torch.tensor(v) for k, v in (X or {}).items()}
+        ty = {k: torch.tensor(v) for k, v in (Y or {}).items()}
+        expected = reference(t, tx, ty)
+        expected.backward()
+        scale = max(1.0, abs(expected.item()))
+        assert abs(value - expected.item()) <= rtol * scale, (value, expected.item())
+        for k in params:
+            ours, theirs = grads[k], t[k].grad.numpy()
+            assert ours.shape == theirs.shape, k
+            err = np.max(np.abs(ours - theirs), initial=0) / max(1.0, np.max(np.abs(theirs)))
+            assert err <= rtol, f"{k}: {err:.2e}"
+    return module
+
+
+RESIDUAL = """
+inputs  = { x = [4] }
+targets = { y = [] }
+output  = "yhat"
+loss    = "cross_entropy(yhat, y)"
+[model.params]
+W1 = [8, 4]
+b1 = [8]
+W2 = [8, 8]
+W3 = [3, 8]
+b3 = [3]
+[model.let]
+h1   = "tanh(W1 @ x + b1)"
+h2   = "h1 + relu(W2 @ h1)"
+yhat = "W3 @ h2 + b3"
+"""
+
+
+def test_residual_mlp_matches_torch(tmp_path):
+    def reference(t, x, y):
+        h1 = torch.tanh(x["x"] @ t["W1"].T + t["b1"])
+        h2 = h1 + torch.relu(h1 @ t["W2"].T)
+        return F.cross_entropy(h2 @ t["W3"].T + t["b3"], y["y"])
+
+    compare(tmp_path, "residual", RESIDUAL, reference)
+
+
+def test_tied_autoencoder_matches_torch(tmp_path):
+    body = """
+inputs = { x = [5] }
+output = "xhat"
+loss = "mse(xhat, x)"
+[model.params]
+W = [3, 5]
+b = [3]
+c = [5]
+[model.let]
+h = "sigmoid(W @ x + b)"
+xhat = "W.T @ h + c"
+"""
+
+    def reference(t, x, y):
+        h = torch.sigmoid(x["x"] @ t["W"].T + t["b"])
+        return F.mse_loss(h @ t["W"] + t["c"], x["x"])
+
+    compare(tmp_path, "tied", body, reference)
+
+
+def test_least_squares_matches_torch(tmp_path):
+    body = """
+inputs = { x = [4] }
+targets = { y = [3] }
+output = "W @ x"
+loss = "sum((W @ x - y)**2)"
+[model.params]
+W = [3, 4]
+"""
+
+    def reference(t, x, y):
+        return ((x["x"] @ t["W"].T - y["y"]) ** 2).sum(dim=1).mean()
+
+    compare(tmp_path, "lsq", body, reference)
+
+
+def test_layer_norm_as_a_formula_matches_torch(tmp_path):
+    body = """
+inputs = { x = [6] }
+targets = { y = [6] }
+output = "yhat"
+loss = "mse(yhat, y)"
+[model.params]
+gamma = { shape = [6], init = "ones" }
+beta = { shape = [6], init = "zeros" }
+[model.let]
+mu = "mean(x)"
+xn = "(x - mu) / sqrt(var(x) + 1e-5)"
+yhat = "gamma * xn + beta"
+"""
+
+    def reference(t, x, y):
+        out = F.layer_norm(x["x"], (6,), t["gamma"], t["beta"], eps=1e-5)
+        return F.mse_loss(out, y["y"])
+
+    compare(tmp_path, "layernorm", body, reference)
+
+
+def test_batch_norm_matches_torch(tmp_path):
+    body = """
+inputs = { x = [4] }
+targets = { y = [] }
+output = "yhat"
+loss = "cross_entropy(yhat, y)"
+[model.params]
+W1 = [5, 4]
+gamma = { shape = [5], init = "ones" }
+beta = { shape = [5], init = "zeros" }
+W2 = [3, 5]
+[model.let]
+z = "W1 @ x"
+zn = "(z - batch_mean(z)) / sqrt(batch_var(z) + 1e-5)"
+a = "relu(gamma * zn + beta)"
+yhat = "W2 @ a"
+"""
+
+    def reference(t, x, y):
+        z = x["x"] @ t["W1"].T
+        zn = F.batch_norm(z, None, None, t["gamma"], t["beta"], training=True, eps=1e-5)
+        return F.cross_entropy(torch.relu(zn) @ t["W2"].T, y["y"])
+
+    compare(tmp_path, "batchnorm", body, reference)
+
+
+LOSS_CASES = {
+    "mse(z, y)": lambda z, y: F.mse_loss(z, y),
+    "l1(z, y)": lambda z, y: F.l1_loss(z, y),
+    "huber(z, y, delta=0.3)": lambda z, y: F.huber_loss(z, y, delta=0.3),
+    "smooth_l1(z, y, beta=0.4)": lambda z, y: F.smooth_l1_loss(z, y, beta=0.4),
+    "bce_with_logits(z, y)": lambda z, y: F.binary_cross_entropy_with_logits(z, y),
+    "bce(sigmoid(z), y)": lambda z, y: F.binary_cross_entropy(torch.sigmoid(z), y),
+    "cross_entropy(z, y)": lambda z, y: F.cross_entropy(z, y),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_CASES))
+def test_losses_on_vectors_match_torch_nn(tmp_path, loss):
+    body = f"""
+inputs = {{ x = [3] }}
+targets = {{ y = [4] }}
+output = "z"
+loss = "{loss}"
+[model.params]
+W = [4, 3]
+b = [4]
+[model.let]
+z = "W @ x + b"
+"""
+
+    def reference(t, x, y):
+        z = x["x"] @ t["W"].T + t["b"]
+        return LOSS_CASES[loss](z, y["y"])
+
+    compare(tmp_path, "losses", body, reference)
+
+
+@pytest.mark.parametrize(
+    ("loss", "torch_loss"),
+    [
+        ("cross_entropy(z, y)", lambda z, y: F.cross_entropy(z, y)),
+        (
+            "cross_entropy(z, y, label_smoothing=0.1)",
+            lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1),
+        ),
+        ("nll(log_softmax(z), y)", lambda z, y: F.nll_loss(F.log_softmax(z, dim=1), y)),
+    ],
+)
+def test_class_label_losses_match_torch_nn(tmp_path, loss, torch_loss):
+    body = f"""
+inputs = {{ x = [3] }}
+targets = {{ y = [] }}
+output = "z"
+loss = "{loss}"
+[model.params]
+W = [5, 3]
+[model.let]
+z = "W @ x"
+"""
+
+    def reference(t, x, y):
+        return torch_loss(x["x"] @ t["W"].T, y["y"])
+
+    compare(tmp_path, "labels", body, reference)
+
+
+def test_indexing_concat_dot_outer_and_reductions_match_torch(tmp_path):
+    body = """
+inputs = { x = [5] }
+targets = { y = [] }
+output = "yhat"
+loss = "(yhat - y)**2"
+[model.params]
+W = [2, 5]
+a = [4]
+c = [2]
+M = [2, 3]
+[model.let]
+u = "x[1:3]"
+z = "concat(u, tanh(W @ x))"
+s = "dot(z, a) + x[-1] * x[0]"
+o = "outer(c, u)"
+yhat = "s + sum(o) + mean(M.T @ c) + norm(z) + logsumexp(z) + max(z[0], z[1])"
+"""
+
+    def reference(t, x, y):
+        xx = x["x"]
+        u = xx[:, 1:3]
+        z = torch.cat([u, torch.tanh(xx @ t["W"].T)], dim=1)
+        s = z @ t["a"] + xx[:, -1] * xx[:, 0]
+        o = t["c"][None, :, None] * u[:, None, :]
+        m = (t["M"].T @ t["c"]).mean()
+        yhat = (
+            s
+            + o.sum(dim=(1, 2))
+            + m
+            + torch.linalg.vector_norm(z, dim=1)
+            + torch.logsumexp(z, dim=1)
+            + torch.maximum(z[:, 0], z[:, 1])
+        )
+        return ((yhat - y["y"]) ** 2).mean()
+
+    compare(tmp_path, "mixed", body, reference)
+
+
+def test_rosenbrock_without_inputs_derives_checks_and_trains(tmp_path):
+    body = """
+inputs = []
+output = "(1 - a)**2 + 100*(b - a**2)**2"
+[model.params]
+a = { shape = [], init = -1.5 }
+b = { shape = [], init = 2.0 }
+[train]
+optimizer = "adam"
+lr = 0.05
+epochs = 2000
+"""
+
+    def reference(t, x, y):
+        return (1 - t["a"]) ** 2 + 100 * (t["b"] - t["a"] ** 2) ** 2
+
+    module = compare(tmp_path, "rosenbrock", body, reference)
+    value, grads = module.loss_and_grads(module.init_params())
+    assert value == pytest.approx(2.5**2 + 100 * (2.0 - 2.25) ** 2)
+    assert grads["a"] == pytest.approx(-2 * 2.5 - 400 * (2.0 - 2.25) * -1.5)
+    params, losses = module.train(module.init_params())
+    assert len(losses) == 2000
+    assert losses[-1] < 1e-3 * losses[0]
+    assert float(params["a"]) == pytest.approx(1.0, abs=0.05)
+
+
+MICROGRAD_MORE_OPS = """
+inputs = []
+output = "g2"
+[model.params]
+a = { shape = [], init = -4.0 }
+b = { shape = [], init = 2.0 }
+[model.let]
+c0 = "a + b"
+d0 = "a * b + b**3"
+c1 = "c0 + c0 + 1"
+c2 = "c1 + 1 + c1 + (-a)"
+d1 = "d0 + d0 * 2 + relu(b + a)"
+d2 = "d1 + 3 * d1 + relu(b - a)"
+e = "c2 - d2"
+f = "e**2"
+g = "f / 2.0"
+g2 = "g + 10.0 / f"
+"""
+
+
+def test_micrograd_test_more_ops_published_values(tmp_path):
+    """micrograd's test_more_ops: g = 24.70408163265306, dg/da = 138.83381924198252,
+    dg/db = 645.5772594752186 (the values its test asserts, from torch)."""
+    module = generate(spec_of("more_ops", MICROGRAD_MORE_OPS), tmp_path)
+    value, grads = module.loss_and_grads(module.init_params())
+    assert value == pytest.approx(24.70408163265306, rel=1e-14)
+    assert float(grads["a"]) == pytest.approx(138.83381924198252, rel=1e-14)
+    assert float(grads["b"]) == pytest.approx(645.5772594752186, rel=1e-14)
+
+
+def test_micrograd_sanity_check_published_values(tmp_path):
+    """micrograd's test_sanity_check: y = -20 and dy/dx = 46 at x = -4."""
+    body = """
+inputs = []
+output = "y"
+[model.params]
+x = { shape = [], init = -4.0 }
+[model.let]
+z = "2 * x + 2 + x"
+q = "relu(z) + z * x"
+h = "relu(z * z)"
+y = "h + q + q * x"
+"""
+    module = generate(spec_of("sanity", body), tmp_path)
+    value, grads = module.loss_and_grads(module.init_params())
+    assert value == -20.0
+    assert float(grads["x"]) == 46.0
+
+
+def test_a_shared_value_sums_the_adjoints_of_both_paths(tmp_path):
+    """h1 feeds the skip connection and W2's branch: d_h1 is one sum of two terms."""
+    program = derive(spec_of("residual", RESIDUAL)).program
+    (d_h1,) = [s for s in program.statements if s.target.name == "d_h1"]
+    assert len(d_h1.expr.args) == 2
