@@ -112,7 +112,7 @@ def _tensor_point(model, rng, batch: int):
     start (a zero bias would sit on relu's kink); normal inputs; class labels, or
     targets in [0, 1] (valid for every loss)."""
     params = {
-        k: np.asarray(v, dtype=np.float64) + rng.normal(0.0, 0.1, np.shape(v))
+        k: np.array(v + rng.normal(0.0, 0.1, np.shape(v)), dtype=np.float64)
         for k, v in model.init_params(int(rng.integers(1000))).items()
     }
     if not model.INPUTS and not model.TARGETS:

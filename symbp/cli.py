@@ -93,13 +93,19 @@ def _warn(spec: str, line: str) -> None:
 
 
 def _cmd_derive(args) -> int:
+    from .language.model import TensorModel
     from .layers import LayerSpec
 
     if args.stats:
         from .spec import load
 
         spec = load(args.spec)
-        if isinstance(spec, LayerSpec):  # per-layer parameters, flops and cached memory
+        if isinstance(spec, TensorModel):  # flops of the program against the forward pass
+            from .derive import derive
+            from .flops import format_flops
+
+            text = format_flops(derive(spec).program, spec.name, spec.train.batch_size)
+        elif isinstance(spec, LayerSpec):  # per-layer parameters, flops and cached memory
             from .layer_document import format_layer_costs, layer_costs
 
             text = format_layer_costs(layer_costs(spec), spec.name)
@@ -163,11 +169,14 @@ def _generate_cuda(args) -> int:
     """One .cu (kernels, C API, standalone main) and its CuPy loader NAME_cuda.py."""
     from .output import write_set
     from .spec import check_module_name
-    from .targets.cuda_target import render_cuda, render_loader
+    from .targets.cuda_target import render_cuda, render_loader, unsupported
 
     if args.tests:
         raise SpecError("--tests", "", "generated tests come with --target numpy only")
     derivation = _load(args.spec)
+    problem = unsupported(derivation)
+    if problem is not None:
+        raise problem
     path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.cu")
     if path.suffix != ".cu" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the CUDA source path must end in .cu and name a module")

@@ -47,3 +47,14 @@ def program_flops(program: Program, n: int = 1) -> dict[str, int]:
         "forward": sum(statement_flops(s, shapes, n) for s in forward),
         "program": sum(statement_flops(s, shapes, n) for s in everything),
     }
+
+
+def format_flops(program: Program, name: str, batch_size: int) -> str:
+    """``symbp derive --stats`` for a tensor model."""
+    lines = [f"{name}: floating-point operations of one training step"]
+    lines.append(f"{'batch size':>12} {'forward':>14} {'forward+backward':>18} {'ratio':>7}")
+    for n in dict.fromkeys((1, batch_size)):
+        flops = program_flops(program, n)
+        ratio = flops["program"] / max(1, flops["forward"])
+        lines.append(f"{n:>12} {flops['forward']:>14,} {flops['program']:>18,} {ratio:>7.2f}")
+    return "\n".join(lines)

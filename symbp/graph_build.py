@@ -29,6 +29,7 @@ _PREFIX = {
     "concat": "cat",
     "broadcast": "rep",
     "batch_mean": "bmean",
+    "full": "const",
 }
 
 
@@ -79,6 +80,10 @@ class _TensorLowering(_Lowering):
             value = self.lowered[key]
             return value if name is None else self.symbol_of(value, name)  # an alias
         value = self._lower(term, name)
+        if not getattr(value, "free_symbols", True) and (term.shape or term.batched):
+            # x - x: SymPy folds it to 0, an array of the term's shape all the same
+            attrs = {"value": float(value), "shape": self.stored(term)}
+            value = self.node("full", [], term, name, attrs)
         if name is not None and not (isinstance(value, sp.Symbol) and value.name == name):
             value = self.symbol_of(value, name)
         if term.op != "name":

@@ -17,7 +17,7 @@ import re
 import sympy as sp
 
 from .derive import Derivation
-from .document_layout import finish
+from .document_layout import finish, wrap_markdown
 from .flops import program_flops
 from .language.terms import Term, shape_text
 from .notation import TORCH_NAMES, latex_name, latex_named
@@ -61,7 +61,7 @@ def term_tex(term: Term, names: dict[int, str]) -> str:
         for c, a in zip(children, term.args, strict=True)
     ]
     if op in NOTATION:
-        return NOTATION[op](wrapped, dict(term.attrs))
+        return NOTATION[op]["tex"](wrapped, dict(term.attrs))
     return rf"\operatorname{{{op}}}\left({', '.join(children)}\right)"
 
 
@@ -127,11 +127,11 @@ def statement_tex(stmt: Statement, user: set[str]) -> tuple[str, str]:
         names = {s: tex(s) for s in stmt.expr.free_symbols}
         rhs = latex_named(stmt.expr, names)
     elif isinstance(stmt, Call):
-        rhs = (
-            NOTATION[stmt.op]([tex(a) for a in stmt.args], dict(stmt.attrs))
-            if (stmt.op in NOTATION)
-            else rf"\operatorname{{{stmt.op}}}({', '.join(tex(a) for a in stmt.args)})"
-        )
+        args = [tex(a) for a in stmt.args]
+        if stmt.op in NOTATION:
+            rhs = NOTATION[stmt.op]["tex"](args, dict(stmt.attrs))
+        else:
+            rhs = rf"\operatorname{{{stmt.op}}}({', '.join(args)})"
     elif isinstance(stmt, BatchSum):
         rhs = rf"\textstyle\sum_{{n}} {tex(stmt.source)}"
     elif isinstance(stmt, BatchMean):
@@ -143,8 +143,10 @@ def statement_text(stmt: Statement) -> str:
     if isinstance(stmt, Assign):
         return f"{stmt.target} = {sp.sstr(stmt.expr, order='none')}"
     if isinstance(stmt, Call):
-        attrs = "".join(f", {k}={v}" for k, v in stmt.attrs)
-        return f"{stmt.target} = {stmt.op}({', '.join(a.name for a in stmt.args)}{attrs})"
+        args = [a.name for a in stmt.args]
+        if stmt.op in NOTATION:
+            return f"{stmt.target} = {NOTATION[stmt.op]['text'](args, dict(stmt.attrs))}"
+        return f"{stmt.target} = {stmt.op}({', '.join(args)})"
     if isinstance(stmt, BatchSum):
         return f"{stmt.target} = sum over the batch of {stmt.source}"
     return f"{stmt.target} = mean over the batch of {stmt.source}"
@@ -166,7 +168,7 @@ def _readers(derivation: Derivation) -> dict[str, list[str]]:
             reads[tensor] = [s for i in producer[tensor].inputs for s in sources(i)]
         return reads[tensor]
 
-    result: dict[str, list[str]] = {n: [] for n in named}
+    result: dict[str, list[str]] = {n: [] for n in graph.tensors if n in named}
     for node in graph.nodes:
         if node.output in named:
             for i in node.inputs:
@@ -193,6 +195,52 @@ def _groups(derivation: Derivation, user: set[str]) -> list[dict]:
     return groups
 
 
+ROW_CHARS = 100  # a displayed row longer than this is broken at its top-level + and -
+
+
+def _top_level_terms(tex: str) -> list[str]:
+    """``tex`` cut before each + or - outside braces and \\left...\\right pairs."""
+    pieces, depth, start, i = [], 0, 0, 0
+    while i < len(tex):
+        if tex.startswith(r"\left", i):
+            depth += 1
+            i += 5
+            continue
+        if tex.startswith(r"\right", i):
+            depth -= 1
+            i += 6
+            continue
+        ch = tex[i]
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0 and i > 0 and tex[i - 1] == " " and ch in "+-" and tex[i + 1 : i + 2] == " ":
+            pieces.append(tex[start:i].rstrip())
+            start = i
+        i += 1
+    pieces.append(tex[start:])
+    return pieces
+
+
+def broken_rows(rows: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(left, relation, right) rows, a long right side continued on rows of its own."""
+    result = []
+    for lhs, rhs in rows:
+        if len(rhs) <= ROW_CHARS:
+            result.append((lhs, "=", rhs))
+            continue
+        lines, current = [], ""
+        for piece in _top_level_terms(rhs):
+            if current and len(current) + len(piece) > ROW_CHARS:
+                lines.append(current)
+                current = piece
+            else:
+                current = f"{current} {piece}".strip() if current else piece
+        lines.append(current)
+        result.append((lhs, "=", lines[0]))
+        result += [("", "", rf"\quad {line}") for line in lines[1:]]
+    return result
+
+
 def _context(derivation: Derivation, fmt: str) -> dict:
     model, program = derivation.spec, derivation.program
     user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
@@ -207,7 +255,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     for p, s in model.params.items():
         init = model.init[p]
         drawn = {
-            "uniform": f"uniform in ±{init.value:.4g}",
+            "uniform": f"uniform in [-{init.value:.4g}, {init.value:.4g})",
             "normal": "standard normal",
             "constant": f"constant {init.value:g}",
         }[init.kind]
@@ -257,11 +305,16 @@ def _context(derivation: Derivation, fmt: str) -> dict:
             {
                 "value": group["value"],
                 "tex": latex_name(group["value"]) if group["value"] in user else None,
-                "rows": [statement_tex(s, user) for s in group["statements"]],
+                "rows": broken_rows([statement_tex(s, user) for s in group["statements"]]),
                 "lines": [statement_text(s) for s in group["statements"]],
             }
         )
     forward_lines = [statement_text(s) for s in program.needed_for([program.loss])]
+    batch_ops = any(node.op == "batch_mean" for node in derivation.graph.nodes)
+    local = closed_forms(derivation, per_sample=not batch_ops, local=True)
+    full = closed_forms(derivation, per_sample=not batch_ops)
+    shown = {f["name"]: f["rhs"] for f in local}
+    full = [f for f in full if shown.get(f["name"]) != f["rhs"]]  # not a repeat
     return {
         "fmt": fmt,
         "name": model.name,
@@ -269,8 +322,9 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         "description": model.description,
         "rows": rows,
         "lets": lets,
-        "let_rows": [(v["tex"], v["math"]) for v in lets]
-        + [("l", term_tex(model.loss, let_names))],
+        "let_rows": broken_rows(
+            [(v["tex"], v["math"]) for v in lets] + [("l", term_tex(model.loss, let_names))]
+        ),
         "loss_text": model.loss_text,
         "loss_tex": term_tex(model.loss, let_names),
         "reduction": model.reduction,
@@ -281,6 +335,10 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         "groups": groups,
         "grads": [(p.name, latex_name(p.name), g.name) for p, g in program.grads.items()],
         "forward_lines": forward_lines,
+        "per_sample": not batch_ops,
+        "local_forms": broken_rows([(f["lhs"], f["rhs"]) for f in local]),
+        "full_forms": broken_rows([(f["lhs"], f["rhs"]) for f in full]),
+        "closed_limit": CLOSED_MAX_CHARS,
         "flops": [
             {
                 "batch": n,
@@ -304,4 +362,88 @@ def render_graph_document(derivation: Derivation, fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(FORMATS)})")
     text = environment("docs").get_template(TEMPLATE).render(_context(derivation, fmt))
-    return finish(text, fmt)
+    text = finish(text, fmt)
+    return wrap_markdown(text) if fmt == "text" else text  # prose wraps the same way
+
+
+# --- closed forms ----------------------------------------------------------------------
+
+CLOSED_MAX_CHARS = 360  # a closed form longer than this is no clearer than the program
+# ops whose value, elementwise, is their argument's (they only shape it)
+_SHAPING = ("broadcast", "broadcast_to", "expand", "squeeze")
+
+
+def _per_sample_subscripts(attrs: dict) -> dict:
+    inputs, result = attrs["subscripts"].split("->")
+    parts = [p.replace("n", "") for p in inputs.split(",")]
+    return {**attrs, "subscripts": ",".join(parts) + "->" + result.replace("n", "")}
+
+
+def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) -> list[dict]:
+    """Gradients as formulas: the program's statements substituted into each other
+    (elementwise parts by SymPy, which simplifies them; tensor ops in their notation).
+
+    ``per_sample``: of one sample's loss l (the batch axis dropped, N = 1); otherwise the
+    batch form of L. ``local``: the adjoint of every named value in terms of the named
+    values and their readers' adjoints (the generalized backprop step of each value);
+    otherwise each parameter's gradient in the inputs, targets and parameters alone.
+    Formulas longer than CLOSED_MAX_CHARS are left out."""
+    model, program = derivation.spec, derivation.program
+    lets = [n for n, _, _ in model.lets]
+    kept = {*model.inputs, *model.targets, *model.params, *(lets if local else ())}
+    wanted = {f"d_{v}": v for v in ([*lets, *model.params] if local else model.params)}
+    exprs: dict[sp.Symbol, sp.Expr] = {}
+    opaque: dict[sp.Symbol, str] = {}
+    n_symbol = sp.Symbol("N", positive=True, integer=True)
+    user = set(kept) | set(lets)
+
+    def names_of(expr: sp.Expr) -> dict:
+        return {s: opaque.get(s) or _symbol_tex(s.name, user) for s in expr.free_symbols}
+
+    def tex_of(expr: sp.Expr) -> str:
+        text = latex_named(expr, names_of(expr))
+        if expr.is_Add or expr.could_extract_minus_sign() or isinstance(expr, sp.Piecewise):
+            return rf"\left({text}\right)"
+        return text
+
+    forms = []
+    for stmt in program.needed_for(list(program.grads.values())):
+        if stmt.target.name in kept:  # a named forward value stays a name
+            continue
+        if isinstance(stmt, Assign):
+            value = stmt.expr.xreplace(exprs)
+            if per_sample:
+                value = value.subs(n_symbol, 1)
+            value = sp.factor_terms(value)
+        elif isinstance(stmt, (BatchSum, BatchMean)) and per_sample:
+            value = exprs.get(stmt.source, stmt.source)
+        elif isinstance(stmt, Call) and stmt.op in _SHAPING:
+            value = exprs.get(stmt.args[0], stmt.args[0])
+        else:
+            if isinstance(stmt, Call):
+                attrs = dict(stmt.attrs)
+                if per_sample and stmt.op == "contract":
+                    attrs = _per_sample_subscripts(attrs)
+                args = [tex_of(exprs.get(a, a)) for a in stmt.args]
+                tex = NOTATION[stmt.op]["tex"](args, attrs)
+            else:  # a sum over the batch
+                body = tex_of(exprs.get(stmt.source, stmt.source))
+                mean = isinstance(stmt, BatchMean)
+                tex = (r"\frac{1}{N} " if mean else "") + rf"\textstyle\sum_{{n}} {body}"
+            value = sp.Symbol(f"Closed{len(opaque)}", real=True)
+            opaque[value] = tex
+        name = wanted.get(stmt.target.name)
+        if name is not None:
+            text = latex_named(value, names_of(value))
+            if len(text) <= CLOSED_MAX_CHARS:
+                top = "l" if per_sample else "L"
+                lhs = (
+                    rf"\bar{{{latex_name(name)}}}"
+                    if local
+                    else (rf"\frac{{\partial {top}}}{{\partial {latex_name(name)}}}")
+                )
+                forms.append({"name": name, "lhs": lhs, "rhs": text})
+            if local:
+                continue  # later formulas read it as the adjoint's name
+        exprs[stmt.target] = value
+    return forms

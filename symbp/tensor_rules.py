@@ -118,7 +118,12 @@ def _batch_mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[
     return [(src.name, spread / N, src.shape)]
 
 
+def _full_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    return []  # a constant array: it reads nothing
+
+
 for _op, _vjp in {
+    "full": _full_vjp,
     "contract": _contract_vjp,
     "sum": _sum_vjp,
     "expand": _expand_vjp,
@@ -161,54 +166,130 @@ COST = {
     "logsumexp": lambda shapes, out, attrs: 4 * _size(shapes[0]),
     **{
         op: (lambda shapes, out, attrs: 0)
-        for op in ("expand", "squeeze", "broadcast", "broadcast_to", "index", "pad", "concat")
+        for op in (
+            "expand",
+            "squeeze",
+            "broadcast",
+            "broadcast_to",
+            "index",
+            "pad",
+            "concat",
+            "full",
+        )
     },
 }
 
 
-def _tex_product(subscripts: str, args: list[str]) -> str:
+def _product(subscripts: str, args: list[str], plain: bool) -> str:
+    """A contraction as a person writes it: W x, X W^T, Delta^T A, u^T v, or einsum."""
+    top = "^T" if plain else r"^{\top}"
     inputs, result = subscripts.split("->")
     letters = inputs.split(",")
+
+    def transposed(text: str) -> str:  # (W x)^T, not W x^T; (W^T)^T is W
+        if text.endswith(top) and " " not in text:
+            return text[: -len(top)]
+        if " " in text and not text.startswith(("(", r"\left(")):
+            text = f"({text})" if plain else rf"\left({text}\right)"
+        return f"{text}{top}"
+
     if len(args) == 1:
-        return rf"{args[0]}^{{\top}}"
+        return transposed(args[0])
     (left, right), (a, b) = letters, args
     shared = set(left) & set(right) - set(result)
-    if len(shared) == 1:
-        (k,) = shared
-        free_left, free_right = left.replace(k, ""), right.replace(k, "")
-        if result != free_left + free_right:
-            if result != free_right + free_left:
-                return _einsum_tex(subscripts, a, b)
-            (a, left), (b, right) = (b, right), (a, left)
-        a_tex = rf"{a}^{{\top}}" if len(left) == 2 and left[0] == k else a
-        b_tex = rf"{b}^{{\top}}" if len(right) == 2 and right[1] == k else b
-        return rf"{a_tex} {b_tex}"
-    return _einsum_tex(subscripts, a, b)
+    if not shared and len(left) == len(right) == 1 and result == left + right:  # u v^T
+        return f"{a} {transposed(b)}"
+    if len(shared) != 1:
+        return _einsum(subscripts, a, b, plain)
+    (k,) = shared
+    free_left, free_right = left.replace(k, ""), right.replace(k, "")
+    if result != free_left + free_right:
+        if result != free_right + free_left:
+            return _einsum(subscripts, a, b, plain)
+        (a, left), (b, right) = (b, right), (a, left)
+    if len(left) == 1 and len(right) == 2 and right[0] == k:  # g^T W as the course's W^T g
+        return f"{transposed(b)} {a}"
+    a_text = transposed(a) if len(left) == 2 and left[0] == k else a
+    b_text = transposed(b) if len(right) == 2 and right[1] == k else b
+    if len(left) == 1 and len(right) == 1:  # two vectors: u^T v
+        a_text = transposed(a)
+    return f"{a_text} {b_text}"
 
 
-def _einsum_tex(subscripts: str, a: str, b: str) -> str:
+def _einsum(subscripts: str, a: str, b: str, plain: bool) -> str:
+    if plain:
+        return f"einsum({subscripts}; {a}, {b})"
     arrow = subscripts.replace("->", r" \to ")
     return rf"\operatorname{{einsum}}_{{{arrow}}}({a}, {b})"
 
 
-def _axes_tex(attrs) -> str:
-    axes = attrs.get("axes", ())
+def _axes_text(attrs) -> str:
+    return ",".join(str(a) for a in attrs.get("axes", ()))
+
+
+def _summed(attrs) -> str:
+    """The axes a ``sum_to`` sums over: the leading ones, and where the result has 1."""
+    shape, source = attrs["shape"], attrs["source"]
+    lead = len(source) - len(shape)
+    axes = [
+        *range(lead),
+        *(lead + i for i, d in enumerate(shape) if d == 1 and source[lead + i] != 1),
+    ]
     return ",".join(str(a) for a in axes)
 
 
+def _notation(tex, text):
+    return {"tex": tex, "text": text}
+
+
+# op -> how a document writes it: "tex" for LaTeX (Markdown's math too), "text" for plain
+# text; each takes the arguments as written and the op's attributes
 NOTATION = {
-    "contract": lambda args, attrs: _tex_product(attrs["subscripts"], args),
-    "sum": lambda args, attrs: rf"\textstyle\sum_{{\mathrm{{axis}}\,{_axes_tex(attrs)}}} {args[0]}",
-    "sum_to": lambda args, attrs: rf"\operatorname{{unbroadcast}}({args[0]})",
-    "batch_mean": lambda args, attrs: rf"\frac{{1}}{{N}} \textstyle\sum_{{n}} {args[0]}",
-    "logsumexp": lambda args, attrs: rf"\operatorname{{logsumexp}}({args[0]})",
-    "expand": lambda args, attrs: args[0],
-    "squeeze": lambda args, attrs: args[0],
-    "broadcast": lambda args, attrs: rf"\operatorname{{repeat}}_{{{_axes_tex(attrs)}}}({args[0]})",
-    "broadcast_to": lambda args, attrs: rf"{args[0]} \mathbf{{1}}",
-    "index": lambda args, attrs: rf"{args[0]}_{{[{attrs['start']}:{attrs['stop']}]}}",
-    "pad": lambda args, attrs: (
-        rf"\operatorname{{pad}}_{{[{attrs['start']}:{attrs['stop']}]}}({args[0]})"
+    "contract": _notation(
+        lambda args, attrs: _product(attrs["subscripts"], args, False),
+        lambda args, attrs: _product(attrs["subscripts"], args, True),
     ),
-    "concat": lambda args, attrs: r"\left[" + r";\ ".join(args) + r"\right]",
+    "sum": _notation(
+        lambda args, attrs: rf"\textstyle\sum_{{\mathrm{{axis}}\,{_axes_text(attrs)}}} {args[0]}",
+        lambda args, attrs: f"sum_axis{_axes_text(attrs)}({args[0]})",
+    ),
+    "sum_to": _notation(
+        lambda args, attrs: rf"\textstyle\sum_{{\mathrm{{axis}}\,{_summed(attrs)}}} {args[0]}",
+        lambda args, attrs: f"sum_axis{_summed(attrs)}({args[0]})",
+    ),
+    "batch_mean": _notation(
+        lambda args, attrs: rf"\frac{{1}}{{N}} \textstyle\sum_{{n}} {args[0]}",
+        lambda args, attrs: f"mean_over_batch({args[0]})",
+    ),
+    "logsumexp": _notation(
+        lambda args, attrs: rf"\operatorname{{logsumexp}}({args[0]})",
+        lambda args, attrs: f"logsumexp({args[0]})",
+    ),
+    "expand": _notation(lambda args, attrs: args[0], lambda args, attrs: args[0]),
+    "squeeze": _notation(lambda args, attrs: args[0], lambda args, attrs: args[0]),
+    "broadcast": _notation(
+        lambda args, attrs: rf"\operatorname{{repeat}}_{{{_axes_text(attrs)}}}({args[0]})",
+        lambda args, attrs: f"repeat_axis{_axes_text(attrs)}({args[0]})",
+    ),
+    "broadcast_to": _notation(
+        lambda args, attrs: rf"{args[0]} \mathbf{{1}}", lambda args, attrs: f"{args[0]} 1"
+    ),
+    "index": _notation(
+        lambda args, attrs: rf"{args[0]}_{{[{attrs['start']}:{attrs['stop']}]}}",
+        lambda args, attrs: f"{args[0]}[{attrs['start']}:{attrs['stop']}]",
+    ),
+    "pad": _notation(
+        lambda args, attrs: (
+            rf"\operatorname{{pad}}_{{[{attrs['start']}:{attrs['stop']}]}}({args[0]})"
+        ),
+        lambda args, attrs: f"pad[{attrs['start']}:{attrs['stop']}]({args[0]})",
+    ),
+    "full": _notation(
+        lambda args, attrs: rf"{attrs['value']:g} \mathbf{{1}}",
+        lambda args, attrs: f"{attrs['value']:g} (an array of that value)",
+    ),
+    "concat": _notation(
+        lambda args, attrs: r"\left[" + r";\ ".join(args) + r"\right]",
+        lambda args, attrs: "[" + "; ".join(args) + "]",
+    ),
 }

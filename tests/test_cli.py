@@ -26,12 +26,18 @@ def test_examples_lists_every_builtin_with_its_description(capsys):
     assert main(["examples"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [
+        "batchnorm_digits",
         "digits_cnn",
         "digits_mlp",
+        "least_squares",
         "logistic",
+        "micrograd_ops",
+        "micrograd_sanity",
         "mnist_cnn",
         "quadratic",
+        "residual_digits",
         "tanh_units",
+        "tied_autoencoder",
         "xor_mlp",
         "xor_sigmoid",
     ]
@@ -120,7 +126,7 @@ def test_check_prints_the_worst_error_per_parameter(name, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["parameter", "worst", "relative", "error", "over", "3", "point(s)"]
     rows = [line.split() for line in out[1:-1]]
-    assert [row[0] for row in rows] == load(name).params
+    assert [row[0] for row in rows] == list(load(name).params)
     for _, error, flag in rows:
         assert float(error) <= check_mod.TOLERANCE
         assert flag == "ok"

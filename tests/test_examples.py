@@ -23,11 +23,16 @@ from support import (
 
 from symbp.cli import main as symbp_main
 from symbp.derive import derive
-from symbp.spec import builtin_names, load
+from symbp.language.model import TensorModel
+from symbp.spec import ExpressionSpec, builtin_names, load
 from symbp.targets.numpy_target import render_module, render_tests
 
-# expression models: the layer stacks have their own tests (tests/test_layers.py)
-NAMES = [n for n in builtin_names() if hasattr(load(n), "inputs")]
+# expression models: the layer stacks have their own tests (tests/test_layers.py), the
+# tensor models theirs (tests/test_tensor_examples.py); the tests of what every generated
+# module must be (deterministic, ruff-clean, standalone) run on those too
+NAMES = [n for n in builtin_names() if isinstance(load(n), ExpressionSpec)]
+TENSOR_NAMES = [n for n in builtin_names() if isinstance(load(n), TensorModel)]
+MODULE_NAMES = NAMES + TENSOR_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sources() -> dict[str, str]:
-    return {name: render_module(derive(load(name))) for name in NAMES}
+    return {name: render_module(derive(load(name))) for name in MODULE_NAMES}
 
 
 def test_the_course_examples_are_built_in():
@@ -76,7 +81,7 @@ def test_gradients_match_finite_differences_and_sympy(folder, name):
 # --- the generated text ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODULE_NAMES)
 def test_generation_is_deterministic_within_a_process(name, sources):
     again = render_module(derive(load(name)))
     assert again == sources[name]
@@ -96,7 +101,7 @@ json.dump({n: render_module(derive(load(n))) for n in sys.argv[1:]}, sys.stdout)
 def test_generation_does_not_depend_on_the_hash_seed(sources, hash_seed):
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     result = subprocess.run(
-        [sys.executable, "-c", RENDER_ALL, *NAMES],
+        [sys.executable, "-c", RENDER_ALL, *MODULE_NAMES],
         env=env,
         capture_output=True,
         text=True,
@@ -108,7 +113,7 @@ def test_generation_does_not_depend_on_the_hash_seed(sources, hash_seed):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODULE_NAMES)
 def test_generated_module_is_ruff_clean(name, dtype):
     """Checked as the file it becomes in generated/ (the project's config and ignores)."""
     source = render_module(derive(load(name)), dtype)
@@ -134,7 +139,7 @@ def _guarded_by_import_error(tree: ast.Module, node: ast.AST) -> bool:
     return False
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MODULE_NAMES)
 def test_generated_module_imports_only_numpy_and_the_standard_library(name, sources):
     tree = ast.parse(sources[name])
     allowed = set(sys.stdlib_module_names) | {"numpy"}

@@ -11,7 +11,7 @@ import sympy as sp
 
 from symbp.chain import full_loss
 from symbp.functions import apply_kink_conventions
-from symbp.spec import builtin_names, load, parse_spec
+from symbp.spec import ExpressionSpec, builtin_names, load, parse_spec
 from symbp.stats import (
     NaiveDiff,
     OpStats,
@@ -31,7 +31,7 @@ DEPTHS = (5, 10, 20, 40, 80)
 BOUND = 5  # generated <= BOUND * forward
 
 # expression models only: layer stacks are tested in tests/test_layers.py
-EXPRESSION_BUILTINS = [n for n in builtin_names() if hasattr(load(n), "inputs")]
+EXPRESSION_BUILTINS = [n for n in builtin_names() if isinstance(load(n), ExpressionSpec)]
 
 
 def model_spec(output: str, inputs=("x",)) -> object:

@@ -132,6 +132,26 @@ yhat = "gamma * xn + beta"
     compare(tmp_path, "layernorm", body, reference)
 
 
+def test_layer_norm_function_matches_torch(tmp_path):
+    body = """
+inputs = { x = [2, 5] }
+targets = { y = [2, 5] }
+output = "yhat"
+loss = "mse(yhat, y)"
+[model.params]
+gamma = { shape = [5], init = "ones" }
+beta = { shape = [5], init = "zeros" }
+[model.let]
+yhat = "gamma * layer_norm(x, eps=1e-3) + beta"
+"""
+
+    def reference(t, x, y):
+        out = F.layer_norm(x["x"], (5,), t["gamma"], t["beta"], eps=1e-3)
+        return F.mse_loss(out, y["y"])
+
+    compare(tmp_path, "layer_norm_function", body, reference)
+
+
 def test_batch_norm_matches_torch(tmp_path):
     body = """
 inputs = { x = [4] }

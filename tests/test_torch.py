@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 from strategies import models
 from support import Kinks, TorchModel, data_arrays, generate, relative_error
 
-from symbp.spec import builtin_names, load, parse_spec, resolve
+from symbp.spec import ExpressionSpec, builtin_names, load, parse_spec, resolve
 
 torch = pytest.importorskip("torch")
 
 TOLERANCE = 1e-9
 
 # expression models only: layer stacks are tested in tests/test_layers.py
-EXPRESSION_BUILTINS = [n for n in builtin_names() if hasattr(load(n), "inputs")]
+EXPRESSION_BUILTINS = [n for n in builtin_names() if isinstance(load(n), ExpressionSpec)]
 
 
 @pytest.fixture(scope="module")

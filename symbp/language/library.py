@@ -96,6 +96,23 @@ def _norm(args, kw):
     return _ew(sp.sqrt, ops.reduce_sum(squares, axes), text="sqrt")
 
 
+def _layer_norm(args, kw):
+    """(v - mean(v)) / sqrt(var(v) + eps) over the last axis: torch.nn.functional.layer_norm
+    without its affine part (multiply and add parameters in the formula for that)."""
+    (a,) = args
+    if not a.shape:
+        raise ShapeError("layer_norm normalizes a vector or the last axis of a matrix")
+    eps = sp.sympify(kw["eps"])
+    if not eps > 0:
+        raise ShapeError(f"eps must be positive, got {kw['eps']}")
+    axes = (len(a.shape) - 1,)
+    n = _num(a.shape[-1])
+    mean = _keep(_div(ops.reduce_sum(a, axes), n), axes)
+    centred = _sub(a, mean)
+    var = _keep(_div(ops.reduce_sum(_ew(lambda x: x**2, centred, text="**"), axes), n), axes)
+    return _div(centred, _ew(lambda v: sp.sqrt(v + eps), var, text="sqrt"))
+
+
 def _logsumexp(args, kw):
     return ops.logsumexp(args[0], keepdims=False)
 
@@ -311,6 +328,7 @@ TENSOR_FUNCTIONS: dict[str, Function] = {
         Function("mean", (1,), _mean, "mean over the sample's elements", {"axis": None}),
         Function("var", (1,), _var, "biased variance", {"axis": None}),
         Function("norm", (1,), _norm, "Euclidean norm", {"axis": None}),
+        Function("layer_norm", (1,), _layer_norm, "normalized over the last axis", {"eps": 1e-5}),
         Function("softmax", (1,), _softmax, "softmax over the last axis"),
         Function("log_softmax", (1,), _log_softmax, "log-softmax over the last axis"),
         Function("logsumexp", (1,), _logsumexp, "log sum exp over the last axis"),

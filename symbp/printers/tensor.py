@@ -99,6 +99,9 @@ class TensorCalls:
         self.helpers.add("pad_last")
         return f"_pad_last({g}, {start}, {size - stop})"
 
+    def _call_full(self, value, shape):
+        return f"np.full({_shape(shape)}, {value!r}, dtype=DTYPE)"
+
     def _call_concat(self, *parts):
         return f"np.concatenate(({', '.join(parts)}), axis=-1)"
 

@@ -31,6 +31,7 @@ from .. import __version__
 from ..derive import Derivation
 from ..errors import SpecError
 from ..ir import BATCH, N
+from ..language.model import TensorModel
 from ..layers import LayerSpec
 from ..optim import g as grad_symbol
 from ..optim import p as param_symbol
@@ -788,9 +789,25 @@ LOWERED_OPS = frozenset((*ROW_OPS, *GEMM_OPS, "sum_rows"))
 
 def supported(derivation: Derivation) -> bool:
     """Whether every tensor operation of the program has CUDA kernels (dense stacks and
-    expression models do; convolution and pooling layers do not yet)."""
+    expression models do; convolution and pooling layers and tensor models do not yet)."""
+    return unsupported(derivation) is None
+
+
+def unsupported(derivation: Derivation) -> SpecError | None:
+    """Why the CUDA target cannot generate this model, in the spec's terms, or None."""
+    spec = derivation.spec
+    if isinstance(spec, TensorModel):
+        return SpecError(
+            spec.source,
+            "model.params",
+            "the CUDA target does not take tensor models yet (a model with shapes);"
+            " --target numpy generates this model",
+        )
     calls = (s for s in derivation.program.statements if isinstance(s, Call))
-    return all(call.op in LOWERED_OPS for call in calls)
+    for call in calls:
+        if call.op not in LOWERED_OPS:
+            return _unsupported(spec, call.op)
+    return None
 
 
 def render_cuda(derivation: Derivation, dtype: str | None = None) -> str:

@@ -3,6 +3,8 @@ batch at a time, into templates/numpy/graph.py.j2."""
 
 from __future__ import annotations
 
+import pprint
+
 import numpy as np
 
 from .. import __version__
@@ -12,7 +14,8 @@ from .numpy_target import DTYPES, _optimizer_context, _vector_lines
 
 
 def _array_literal(array: np.ndarray) -> str:
-    return repr(array.tolist())
+    """The array as a nested list that fits the module's 100 columns (indented by 4)."""
+    return pprint.pformat(array.tolist(), width=92, compact=True)
 
 
 def graph_context(derivation: Derivation, dtype: str = "float64") -> dict:
