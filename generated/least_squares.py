@@ -237,7 +237,7 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     l_n = t2.sum(axis=1)
     L = np.mean(l_n)
     d_l_n = 1/N
-    v1 = np.broadcast_to(d_l_n, (N,))
+    v1 = np.broadcast_to(np.asarray(d_l_n, DTYPE), (N,))
     d_t2 = np.broadcast_to(np.expand_dims(v1, 1), (N, 2))
     d_t1 = 2*d_t2*t1
     d_W = d_t1.T @ x
@@ -268,30 +268,50 @@ def train(
     data, size = _batch(X, Y)
     _check_params(params)
     _check_training(epochs, batch_size, lr)
-    params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
+    # p: every parameter in one flat array, each parameter a view of its part; g and the
+    # optimizer's state likewise, so that the update is one pass over all of them
+    p, views = _flat()
+    for name, view in views.items():
+        view[...] = params[name]
+    g, grads = _flat()
+    tmp0 = np.empty_like(p)
+    lr_array = np.asarray(lr, DTYPE)  # an operand: see K_0
     rng = np.random.default_rng(seed)
-    n, step, losses = size, 0, []
+    step, losses = 0, []
     for _ in range(epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
+        order = rng.permutation(size) if shuffle else None
         total = 0.0
-        for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            value, grads = _loss_and_grads(params, _take(data, batch), len(batch))
-            total += value * len(batch)
+        for start in range(0, size, batch_size):
+            stop = min(start + batch_size, size)
+            # shuffled rows are gathered; consecutive ones are views, no copy
+            rows = order[start:stop] if shuffle else slice(start, stop)
+            value, fresh = _loss_and_grads(views, _take(data, rows), stop - start)
+            for name, grad in grads.items():
+                grad[...] = fresh[name]
+            total += value * (stop - start)
             step += 1
-            for name, p in params.items():
-                g = grads[name]
-                p = p - g*lr
-                params[name] = np.asarray(p, dtype=DTYPE)
-        losses.append(total / n)
+            np.multiply(g, lr_array, out=tmp0)
+            np.subtract(p, tmp0, out=p)
+        losses.append(total / size)
         if progress is not None:
             progress(len(losses), losses[-1])
-    return params, losses
+    return {name: view.copy() for name, view in views.items()}, losses
 
 
 def _take(data: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:
     """The samples ``rows`` of every array of a batch."""
     return {name: value[rows] for name, value in data.items()}
+
+
+def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A zeroed flat array for all parameters, and each parameter's view of its part."""
+    flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
+    views, offset = {}, 0
+    for name, shape in PARAM_SHAPES.items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return flat, views
 
 
 def _load_data(path: str | None):

@@ -75,6 +75,11 @@ TRAIN_DEFAULTS = {
 OPTIMIZER = "adam"
 OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0}
 DATA = None  # the spec has no [data]: pass --data FILE.npz
+# the number operands of the optimizer's update as 0-d arrays of DTYPE: NumPy converts a
+# Python number operand on every call, which costs about as much as the call itself on
+# a small array; the values are the same (a Python number takes the array's dtype)
+K_0_9 = np.asarray(0.9, DTYPE)
+K_0_999 = np.asarray(0.999, DTYPE)
 
 
 def _logsumexp(z, keepdims):
@@ -294,7 +299,7 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     l_n = -sum1
     L = np.mean(l_n)
     d_sum1 = -1/N
-    v1 = np.broadcast_to(d_sum1, (N,))
+    v1 = np.broadcast_to(np.asarray(d_sum1, DTYPE), (N,))
     d_t1 = np.broadcast_to(np.expand_dims(v1, 1), (N, 10))
     g1 = d_t1*y
     g2 = g1.sum(axis=1, keepdims=True)
@@ -342,42 +347,67 @@ def train(
     data, size = _batch(X, Y)
     _check_params(params)
     _check_training(epochs, batch_size, lr)
-    params = {name: np.array(value, dtype=DTYPE) for name, value in params.items()}
-    state = {
-        "exp_avg": {name: np.full_like(p, 0.0) for name, p in params.items()},
-        "exp_avg_sq": {name: np.full_like(p, 0.0) for name, p in params.items()},
-    }
+    # p: every parameter in one flat array, each parameter a view of its part; g and the
+    # optimizer's state likewise, so that the update is one pass over all of them
+    p, views = _flat()
+    for name, view in views.items():
+        view[...] = params[name]
+    g, grads = _flat()
+    exp_avg = np.full_like(p, 0.0)
+    exp_avg_sq = np.full_like(p, 0.0)
+    tmp0 = np.empty_like(p)
     rng = np.random.default_rng(seed)
-    n, step, losses = size, 0, []
+    step, losses = 0, []
     for _ in range(epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
+        order = rng.permutation(size) if shuffle else None
         total = 0.0
-        for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            value, grads = _loss_and_grads(params, _take(data, batch), len(batch))
-            total += value * len(batch)
+        for start in range(0, size, batch_size):
+            stop = min(start + batch_size, size)
+            # shuffled rows are gathered; consecutive ones are views, no copy
+            rows = order[start:stop] if shuffle else slice(start, stop)
+            value, fresh = _loss_and_grads(views, _take(data, rows), stop - start)
+            for name, grad in grads.items():
+                grad[...] = fresh[name]
+            total += value * (stop - start)
             step += 1
-            step_size = lr/(1 - 0.9**step)
-            bias_correction2_sqrt = math.sqrt(1 - 0.999**step)
-            for name, p in params.items():
-                g = grads[name]
-                exp_avg = state["exp_avg"][name]
-                exp_avg_sq = state["exp_avg_sq"][name]
-                exp_avg = 0.09999999999999998*g + 0.9*exp_avg
-                exp_avg_sq = 0.0010000000000000009*g**2 + 0.999*exp_avg_sq
-                p = p - exp_avg*step_size/(1e-08 + np.sqrt(exp_avg_sq)/bias_correction2_sqrt)
-                params[name] = np.asarray(p, dtype=DTYPE)
-                state["exp_avg"][name] = exp_avg
-                state["exp_avg_sq"][name] = exp_avg_sq
-        losses.append(total / n)
+            # the same update in fewer passes over memory, equal up to rounding:
+            #   m' <- 0.9 m' + g  (m' = m / (1 - 0.9))
+            #   v' <- 0.999 v' + g^2  (v' = v / (1 - 0.999))
+            #   p <- p - lr (1 - 0.9) / (1 - 0.9^t) / k * m' / (sqrt(v') + eps / k)
+            #      with k = sqrt(1 - 0.999) / sqrt(1 - 0.999^t)
+            k = 0.031622776601683805/math.sqrt(1 - 0.999**step)
+            step_size = 0.09999999999999998*lr/(k*(1 - 0.9**step))
+            eps_k = 1e-08/k
+            np.multiply(exp_avg, K_0_9, out=exp_avg)
+            np.add(exp_avg, g, out=exp_avg)
+            np.square(g, out=tmp0)
+            np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
+            np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
+            np.sqrt(exp_avg_sq, out=tmp0)
+            np.add(tmp0, eps_k, out=tmp0)
+            np.divide(exp_avg, tmp0, out=tmp0)
+            np.multiply(tmp0, step_size, out=tmp0)
+            np.subtract(p, tmp0, out=p)
+        losses.append(total / size)
         if progress is not None:
             progress(len(losses), losses[-1])
-    return params, losses
+    return {name: view.copy() for name, view in views.items()}, losses
 
 
 def _take(data: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:
     """The samples ``rows`` of every array of a batch."""
     return {name: value[rows] for name, value in data.items()}
+
+
+def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A zeroed flat array for all parameters, and each parameter's view of its part."""
+    flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
+    views, offset = {}, 0
+    for name, shape in PARAM_SHAPES.items():
+        size = int(np.prod(shape))
+        views[name] = flat[offset : offset + size].reshape(shape)
+        offset += size
+    return flat, views
 
 
 def _load_data(path: str | None):

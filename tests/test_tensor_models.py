@@ -358,3 +358,59 @@ def test_a_shared_value_sums_the_adjoints_of_both_paths(tmp_path):
     program = derive(spec_of("residual", RESIDUAL)).program
     (d_h1,) = [s for s in program.statements if s.target.name == "d_h1"]
     assert len(d_h1.expr.args) == 2
+
+
+OPTIMIZERS = {
+    "sgd": ("", lambda p, lr: torch.optim.SGD(p, lr=lr)),
+    "sgd_nesterov": (
+        "momentum = 0.9\nnesterov = true\nweight_decay = 0.01\n",
+        lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.01),
+    ),
+    "momentum": ("", lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
+    "adagrad": ("", lambda p, lr: torch.optim.Adagrad(p, lr=lr)),
+    "rmsprop": (
+        "centered = true\nmomentum = 0.9\n",
+        lambda p, lr: torch.optim.RMSprop(p, lr=lr, centered=True, momentum=0.9),
+    ),
+    "adam": ("weight_decay = 0.01\n", lambda p, lr: torch.optim.Adam(p, lr=lr, weight_decay=0.01)),
+}
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("case", list(OPTIMIZERS))
+def test_training_follows_torch_optim_batch_by_batch(tmp_path, case, shuffle):
+    """3 epochs of train() on the residual model, batches of 4 over 10 samples (the last
+    one short), against torch.optim over the same batches: parameters and per-epoch
+    losses, float64."""
+    options, make = OPTIMIZERS[case]
+    name = case.split("_")[0]
+    train = f'[train]\noptimizer = "{name}"\n{options}'
+    module = generate(spec_of("residual", RESIDUAL + train), tmp_path)
+    rng = np.random.default_rng(5)
+    params = module.init_params(3)
+    X, Y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    lr = 0.05
+    trained, losses = module.train(
+        params, X, Y, epochs=3, batch_size=4, lr=lr, shuffle=shuffle, seed=11
+    )
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    optimizer = make(list(t.values()), lr)
+    order_rng = np.random.default_rng(11)
+    expected = []
+    for _ in range(3):
+        order = order_rng.permutation(10) if shuffle else np.arange(10)
+        total = 0.0
+        for start in range(0, 10, 4):
+            rows = order[start : start + 4]
+            x, y = torch.tensor(X[rows]), torch.tensor(Y[rows])
+            optimizer.zero_grad()
+            h1 = torch.tanh(x @ t["W1"].T + t["b1"])
+            h2 = h1 + torch.relu(h1 @ t["W2"].T)
+            value = F.cross_entropy(h2 @ t["W3"].T + t["b3"], y)
+            value.backward()
+            optimizer.step()
+            total += value.item() * len(rows)
+        expected.append(total / 10)
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    for k, leaf in t.items():
+        np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)

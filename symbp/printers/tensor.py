@@ -73,7 +73,9 @@ class TensorCalls:
         return f"np.broadcast_to(np.expand_dims({g}, {_axes(axes)}), {_shape(shape)})"
 
     def _call_broadcast_to(self, g, shape):
-        return f"np.broadcast_to({g}, {_shape(shape)})"
+        """An adjoint the same for every element (1/N) spread to a shape: as an array of
+        the module's dtype, or a float32 module would compute its backward in float64."""
+        return f"np.broadcast_to(np.asarray({g}, DTYPE), {_shape(shape)})"
 
     def _call_sum_to(self, g, shape, source):
         """The sum of ``g`` (of shape ``source``) over the axes it was broadcast along."""

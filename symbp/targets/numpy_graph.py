@@ -10,7 +10,8 @@ import numpy as np
 from .. import __version__
 from ..derive import Derivation
 from ..language.terms import shape_text
-from .numpy_target import DTYPES, _optimizer_context, _vector_lines
+from ..printers.inplace import Constants
+from .numpy_target import DTYPES, _optimizer_context, _vector_lines, inplace_optimizer_context
 
 
 def _array_literal(array: np.ndarray) -> str:
@@ -26,6 +27,8 @@ def graph_context(derivation: Derivation, dtype: str = "float64") -> dict:
     loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
     grads, gh = _vector_lines(program.needed_for([program.loss, *program.grads.values()]), {}, 4)
     optimizer = _optimizer_context(derivation, {})
+    constants = Constants()
+    inplace = inplace_optimizer_context(derivation, constants)
     printed = [line.expr for line in forward + loss + grads]
     printed += [line.expr for line in optimizer["step_scalars"] + optimizer["vector_updates"]]
     output = program.outputs[0]
@@ -64,6 +67,8 @@ def graph_context(derivation: Derivation, dtype: str = "float64") -> dict:
         "reduction": model.reduction,
         "train": model.train,
         "optimizer": optimizer,
+        "inplace_optimizer": inplace,
+        "constants": constants.definitions(),
         "data": {k: _array_literal(v) for k, v in model.data.items()} if model.data else None,
         "forward_lines": forward,
         "loss_lines": loss,
@@ -71,5 +76,7 @@ def graph_context(derivation: Derivation, dtype: str = "float64") -> dict:
         "grads": [(p.name, g.name) for p, g in program.grads.items()],
         "loss_name": program.loss.name,
         "numpy_helpers": sorted(fh | lh | gh),
-        "uses_math": "erf" in (fh | lh | gh) or any("math." in e for e in printed),
+        "uses_math": "erf" in (fh | lh | gh)
+        or any("math." in e for e in printed)
+        or any("math." in line.expr for line in inplace["step_scalars"]),
     }
