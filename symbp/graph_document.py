@@ -22,6 +22,7 @@ from .flops import program_flops
 from .language.terms import Term, shape_text
 from .notation import TORCH_NAMES, latex_name, latex_named
 from .program import Assign, BatchMean, BatchSum, Call, Statement
+from .stats import dag_ops
 from .templating import environment
 from .tensor_rules import NOTATION
 
@@ -369,6 +370,10 @@ def render_graph_document(derivation: Derivation, fmt: str) -> str:
 # --- closed forms ----------------------------------------------------------------------
 
 CLOSED_MAX_CHARS = 360  # a closed form longer than this is no clearer than the program
+# substitution stops where a formula grows past this many operations: a deep network's
+# first weight would otherwise collect every layer's formula (and SymPy's time)
+CLOSED_MAX_OPS = 120
+_TOO_BIG = sp.Symbol("TooBig", real=True)
 # ops whose value, elementwise, is their argument's (they only shape it)
 _SHAPING = ("broadcast", "broadcast_to", "expand", "squeeze")
 
@@ -410,8 +415,14 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
     for stmt in program.needed_for(list(program.grads.values())):
         if stmt.target.name in kept:  # a named forward value stays a name
             continue
+        if any(exprs.get(s) is _TOO_BIG for s in stmt.reads):
+            exprs[stmt.target] = _TOO_BIG  # what reads a formula past the budget is too
+            continue
         if isinstance(stmt, Assign):
             value = stmt.expr.xreplace(exprs)
+            if dag_ops(value) > CLOSED_MAX_OPS:
+                exprs[stmt.target] = _TOO_BIG
+                continue
             if per_sample:
                 value = value.subs(n_symbol, 1)
             value = sp.factor_terms(value)
@@ -430,6 +441,9 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
                 body = tex_of(exprs.get(stmt.source, stmt.source))
                 mean = isinstance(stmt, BatchMean)
                 tex = (r"\frac{1}{N} " if mean else "") + rf"\textstyle\sum_{{n}} {body}"
+            if len(tex) > CLOSED_MAX_CHARS:
+                exprs[stmt.target] = _TOO_BIG
+                continue
             value = sp.Symbol(f"Closed{len(opaque)}", real=True)
             opaque[value] = tex
         name = wanted.get(stmt.target.name)
