@@ -23,6 +23,7 @@ from .naming import Names
 _PREFIX = {
     "contract": "prod",
     "sum": "sum",
+    "max": "max",
     "expand": "e",
     "logsumexp": "lse",
     "index": "part",
@@ -120,7 +121,7 @@ class _TensorLowering(_Lowering):
         args = [self.symbol_of(self.lower(a)) for a in term.args]
         if op == "contract":
             attrs = {"subscripts": self._subscripts(term)}
-        elif op in ("sum", "expand"):
+        elif op in ("sum", "expand", "max"):
             attrs = {"axes": tuple(a + self.offset(term.args[0]) for a in term.attr("axes"))}
         elif op == "logsumexp":
             attrs = {"keepdims": term.attr("keepdims")}

@@ -57,6 +57,21 @@ def _sum_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contrib
     return [(src.name, emit("broadcast", (g,), src.shape, f"d_{src.name}", attrs), src.shape)]
 
 
+def _max_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """Each maximal element receives the adjoint, split evenly where several tie (as
+    torch.amax): g [x = max] / (the number of maximal elements)."""
+    src, out = graph.tensors[node.inputs[0]], graph.tensors[node.output]
+    if src.name not in needs:
+        return []
+    spread = (("axes", node.attrs["axes"]), ("shape", src.shape))
+    peak = emit("broadcast", (out.symbol,), src.shape, "peak", spread)
+    mask = sp.Piecewise((1, sp.Eq(src.symbol, peak)), (0, True))
+    count = emit("sum", (mask,), out.shape, "ties", (("axes", node.attrs["axes"]),))
+    share = emit("broadcast", (g,), src.shape, f"d_{src.name}", spread)
+    ties = emit("broadcast", (count,), src.shape, "ties", spread)
+    return [(src.name, share * mask / ties, src.shape)]
+
+
 def _expand_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
     src = graph.tensors[node.inputs[0]]
     if src.name not in needs:
@@ -126,6 +141,7 @@ for _op, _vjp in {
     "full": _full_vjp,
     "contract": _contract_vjp,
     "sum": _sum_vjp,
+    "max": _max_vjp,
     "expand": _expand_vjp,
     "logsumexp": _logsumexp_vjp,
     "index": _index_vjp,
@@ -161,6 +177,7 @@ def _contract_cost(shapes, out, attrs) -> int:
 COST = {
     "contract": _contract_cost,
     "sum": lambda shapes, out, attrs: _size(shapes[0]),
+    "max": lambda shapes, out, attrs: _size(shapes[0]),
     "sum_to": lambda shapes, out, attrs: _size(shapes[0]),
     "batch_mean": lambda shapes, out, attrs: _size(shapes[0]),
     "logsumexp": lambda shapes, out, attrs: 4 * _size(shapes[0]),
@@ -252,6 +269,10 @@ NOTATION = {
     "sum": _notation(
         lambda args, attrs: rf"\textstyle\sum_{{\mathrm{{axis}}\,{_axes_text(attrs)}}} {args[0]}",
         lambda args, attrs: f"sum_axis{_axes_text(attrs)}({args[0]})",
+    ),
+    "max": _notation(
+        lambda args, attrs: rf"\max_{{\mathrm{{axis}}\,{_axes_text(attrs)}}} {args[0]}",
+        lambda args, attrs: f"max_axis{_axes_text(attrs)}({args[0]})",
     ),
     "sum_to": _notation(
         lambda args, attrs: rf"\textstyle\sum_{{\mathrm{{axis}}\,{_summed(attrs)}}} {args[0]}",

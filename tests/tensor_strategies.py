@@ -118,7 +118,14 @@ def tensor_models(draw) -> TensorModelCase:
         else:
             reduce = draw(
                 st.sampled_from(
-                    [f"sum({v})", f"mean({v})", f"logsumexp({v})", f"norm({v} + 2)", f"var({v})"]
+                    [
+                        f"sum({v})",
+                        f"mean({v})",
+                        f"logsumexp({v})",
+                        f"norm({v} + 2)",
+                        f"var({v})",
+                        f"max({v})",
+                    ]
                 )
             )
             formula, size = f"{v} * tanh({reduce})", n

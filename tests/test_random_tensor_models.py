@@ -25,6 +25,7 @@ FUNCS = {
     "sin": torch.sin,
     "atan": torch.atan,
     "sum": torch.sum,
+    "max": torch.amax,
     "mean": torch.mean,
     "var": lambda v: torch.var(v, unbiased=False),
     "norm": torch.linalg.vector_norm,

@@ -414,3 +414,26 @@ def test_training_follows_torch_optim_batch_by_batch(tmp_path, case, shuffle):
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
     for k, leaf in t.items():
         np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_max_of_one_argument_is_a_reduction_whose_ties_share_the_gradient(tmp_path):
+    body = """
+inputs = { x = [4] }
+output = "m"
+loss = "m * m"
+[model.params]
+w = [4]
+[model.let]
+m = "max(relu(w) * x) + amax(x * w, axis=0)"
+"""
+    module = generate(spec_of("maxred", body), tmp_path)
+    params = {"w": np.array([1.0, 1.0, -2.0, 0.5])}
+    X = np.array([[2.0, 2.0, 1.0, 0.0], [0.0, 1.0, 3.0, 8.0]])
+    value, grads = module.loss_and_grads(params, X)
+    t = torch.tensor(params["w"], requires_grad=True)
+    x = torch.tensor(X)
+    m = torch.amax(torch.relu(t) * x, dim=1) + torch.amax(x * t, dim=1)
+    expected = (m * m).mean()
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-14)
+    np.testing.assert_allclose(grads["w"], t.grad.numpy(), rtol=1e-14)

@@ -183,10 +183,12 @@ class _Walker:
         ):
             raise self.fail("starred arguments are not allowed", node)
         count = len(node.args)
-        if name in ("max", "min", "Max", "Min") and count == 1:
+        if name in ("max", "Max") and count == 1:  # one argument: the reduction
+            return self._tensor_call(TENSOR_FUNCTIONS["amax"], node, shown=name)
+        if name in ("min", "Min") and count == 1:
             raise self.fail(
-                f"'{name}' of one argument (a reduction) is not supported yet; with two or"
-                " more arguments it is the elementwise maximum",
+                f"'{name}' of one argument (a reduction) is not supported yet; write"
+                " -max(-v); with two or more arguments it is the elementwise minimum",
                 node,
             )
         if name in TENSOR_FUNCTIONS:
@@ -220,7 +222,7 @@ class _Walker:
             want = " or ".join(str(a) for a in arities)
             raise self.fail(f"'{name}' takes {want} argument(s), got {count}", node)
 
-    def _tensor_call(self, function, node):
+    def _tensor_call(self, function, node, shown: str | None = None):
         name = function.name
         self._check_arity(name, function.arity, len(node.args), node)
         kw = dict(function.keywords)
@@ -234,7 +236,8 @@ class _Walker:
         term = self.shaped(node, lambda: function.build(args, kw))
         given = tuple((k.arg, kw[k.arg]) for k in node.keywords)
         # how the formula wrote it, for the documents: mean(x), not sum(x)/6
-        return replace(term, attrs=(*term.attrs, ("call", (name, tuple(args), given))))
+        call = (shown or name, tuple(args), given)
+        return replace(term, attrs=(*term.attrs, ("call", call)))
 
     def _keyword_value(self, keyword):
         value = keyword.value

@@ -66,6 +66,13 @@ def _sum(args, kw):
     return ops.reduce_sum(a, ops.axes_of(a, kw["axis"]))
 
 
+def _max(args, kw):
+    """The largest element; where several tie, the gradient is split evenly among them,
+    as torch.amax (and torch.max without a dim) does."""
+    (a,) = args
+    return ops.reduce_max(a, ops.axes_of(a, kw["axis"]))
+
+
 def _count(a: Term, axes: tuple[int, ...]) -> int:
     count = 1
     for i in axes:
@@ -328,6 +335,7 @@ TENSOR_FUNCTIONS: dict[str, Function] = {
         Function("mean", (1,), _mean, "mean over the sample's elements", {"axis": None}),
         Function("var", (1,), _var, "biased variance", {"axis": None}),
         Function("norm", (1,), _norm, "Euclidean norm", {"axis": None}),
+        Function("amax", (1,), _max, "largest element (ties share the gradient)", {"axis": None}),
         Function("layer_norm", (1,), _layer_norm, "normalized over the last axis", {"eps": 1e-5}),
         Function("softmax", (1,), _softmax, "softmax over the last axis"),
         Function("log_softmax", (1,), _log_softmax, "log-softmax over the last axis"),

@@ -101,6 +101,13 @@ def reduce_sum(a: Term, axes: tuple[int, ...]) -> Term:
     return Term("sum", (a,), shape, a.batched, (("axes", axes),))
 
 
+def reduce_max(a: Term, axes: tuple[int, ...]) -> Term:
+    if not axes:
+        return a
+    shape = tuple(d for i, d in enumerate(a.shape) if i not in axes)
+    return Term("max", (a,), shape, a.batched, (("axes", axes),))
+
+
 def expand(a: Term, axes: tuple[int, ...]) -> Term:
     """Size-1 axes inserted at ``axes`` (positions in the result), as np.expand_dims."""
     if not axes:

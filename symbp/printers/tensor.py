@@ -63,6 +63,9 @@ class TensorCalls:
     def _call_sum(self, a, axes):
         return f"{a}.sum(axis={_axes(axes)})"
 
+    def _call_max(self, a, axes):
+        return f"{a}.max(axis={_axes(axes)})"
+
     def _call_expand(self, a, axes):
         return f"np.expand_dims({a}, {_axes(axes)})"
 
