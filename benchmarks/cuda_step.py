@@ -47,7 +47,7 @@ def build(spec_text: str, name: str, folder: Path) -> ctypes.CDLL:
     """symbp generate --target cuda, then nvcc into a shared library."""
     from symbp.derive import derive
     from symbp.spec import parse_spec
-    from symbp.targets.cuda_target import render_cuda
+    from symbp.targets.cuda.target import render_cuda
 
     source = folder / f"{name}.cu"
     source.write_text(render_cuda(derive(parse_spec(spec_text, f"{name}.toml"))))

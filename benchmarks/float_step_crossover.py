@@ -4,7 +4,7 @@ symbp prints a tiny layer stack's training step twice: for arrays (NumPy calls, 
 microsecond each whatever the size) and unrolled for Python floats (tens of nanoseconds
 an operation, per sample). train() picks the floats up to FLOAT_BATCH_MAX, estimated at
 generation from the two steps' sizes with one machine constant,
-``symbp.targets.float_step.OP_PER_CALL``. This script measures, for the built-in XOR
+``symbp.targets.numpy.float_step.OP_PER_CALL``. This script measures, for the built-in XOR
 networks, the time per training step of both paths at several batch sizes (interleaved,
 medians of 7 runs of 300 steps each, a short pause between runs) so that the constant
 can be checked: the estimate should sit near the measured crossover.

@@ -83,7 +83,7 @@ def generate_module(directory: Path):
     """Load, derive, render, write and import the built-in spec; return (module, seconds)."""
     from symbp.derive import derive
     from symbp.spec import load
-    from symbp.targets.numpy_target import render_module
+    from symbp.targets.numpy.module import render_module
 
     start = time.perf_counter()
     path = directory / f"{MODULE_NAME}.py"
@@ -149,7 +149,7 @@ def symbp_child(steady_repeats: int) -> dict:
 
     import symbp.derive
     import symbp.spec
-    import symbp.targets.numpy_target  # noqa: F401
+    import symbp.targets.numpy.module  # noqa: F401
 
     import_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:

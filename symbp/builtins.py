@@ -7,22 +7,21 @@ from pathlib import Path
 from .derive import derive
 from .document import render_document
 from .spec import builtin_names, load
-from .targets.cuda_target import render_cuda, render_loader, supported
-from .targets.numpy_target import render_module
+from .targets import TARGETS
 
 
 def generated_files() -> dict[str, str]:
     """File name -> content for every built-in example: its NumPy module, its derivation,
-    and, where the CUDA target has kernels for every operation (not yet for convolution
-    layers), its CUDA source (float32) and the CuPy loader beside it."""
+    and what every other registered target makes of it where it has kernels for every
+    operation (the CUDA target: its float32 source and the CuPy loader beside it)."""
     files: dict[str, str] = {}
     for name in builtin_names():
         derivation = derive(load(name))
-        files[f"{name}.py"] = render_module(derivation)
+        files.update(TARGETS["numpy"].builtin_files(name, derivation))
         files[f"{name}.md"] = render_document(derivation, "markdown")
-        if supported(derivation):
-            files[f"{name}.cu"] = render_cuda(derivation)
-            files[f"{name}_cuda.py"] = render_loader(derivation, f"{name}.cu")
+        for target in TARGETS.values():
+            if target.name != "numpy":
+                files.update(target.builtin_files(name, derivation))
     return files
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .derive import Derivation
 from .errors import SpecError
-from .targets.numpy_target import render_module
+from .targets.numpy.module import render_module
 
 STEP = 1e-6
 TOLERANCE = 1e-5

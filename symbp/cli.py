@@ -7,7 +7,6 @@ written.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Symbolic backpropagation: derive gradients, generate verified training code.",
     )
     from . import __version__
+    from .targets import TARGETS
 
     parser.add_argument("--version", action="version", version=f"symbp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = sub.add_parser("generate", help="emit a standalone training module")
     generate.add_argument("spec", help=spec_help)
-    generate.add_argument("--target", choices=("numpy", "cuda"), default="numpy")
+    generate.add_argument("--target", choices=tuple(TARGETS), default="numpy")
     generate.add_argument(
         "--dtype",
         choices=("float64", "float32"),
@@ -144,48 +144,12 @@ def _emit(text: str, output: str | None, spec: str) -> int:
 
 def _cmd_generate(args) -> int:
     from .output import write_set
-    from .spec import check_module_name
-    from .targets.numpy_target import render_module, render_tests
+    from .targets import TARGETS, GenerateOptions
 
-    if args.target == "cuda":
-        return _generate_cuda(args)
-    derivation = _load(args.spec)
-    path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.py")
-    if path.suffix != ".py" or not path.stem.isidentifier():
-        raise SpecError(str(path), "", "the module path must end in .py and name a valid module")
-    check_module_name(path.stem, str(path), "-o")
-    options = " ".join(
-        [*(["-o", shlex.quote(args.output)] if args.output else []), *(["--tests"] * args.tests)]
-    )
-    files = {path: render_module(derivation, args.dtype, options=options)}
-    if args.tests:
-        files[path.with_name(f"test_{path.stem}.py")] = render_tests(derivation, path.stem)
-    for written in write_set(files, inputs=[args.spec]):
-        print(f"wrote {written}")
-    return 0
-
-
-def _generate_cuda(args) -> int:
-    """One .cu (kernels, C API, standalone main) and its CuPy loader NAME_cuda.py."""
-    from .output import write_set
-    from .spec import check_module_name
-    from .targets.cuda_target import render_cuda, render_loader, unsupported
-
-    if args.tests:
-        raise SpecError("--tests", "", "generated tests come with --target numpy only")
-    derivation = _load(args.spec)
-    problem = unsupported(derivation)
-    if problem is not None:
-        raise problem
-    path = Path(args.output) if args.output else Path(f"{derivation.spec.name}.cu")
-    if path.suffix != ".cu" or not path.stem.isidentifier():
-        raise SpecError(str(path), "", "the CUDA source path must end in .cu and name a module")
-    check_module_name(f"{path.stem}_cuda", str(path), "-o")
-    dtype = args.dtype or "float32"
-    files = {
-        path: render_cuda(derivation, dtype),
-        path.with_name(f"{path.stem}_cuda.py"): render_loader(derivation, path.name, dtype),
-    }
+    target = TARGETS[args.target]
+    options = GenerateOptions(args.output, args.dtype, args.tests)
+    target.check_options(options)
+    files = target.files(_load(args.spec), options)
     for written in write_set(files, inputs=[args.spec]):
         print(f"wrote {written}")
     return 0
@@ -216,7 +180,7 @@ def _cmd_run(args) -> int:
     from .document import render_document
     from .escape import text as terminal_text
     from .output import write_set
-    from .targets.numpy_target import render_module, render_tests
+    from .targets.numpy.module import render_module, render_tests
 
     derivation = _load(args.spec)
     guard_memory(derivation.spec, "training")

@@ -31,9 +31,9 @@ from .notation import (
     _option_value,
 )
 from .optim import update_rule
-from .printers.python import wrap
 from .program import Assign, BatchSum, Statement
 from .spec import ExpressionSpec
+from .targets.numpy.printer import wrap
 from .templating import environment
 
 TEMPLATES = {

@@ -39,10 +39,10 @@ from .notation import (
     latex,
 )
 from .optim import update_rule
-from .printers.python import wrap
 from .program import Assign, BatchMean, BatchSum, Call, Program, Statement
 from .rules import local_derivative
 from .stats import dag_ops
+from .targets.numpy.printer import wrap
 from .templating import environment
 
 TEMPLATES = {

@@ -1,7 +1,9 @@
 """Where the Jinja templates live, and the one way to load them.
 
-An installed package finds them as ``symbp.templates`` (pyproject maps that package
-to the top-level templates/ folder); a source checkout finds templates/ beside symbp/.
+A target's templates live in its own folder, ``symbp/targets/<name>/templates/``
+(package data of ``symbp.targets.<name>``); the documents' in the top-level templates/
+folder, which an installed package finds as ``symbp.templates`` (pyproject maps that
+package to it) and a source checkout beside symbp/.
 """
 
 from __future__ import annotations
@@ -41,11 +43,20 @@ def _pytuple(items) -> str:
     return f"({inner},)" if len(items) == 1 else f"({inner})"
 
 
+def _folder(where: str) -> Path:
+    """``templates/<where>/``, or, for a package (``symbp.targets.numpy``), its
+    ``templates/`` folder."""
+    if "." not in where:
+        return template_dir() / where
+    return Path(str(resources.files(where))) / "templates"
+
+
 @cache
-def environment(target: str) -> jinja2.Environment:
-    """The one configuration for templates/<target>/: undefined names are errors."""
+def environment(where: str) -> jinja2.Environment:
+    """The one configuration for the templates of ``where`` (a folder of templates/ or a
+    target's package): undefined names are errors."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir() / target)),
+        loader=jinja2.FileSystemLoader(str(_folder(where))),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -21,7 +21,7 @@ import sympy as sp
 from symbp.chain import full_loss
 from symbp.derive import derive
 from symbp.spec import ExpressionSpec
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.module import render_module
 
 REPO = Path(__file__).resolve().parent.parent
 

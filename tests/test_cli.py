@@ -18,8 +18,8 @@ from symbp.cli import main
 from symbp.derive import derive
 from symbp.document import render_document
 from symbp.spec import builtin_names, load, resolve
-from symbp.targets.cuda_target import supported as cuda_supported
-from symbp.targets.numpy_target import render_module, render_tests
+from symbp.targets.cuda.target import supported as cuda_supported
+from symbp.targets.numpy.module import render_module, render_tests
 
 
 def test_examples_lists_every_builtin_with_its_description(capsys):

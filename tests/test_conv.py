@@ -21,7 +21,7 @@ from support import import_file
 from symbp import cli
 from symbp.derive import derive
 from symbp.spec import parse_spec
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.module import render_module
 
 try:
     import torch

@@ -34,10 +34,10 @@ from symbp import cli
 from symbp.derive import derive
 from symbp.functions import clamped_log, leaky_relu, relu, sigmoid, softplus
 from symbp.ir import N
-from symbp.printers.cuda import CudaPrinter
 from symbp.spec import builtin_names, load, parse_spec
-from symbp.targets.cuda_target import render_cuda, supported
-from symbp.targets.numpy_target import render_module
+from symbp.targets.cuda.printer import CudaPrinter
+from symbp.targets.cuda.target import render_cuda, supported
+from symbp.targets.numpy.module import render_module
 
 needs_gxx = pytest.mark.skipif(gxx() is None, reason="needs g++ for the host emulation")
 needs_nvcc = pytest.mark.skipif(

@@ -25,7 +25,7 @@ from symbp.cli import main as symbp_main
 from symbp.derive import derive
 from symbp.language.model import TensorModel
 from symbp.spec import ExpressionSpec, builtin_names, load
-from symbp.targets.numpy_target import render_module, render_tests
+from symbp.targets.numpy.module import render_module, render_tests
 
 # expression models: the layer stacks have their own tests (tests/test_layers.py), the
 # tensor models theirs (tests/test_tensor_examples.py); the tests of what every generated
@@ -92,7 +92,7 @@ RENDER_ALL = """
 import json, sys
 from symbp.derive import derive
 from symbp.spec import builtin_names, load
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.module import render_module
 json.dump({n: render_module(derive(load(n))) for n in sys.argv[1:]}, sys.stdout)
 """
 

@@ -1,4 +1,4 @@
-"""The float step of tiny layer stacks (symbp.targets.float_step): the same training as
+"""The float step of tiny layer stacks (symbp.targets.numpy.float_step): the same training as
 the array step, on Python floats, and chosen only where it has a scalar form."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from support import import_file
 
 from symbp.derive import derive
 from symbp.spec import parse_spec
-from symbp.targets.float_step import MAX_PARAMS, MAX_WIDTH
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.float_step import MAX_PARAMS, MAX_WIDTH
+from symbp.targets.numpy.module import render_module
 
 _unique = itertools.count()
 
@@ -105,7 +105,7 @@ def test_float_printing_keeps_a_square_in_a_denominator():
     """x**2 prints as x*x (faster on floats); after a division sign it needs parentheses."""
     import sympy as sp
 
-    from symbp.printers.python import ScalarPrinter
+    from symbp.targets.numpy.printer import ScalarPrinter
 
     a, c, z = sp.symbols("a c z", real=True)
     printer = ScalarPrinter()

@@ -22,8 +22,8 @@ from symbp.derive import derive
 from symbp.document import render_document
 from symbp.errors import SpecError
 from symbp.spec import parse_spec
-from symbp.targets.cuda_target import render_cuda, render_loader
-from symbp.targets.numpy_target import render_module, render_tests
+from symbp.targets.cuda.target import render_cuda, render_loader
+from symbp.targets.numpy.module import render_module, render_tests
 
 HOSTILE = [
     "Data from C:\\Users\\me\\data.csv",

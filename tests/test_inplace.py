@@ -18,11 +18,11 @@ from support import import_file
 from symbp.derive import derive
 from symbp.functions import relu, sigmoid, softplus
 from symbp.memory import plan_buffers
-from symbp.printers.inplace import Constants, InplacePrinter
-from symbp.printers.python import NumpyPrinter
 from symbp.program import Assign
 from symbp.spec import parse_spec
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.inplace import Constants, InplacePrinter
+from symbp.targets.numpy.module import render_module
+from symbp.targets.numpy.printer import NumpyPrinter
 
 NAMES = ("a", "b", "c", "d")
 ARRAYS = [sp.Symbol(n, real=True) for n in NAMES]

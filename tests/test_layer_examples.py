@@ -7,7 +7,7 @@ from support import import_file
 from symbp import cli
 from symbp.derive import derive
 from symbp.spec import load
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.module import render_module
 
 
 def module_for(name, tmp_path):

@@ -31,7 +31,7 @@ from symbp.check import TOLERANCE, check
 from symbp.derive import derive
 from symbp.errors import SpecError
 from symbp.spec import parse_spec
-from symbp.targets.numpy_target import render_module
+from symbp.targets.numpy.module import render_module
 
 try:
     import torch

@@ -109,7 +109,7 @@ def test_a_100_block_residual_network_generates_and_derives_in_seconds(tmp_path)
     would otherwise collect every block's formula."""
     import time
 
-    from symbp.targets.numpy_target import render_module
+    from symbp.targets.numpy.module import render_module
 
     blocks = 100
     lines = [

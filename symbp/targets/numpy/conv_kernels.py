@@ -11,7 +11,7 @@ def _tuple(value) -> str:
 
 
 class ConvCalls:
-    """A mixin of :class:`symbp.printers.python.NumpyPrinter` (which has ``helpers``)."""
+    """A mixin of :class:`symbp.targets.numpy.printer.NumpyPrinter` (which has ``helpers``)."""
 
     helpers: set[str]
 

@@ -7,11 +7,10 @@ import pprint
 
 import numpy as np
 
-from .. import __version__
-from ..derive import Derivation
-from ..language.terms import shape_text
-from ..printers.inplace import Constants
-from .numpy_target import DTYPES, _optimizer_context, _vector_lines, inplace_optimizer_context
+from ... import __version__
+from ...language.terms import shape_text
+from .inplace import Constants
+from .lines import DTYPES, _optimizer_context, _vector_lines, inplace_optimizer_context
 
 
 def _array_literal(array: np.ndarray) -> str:
@@ -19,7 +18,7 @@ def _array_literal(array: np.ndarray) -> str:
     return pprint.pformat(array.tolist(), width=92, compact=True)
 
 
-def graph_context(derivation: Derivation, dtype: str = "float64") -> dict:
+def graph_context(derivation, dtype: str = "float64") -> dict:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     model, program = derivation.spec, derivation.program

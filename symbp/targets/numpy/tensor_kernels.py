@@ -43,7 +43,7 @@ def _matrix_product(subscripts: str, a: str, b: str) -> str | None:
 
 
 class TensorCalls:
-    """A mixin of :class:`symbp.printers.python.NumpyPrinter` (which has ``helpers``)."""
+    """A mixin of :class:`symbp.targets.numpy.printer.NumpyPrinter` (which has ``helpers``)."""
 
     helpers: set[str]
 

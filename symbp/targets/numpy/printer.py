@@ -15,9 +15,9 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..ir import N
-from .conv import ConvCalls
-from .tensor import TensorCalls
+from ...ir import N
+from .conv_kernels import ConvCalls
+from .tensor_kernels import TensorCalls
 
 
 class _PythonTarget(PythonCodePrinter):

@@ -11,35 +11,29 @@ from __future__ import annotations
 import pprint
 import re
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import sympy as sp
 
-from .. import __version__
-from ..chain import chain_steps
-from ..derive import Derivation
-from ..language.model import TensorModel
-from ..layers import LayerSpec
-from ..memory import plan_buffers
-from ..optim import g as grad_symbol
-from ..optim import memory_lean, update_rule
-from ..optim import p as param_symbol
-from ..printers.inplace import Constants, InplacePrinter
-from ..printers.python import NumpyPrinter, ScalarPrinter, wrap
-from ..program import Assign, BatchMean, BatchSum, Call, Statement
-from ..templating import environment
+from ... import __version__
+from ...chain import chain_steps
+from ...derive import Derivation
+from ...language.model import TensorModel
+from ...layers import LayerSpec
+from ...memory import plan_buffers
+from ...program import Assign, BatchMean, BatchSum, Call, Statement
+from ...templating import environment
 from .float_step import float_step_context, max_batch
-
-DTYPES = ("float64", "float32")
-
-
-@dataclass(frozen=True)
-class Line:
-    """One printed assignment with the comments that tie it to the derivation."""
-
-    target: str
-    expr: str
-    comments: tuple[str, ...] = ()
+from .graph_module import graph_context
+from .inplace import Constants, InplacePrinter
+from .lines import (
+    DTYPES,
+    Line,
+    _optimizer_context,
+    _vector_lines,
+    inplace_optimizer_context,
+)
+from .printer import NumpyPrinter, ScalarPrinter, wrap
 
 
 def _comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str, ...]]:
@@ -74,26 +68,6 @@ def _wrapped(text: str) -> tuple[str, ...]:
     return tuple(textwrap.wrap(text, 80, subsequent_indent="    ", break_long_words=False))
 
 
-def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
-    printer = NumpyPrinter()
-    lines = []
-    for stmt in statements:
-        target = stmt.target.name
-        if isinstance(stmt, Assign):
-            text = printer.doprint(stmt.expr)
-        elif isinstance(stmt, Call):
-            text = printer.call(stmt.op, tuple(a.name for a in stmt.args), stmt.attrs)
-        elif isinstance(stmt, BatchSum):
-            text = f"np.sum({stmt.source.name}, axis=0)"
-        elif stmt.sum_features:
-            text = f"np.sum({stmt.source.name}) / {stmt.source.name}.shape[0]"
-        else:
-            text = f"np.mean({stmt.source.name})"
-        text = wrap(text, indent, indent + len(target) + 3)
-        lines.append(Line(target, text, comments.get(target, ())))
-    return lines, printer.helpers
-
-
 def _scalar_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
     printer = ScalarPrinter()
     lines = []
@@ -118,33 +92,6 @@ def _per_sample(derivation: Derivation):
         if isinstance(s, Assign)
     ]
     return statements, grads, loss
-
-
-def _optimizer_context(derivation: Derivation, scalar_grads):
-    spec = derivation.spec
-    rule = update_rule(spec.train.optimizer, spec.train.options)
-    vec, sca = NumpyPrinter(), ScalarPrinter()
-    step_scalars = [Line(s.name, sca.doprint(e)) for s, e in rule.step_scalars]
-    vector_updates = [Line(t.name, vec.doprint(e)) for t, e in rule.updates]
-    per_param = []
-    for param in derivation.program.params if scalar_grads else ():
-        mapping = {param_symbol: param, grad_symbol: scalar_grads[param]}
-        for buffer in rule.state:
-            mapping[sp.Symbol(buffer, real=True)] = sp.Symbol(f"{buffer}_{param.name}", real=True)
-        updates = [
-            Line(mapping.get(t, t).name, sca.doprint(e.xreplace(mapping))) for t, e in rule.updates
-        ]
-        per_param.append({"name": param.name, "updates": updates})
-    options = {k: v for k, v in rule.options.items() if k != "lr"}
-    return {
-        "name": rule.name,
-        "options": options,
-        "formulas": rule.formulas,
-        "state": [{"name": b, "init": rule.initial(b)} for b in rule.state],
-        "step_scalars": step_scalars,
-        "vector_updates": vector_updates,
-        "per_param": per_param,
-    }
 
 
 def _literal(value, indent: int) -> str:
@@ -278,7 +225,6 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
 ONES = "ones_N"
 # N and the learning rate as 0-d arrays of the dtype, for calls that take them as operands
 N_ARRAY = "N_array"
-LR_ARRAY = "lr_array"
 
 
 def _shape_text(shape: tuple) -> str:
@@ -305,7 +251,7 @@ def inplace_step_context(derivation: Derivation, constants: Constants | None = N
     """The training step printed into preallocated arrays (symbp.memory plans them):
     the step's lines, the arrays to allocate per batch size, and the helpers it calls.
     Number operands are named constants (``constants``), N and the learning rate 0-d
-    arrays: see symbp.printers.inplace.Constants."""
+    arrays: see symbp.targets.numpy.inplace.Constants."""
     program = derivation.program
     statements = program.needed_for([program.loss, *program.grads.values()])
     external = {*program.inputs, *program.targets, *program.params}
@@ -405,31 +351,6 @@ def _names_in(lines: list[dict]) -> set[str]:
     return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
 
 
-def inplace_optimizer_context(derivation: Derivation, constants: Constants | None = None) -> dict:
-    """The optimizer's update over all parameters at once, printed in place: ``p`` and
-    ``g`` are the flat arrays of every parameter and gradient, each state buffer one flat
-    array too."""
-    spec = derivation.spec
-    rule = memory_lean(update_rule(spec.train.optimizer, spec.train.options))
-    tensors = {param_symbol.name, grad_symbol.name, *rule.state}
-    used = 0
-    lines = []
-    for target, expr in rule.updates:
-        printer = InplacePrinter(
-            tensors, lambda k: f"tmp{k}", constants=constants, arrays={"lr": LR_ARRAY}
-        )
-        lines += printer.assign(target.name, expr)
-        used = max(used, printer.scratch_used)
-    scalars = ScalarPrinter()
-    return {
-        "formulas": rule.formulas,
-        "step_scalars": [Line(s.name, scalars.doprint(e)) for s, e in rule.step_scalars],
-        "lines": lines,
-        "lr_array": LR_ARRAY if any(LR_ARRAY in line for line in lines) else None,
-        "scratch": [f"tmp{k}" for k in range(used)],
-    }
-
-
 def default_dtype(spec) -> str:
     """float64 for expression models (checked to the last digit), float32 for layer stacks."""
     return "float32" if isinstance(spec, LayerSpec) else "float64"
@@ -440,17 +361,15 @@ def render_module(derivation: Derivation, dtype: str | None = None, *, options: 
     --tests``), repeated in the docstring's regenerate line."""
     dtype = dtype or default_dtype(derivation.spec)
     if isinstance(derivation.spec, TensorModel):
-        from .numpy_graph import graph_context
-
         template, context = "graph.py.j2", graph_context(derivation, dtype)
     elif isinstance(derivation.spec, LayerSpec):
         template, context = "layers.py.j2", layer_context(derivation, dtype)
     else:
         template, context = "module.py.j2", module_context(derivation, dtype)
     context["options"] = options
-    return environment("numpy").get_template(template).render(context)
+    return environment(__package__).get_template(template).render(context)
 
 
 def render_tests(derivation: Derivation, module_name: str) -> str:
     context = {"name": derivation.spec.name, "module": module_name, "version": __version__}
-    return environment("numpy").get_template("test_module.py.j2").render(context)
+    return environment(__package__).get_template("test_module.py.j2").render(context)

@@ -27,20 +27,20 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from .. import __version__
-from ..derive import Derivation
-from ..errors import SpecError
-from ..ir import BATCH, N
-from ..language.model import TensorModel
-from ..layers import LayerSpec
-from ..optim import g as grad_symbol
-from ..optim import p as param_symbol
-from ..optim import t as step_symbol
-from ..optim import update_rule
-from ..printers.cuda import CudaPrinter
-from ..printers.python import ScalarPrinter
-from ..program import Assign, BatchMean, BatchSum, Call
-from ..templating import environment
+from ... import __version__
+from ...derive import Derivation
+from ...errors import SpecError
+from ...ir import BATCH, N
+from ...language.model import TensorModel
+from ...layers import LayerSpec
+from ...optim import g as grad_symbol
+from ...optim import p as param_symbol
+from ...optim import t as step_symbol
+from ...optim import update_rule
+from ...program import Assign, BatchMean, BatchSum, Call
+from ...templating import environment
+from ..numpy.printer import ScalarPrinter
+from .printer import CudaPrinter
 
 DTYPES = ("float32", "float64")
 SHARED_MEMORY_LIMIT = 48 * 1024  # bytes of dynamic shared memory without an opt-in
@@ -583,7 +583,7 @@ class CudaTarget:
     def _comments(self) -> dict[str, tuple[str, ...]]:
         if self.layers:
             return {}
-        from .numpy_target import _comment_table
+        from ..numpy.module import _comment_table
 
         return _comment_table(self.derivation, batched=True)
 
@@ -765,7 +765,7 @@ class CudaTarget:
                 act = f"activation {layer.text or 'identity'}"
                 lines.append(f"  layer {layer.index}: {', '.join(x for x in (dense, act) if x)}")
             return lines
-        from .numpy_target import _model_lines
+        from ..numpy.module import _model_lines
 
         return _model_lines(self.derivation)
 
@@ -813,11 +813,11 @@ def unsupported(derivation: Derivation) -> SpecError | None:
 def render_cuda(derivation: Derivation, dtype: str | None = None) -> str:
     """The .cu source of a model: kernels, C API, host emulation and a standalone main."""
     context = CudaTarget(derivation, dtype or "float32").context()
-    return environment("cuda").get_template("model.cu.j2").render(context)
+    return environment(__package__).get_template("model.cu.j2").render(context)
 
 
 def render_loader(derivation: Derivation, cu_name: str, dtype: str | None = None) -> str:
     """The CuPy loader beside the .cu: the NumPy module's contract on CuPy arrays."""
     context = CudaTarget(derivation, dtype or "float32").context()
     context["cu_name"] = cu_name
-    return environment("cuda").get_template("loader.py.j2").render(context)
+    return environment(__package__).get_template("loader.py.j2").render(context)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import sympy as sp
 
-from .conv import CONV_OPS, conv_into
-from .python import NumpyPrinter
+from .conv_kernels import CONV_OPS, conv_into
+from .printer import NumpyPrinter
 
 # one ufunc per SymPy function of one argument: the NumPy printer's, and sign
 UNARY = {
