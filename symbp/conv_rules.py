@@ -164,3 +164,38 @@ def _flatten_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Con
 
 
 register("flatten", _flatten_forward, _flatten_vjp)
+
+
+# --- what each image op costs, in floating-point operations (shapes with the batch size
+# substituted; copies and views cost none)
+
+
+def _count(shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
+
+
+COST = {
+    "conv2d": lambda shapes, out, attrs: 2 * _count(out) * shapes[0][-1],
+    "conv2d_weight_grad": lambda shapes, out, attrs: 2 * _count(shapes[0]) * shapes[1][-1],
+    "conv2d_input_grad": lambda shapes, out, attrs: 2 * _count(out) * shapes[0][-1],
+    "fold": lambda shapes, out, attrs: _count(shapes[0]),
+    "maxpool2d": lambda shapes, out, attrs: _count(shapes[0]),
+    "maxpool2d_vjp": lambda shapes, out, attrs: _count(shapes[0]),
+    "avgpool2d": lambda shapes, out, attrs: _count(shapes[0]),
+    "avgpool2d_vjp": lambda shapes, out, attrs: _count(out),
+    **{
+        op: (lambda shapes, out, attrs: 0)
+        for op in (
+            "unfold",
+            "channels_last",
+            "channels_first",
+            "flatten",
+            "unflatten",
+            "kernel_part",
+            "bias_part",
+        )
+    },
+}

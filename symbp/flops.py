@@ -9,10 +9,13 @@ small multiple of the forward pass alone: tests check at most 5x.
 
 from __future__ import annotations
 
+from . import conv_rules, tensor_rules
 from .ir import BATCH
 from .program import Assign, BatchMean, BatchSum, Call, Program, Statement
 from .stats import dag_ops
-from .tensor_rules import COST
+
+# every tensor op's declared cost: the model language's and the image ops'
+COST = {**tensor_rules.COST, **conv_rules.COST}
 
 
 def _concrete(shape: tuple, n: int) -> tuple[int, ...]:

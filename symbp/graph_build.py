@@ -31,6 +31,13 @@ _PREFIX = {
     "broadcast": "rep",
     "batch_mean": "bmean",
     "full": "const",
+    "channels_last": "img",
+    "channels_first": "img",
+    "unfold": "U",
+    "conv2d": "conv",
+    "maxpool2d": "pool",
+    "avgpool2d": "pool",
+    "flatten": "flat",
 }
 
 
@@ -138,9 +145,38 @@ class _TensorLowering(_Lowering):
                     )
         elif op == "batch_mean":
             attrs = {}
+        elif op == "image":
+            return self._image(term, args, name)
         else:  # pragma: no cover - every op of symbp.language.terms is handled above
             raise ValueError(f"unknown term op {op!r}")
         return self.node(op, args, term, name, attrs)
+
+    def _image(self, term: Term, args: list[sp.Symbol], name: str | None) -> sp.Symbol:
+        """An image op of symbp.conv_rules: those work on images stored channels-last,
+        (N, H, W, C), and give the same layout; the model language's images are torch's
+        (N, C, H, W), so the op reads a transposed view of its input and its result is
+        viewed back (flatten writes torch's (C, H, W) order itself)."""
+        op = term.attr("op")
+        x = term.args[0]
+        c, h, w = x.shape
+        last = Term("cl", (x,), (h, w, c), True)
+        image = self.node("channels_last", [args[0]], last, None, {})
+        if op == "flatten":
+            return self.node("flatten", [image], term, name, {})
+        geometry = {"kernel": term.attr("kernel"), "stride": term.attr("stride")}
+        co, ho, wo = term.shape
+        result = Term("cl", (x,), (ho, wo, co), True)
+        if op == "conv2d":
+            kernel_shape = term.args[1].shape
+            columns = kernel_shape[1] * kernel_shape[2] * kernel_shape[3] + (len(args) > 2)
+            patches = Term("cl", (x,), (ho, wo, columns), True)
+            attrs = {**geometry, "padding": term.attr("padding"), "ones": len(args) > 2}
+            unfolded = self.node("unfold", [image], patches, None, attrs)
+            geometry["padding"] = term.attr("padding")
+            value = self.node("conv2d", [unfolded, *args[1:]], result, None, geometry)
+        else:
+            value = self.node(op, [image], result, None, geometry)
+        return self.node("channels_first", [value], term, name, {})
 
     def _subscripts(self, term: Term) -> str:
         """The per-sample subscripts with the batch axis ``n`` on batched operands."""

@@ -132,7 +132,8 @@ def statement_tex(stmt: Statement, user: set[str]) -> tuple[str, str]:
         if stmt.op in NOTATION:
             rhs = NOTATION[stmt.op]["tex"](args, dict(stmt.attrs))
         else:
-            rhs = rf"\operatorname{{{stmt.op}}}({', '.join(args)})"
+            escaped = stmt.op.replace("_", r"\_")
+            rhs = rf"\operatorname{{{escaped}}}({', '.join(args)})"
     elif isinstance(stmt, BatchSum):
         rhs = rf"\textstyle\sum_{{n}} {tex(stmt.source)}"
     elif isinstance(stmt, BatchMean):
@@ -212,8 +213,8 @@ def _top_level_terms(tex: str) -> list[str]:
             i += 6
             continue
         ch = tex[i]
-        depth += ch == "{"
-        depth -= ch == "}"
+        depth += ch in "{("
+        depth -= ch in "})"
         if depth == 0 and i > 0 and tex[i - 1] == " " and ch in "+-" and tex[i + 1 : i + 2] == " ":
             pieces.append(tex[start:i].rstrip())
             start = i
@@ -375,7 +376,7 @@ CLOSED_MAX_CHARS = 360  # a closed form longer than this is no clearer than the 
 CLOSED_MAX_OPS = 120
 _TOO_BIG = sp.Symbol("TooBig", real=True)
 # ops whose value, elementwise, is their argument's (they only shape it)
-_SHAPING = ("broadcast", "broadcast_to", "expand", "squeeze")
+_SHAPING = ("broadcast", "broadcast_to", "expand", "squeeze", "channels_last", "channels_first")
 
 
 def _per_sample_subscripts(attrs: dict) -> dict:
@@ -436,7 +437,11 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
                 if per_sample and stmt.op == "contract":
                     attrs = _per_sample_subscripts(attrs)
                 args = [tex_of(exprs.get(a, a)) for a in stmt.args]
-                tex = NOTATION[stmt.op]["tex"](args, attrs)
+                if stmt.op in NOTATION:
+                    tex = NOTATION[stmt.op]["tex"](args, attrs)
+                else:  # an image op: named, as the course's unfold and fold are
+                    escaped = stmt.op.replace("_", r"\_")
+                    tex = rf"\operatorname{{{escaped}}}({', '.join(args)})"
             else:  # a sum over the batch
                 body = tex_of(exprs.get(stmt.source, stmt.source))
                 mean = isinstance(stmt, BatchMean)

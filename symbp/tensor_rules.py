@@ -133,12 +133,22 @@ def _batch_mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[
     return [(src.name, spread / N, src.shape)]
 
 
+def _channels_first_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """The model language's images are viewed back to (N, C, H, W) after an image op;
+    the adjoint is viewed channels-last again."""
+    src = graph.tensors[node.inputs[0]]
+    if src.name not in needs:
+        return []
+    return [(src.name, emit("channels_last", (g,), src.shape, f"d_{src.name}"), src.shape)]
+
+
 def _full_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
     return []  # a constant array: it reads nothing
 
 
 for _op, _vjp in {
     "full": _full_vjp,
+    "channels_first": _channels_first_vjp,
     "contract": _contract_vjp,
     "sum": _sum_vjp,
     "max": _max_vjp,

@@ -437,3 +437,58 @@ m = "max(relu(w) * x) + amax(x * w, axis=0)"
     expected.backward()
     assert value == pytest.approx(expected.item(), rel=1e-14)
     np.testing.assert_allclose(grads["w"], t.grad.numpy(), rtol=1e-14)
+
+
+def test_image_functions_match_torch(tmp_path):
+    """conv2d (stride, padding, bias), relu, max- and average-pooling and flatten as
+    functions of the language, against torch.nn.functional."""
+    body = """
+inputs = { x = [2, 7, 6] }
+targets = { y = [] }
+output = "z"
+loss = "cross_entropy(z, y)"
+[model.params]
+K1 = [3, 2, 3, 3]
+c1 = [3]
+K2 = [4, 3, 2, 2]
+W = [5, 8]
+[model.let]
+a1 = "relu(conv2d(x, K1, c1, padding=1))"
+p1 = "maxpool2d(a1, 2, stride=(2, 1))"
+a2 = "tanh(conv2d(p1, K2, stride=2))"
+p2 = "avgpool2d(a2, 1)"
+z = "W @ flatten(p2)"
+"""
+
+    def reference(t, x, y):
+        a1 = torch.relu(F.conv2d(x["x"], t["K1"], t["c1"], padding=1))
+        p1 = F.max_pool2d(a1, 2, stride=(2, 1))
+        a2 = torch.tanh(F.conv2d(p1, t["K2"], stride=2))
+        p2 = F.avg_pool2d(a2, 1)
+        return F.cross_entropy(p2.flatten(1) @ t["W"].T, y["y"])
+
+    module = compare(tmp_path, "cnn", body, reference)
+    assert module.INIT["K1"] == ("uniform", pytest.approx(1 / np.sqrt(18)))
+    assert module.INIT["c1"] == ("uniform", pytest.approx(1 / np.sqrt(18)))
+
+
+def test_an_image_model_derives_a_document_in_every_format():
+    from symbp.document import render_document
+
+    body = """
+inputs = { x = [1, 6, 6] }
+targets = { y = [] }
+output = "z"
+loss = "cross_entropy(z, y)"
+[model.params]
+K = [2, 1, 3, 3]
+W = [3, 8]
+[model.let]
+a = "relu(conv2d(x, K))"
+z = "W @ flatten(maxpool2d(a, 2))"
+"""
+    derivation = derive(spec_of("image_doc", body))
+    for fmt in ("text", "markdown", "latex"):
+        text = render_document(derivation, fmt)
+        assert "conv2d" in text
+    assert r"\operatorname{unfold}(x)" in render_document(derivation, "markdown")

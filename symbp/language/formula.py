@@ -241,7 +241,7 @@ class _Walker:
 
     def _keyword_value(self, keyword):
         value = keyword.value
-        if keyword.arg == "axis":
+        if keyword.arg in ("axis", "stride", "padding"):
             if isinstance(value, ast.Tuple):
                 return tuple(self._integer(v) for v in value.elts)
             return self._integer(value)

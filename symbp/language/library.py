@@ -166,6 +166,43 @@ def _batch_var(args, kw):
     return ops.batch_mean(_ew(lambda x: x**2, centred, text="**"))
 
 
+def _integer(value, what: str):
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(_integer(v, what) for v in value)
+    number = sp.sympify(value)
+    if not number.is_Integer:
+        raise ShapeError(f"{what} must be an integer, got {value}")
+    return int(number)
+
+
+def _conv2d(args, kw):
+    x, kernel, *bias = args
+    return ops.conv2d(
+        x,
+        kernel,
+        bias[0] if bias else None,
+        _integer(kw["stride"], "stride"),
+        _integer(kw["padding"], "padding"),
+    )
+
+
+def _pool(op: str):
+    def build(args, kw):
+        x, kernel = args
+        if kernel.op != "const":
+            raise ShapeError(f"{op}'s window is a number, such as {op}(x, 2)")
+        size = _integer(kernel.attr("value"), "the window")
+        return ops.pool2d(op, x, size, _integer(kw["stride"], "stride"))
+
+    return build
+
+
+def _flatten(args, kw):
+    return ops.flatten(args[0])
+
+
 # --- losses: per-sample, the batch loss is their mean --------------------------------
 
 
@@ -344,6 +381,16 @@ TENSOR_FUNCTIONS: dict[str, Function] = {
         Function("outer", (2,), _outer, "u v^T of two vectors"),
         Function("concat", None, _concat, "vectors joined end to end"),
         Function("batch_mean", (1,), _batch_mean, "mean over the batch"),
+        Function(
+            "conv2d",
+            (2, 3),
+            _conv2d,
+            "torch.nn.functional.conv2d of an image (C, H, W)",
+            {"stride": 1, "padding": 0},
+        ),
+        Function("maxpool2d", (2,), _pool("maxpool2d"), "max over windows", {"stride": None}),
+        Function("avgpool2d", (2,), _pool("avgpool2d"), "mean over windows", {"stride": None}),
+        Function("flatten", (1,), _flatten, "an image (C, H, W) as a vector"),
         Function("batch_var", (1,), _batch_var, "biased variance over the batch"),
         *LOSSES.values(),
     ]

@@ -181,6 +181,10 @@ def _fan_ins(terms: list[Term], params: dict[str, Shape]) -> dict[str, int]:
                             w = p.args[0]
                             if w.op == "name" and w.attr("name") in fan:
                                 fan.setdefault(a.attr("name"), fan[w.attr("name")])
+            if t.op == "image" and t.attr("op") == "conv2d" and len(t.args) == 3:
+                kernel, bias = t.args[1], t.args[2]  # torch.nn.Conv2d: C kh kw for both
+                if kernel.op == "name" and bias.op == "name" and bias.attr("name") in params:
+                    fan.setdefault(bias.attr("name"), math.prod(kernel.shape[1:]))
     for name, shape in params.items():  # any other matrix: its columns, as torch counts
         if len(shape) >= 2:
             fan.setdefault(name, math.prod(shape[1:]))

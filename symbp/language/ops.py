@@ -143,3 +143,70 @@ def batch_mean(a: Term) -> Term:
     if not a.batched:
         raise ShapeError("its argument is the same for every sample (it reads no input)")
     return Term("batch_mean", (a,), a.shape, False)
+
+
+def _pair(value, what: str) -> tuple[int, int]:
+    if isinstance(value, tuple) and len(value) == 2:
+        pair = value
+    elif isinstance(value, int):
+        pair = (value, value)
+    else:
+        raise ShapeError(f"{what} is an integer or a pair (kh, kw), got {value!r}")
+    if any(not isinstance(v, int) or v < (0 if what == "padding" else 1) for v in pair):
+        least = "non-negative" if what == "padding" else "positive"
+        raise ShapeError(f"{what} must be {least} integers, got {value!r}")
+    return pair
+
+
+def _image(a: Term, what: str) -> None:
+    if len(a.shape) != 3:
+        raise ShapeError(f"{what} takes images of shape (C, H, W), got {shape_text(a.shape)}")
+    if not a.batched:
+        raise ShapeError(f"{what} takes a per-sample image (one that reads an input)")
+
+
+def _out_size(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
+    out = (size + 2 * padding - kernel) // stride + 1
+    if out < 1:
+        raise ShapeError(f"the {what} window ({kernel}) is larger than the input ({size})")
+    return out
+
+
+def conv2d(x: Term, kernel: Term, bias: Term | None, stride, padding) -> Term:
+    """torch.nn.functional.conv2d of one image (C, H, W) by K (C_out, C, kh, kw)."""
+    _image(x, "conv2d")
+    if len(kernel.shape) != 4 or kernel.batched:
+        raise ShapeError(
+            f"conv2d's kernel is a parameter of shape (C_out, C, kh, kw), got"
+            f" {shape_text(kernel.shape)}"
+        )
+    out, channels, kh, kw = kernel.shape
+    if channels != x.shape[0]:
+        raise ShapeError(
+            f"the kernel {shape_text(kernel.shape)} takes {channels} channels, the image"
+            f" {shape_text(x.shape)} has {x.shape[0]}"
+        )
+    if bias is not None and (bias.shape != (out,) or bias.batched):
+        raise ShapeError(f"conv2d's bias has shape ({out},), got {shape_text(bias.shape)}")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    ho = _out_size(x.shape[1], kh, stride[0], padding[0], "kernel")
+    wo = _out_size(x.shape[2], kw, stride[1], padding[1], "kernel")
+    args = (x, kernel) if bias is None else (x, kernel, bias)
+    attrs = (("op", "conv2d"), ("kernel", (kh, kw)), ("stride", stride), ("padding", padding))
+    return Term("image", args, (out, ho, wo), True, attrs)
+
+
+def pool2d(op: str, x: Term, kernel, stride) -> Term:
+    _image(x, op)
+    kernel = _pair(kernel, "kernel")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    ho = _out_size(x.shape[1], kernel[0], stride[0], 0, op)
+    wo = _out_size(x.shape[2], kernel[1], stride[1], 0, op)
+    attrs = (("op", op), ("kernel", kernel), ("stride", stride))
+    return Term("image", (x,), (x.shape[0], ho, wo), True, attrs)
+
+
+def flatten(x: Term) -> Term:
+    """An image (C, H, W) as a vector of C H W values in that order (torch's)."""
+    _image(x, "flatten")
+    return Term("image", (x,), (x.size,), True, (("op", "flatten"),))
