@@ -63,23 +63,7 @@ def parse_expression(
         where = f" at column {column(node.col_offset)}" if node is not None else ""
         return SpecError(source, field, problem + where)
 
-    if not isinstance(text, str):
-        raise SpecError(source, field, f"expected a formula string, got {type(text).__name__}")
-    if not text.strip():
-        raise SpecError(source, field, "empty formula")
-    if len(text) > MAX_LENGTH:
-        raise SpecError(source, field, f"formula longer than {MAX_LENGTH} characters")
-    _screen(text, source, field)
-    stripped = text.strip()
-    lead = len(text) - len(text.lstrip())
-    python_text, column = _power_carets(stripped, lead)
-    try:
-        tree = ast.parse(python_text, mode="eval")
-    except SyntaxError as err:
-        col = f" at column {column(err.offset - 1)}" if err.offset else ""
-        raise SpecError(source, field, f"syntax error{col}: {err.msg}") from None
-    except (RecursionError, MemoryError, ValueError):
-        raise SpecError(source, field, "formula is too deeply nested or malformed") from None
+    tree, column = syntax_tree(text, source=source, field=field)
 
     new_names: list[str] = []
     table: dict[str, sp.Expr] = dict(names)
@@ -176,6 +160,30 @@ def parse_expression(
     if any(s.is_number and s.is_extended_real is False for s in sp.preorder_traversal(expr)):
         raise SpecError(source, field, "formula is not real (a constant is a complex number)")
     return expr, new_names
+
+
+def syntax_tree(text: object, *, source: str, field: str) -> tuple[ast.Expression, Callable]:
+    """The syntax tree of a formula (after screening it and rewriting ``^``), and the map
+    from an offset in the parsed text to the user's column; every problem a one-line
+    SpecError. Both formula languages (scalar and tensor) start here."""
+    if not isinstance(text, str):
+        raise SpecError(source, field, f"expected a formula string, got {type(text).__name__}")
+    if not text.strip():
+        raise SpecError(source, field, "empty formula")
+    if len(text) > MAX_LENGTH:
+        raise SpecError(source, field, f"formula longer than {MAX_LENGTH} characters")
+    _screen(text, source, field)
+    stripped = text.strip()
+    lead = len(text) - len(text.lstrip())
+    python_text, column = _power_carets(stripped, lead)
+    try:
+        tree = ast.parse(python_text, mode="eval")
+    except SyntaxError as err:
+        col = f" at column {column(err.offset - 1)}" if err.offset else ""
+        raise SpecError(source, field, f"syntax error{col}: {err.msg}") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise SpecError(source, field, "formula is too deeply nested or malformed") from None
+    return tree, column
 
 
 def _screen(text: str, source: str, field: str) -> None:

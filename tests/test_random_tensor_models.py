@@ -14,6 +14,8 @@ from support import generate
 from tensor_strategies import tensor_models
 
 from symbp.check import random_point
+from symbp.derive import derive
+from symbp.flops import program_flops
 from symbp.spec import parse_spec
 
 torch = pytest.importorskip("torch")
@@ -121,7 +123,12 @@ def torch_loss(case, params, X, Y):
 @given(case=tensor_models())
 def test_random_tensor_models_match_torch_and_finite_differences(case, tmp_path_factory):
     folder = tmp_path_factory.mktemp("random_tensor")
-    module = generate(parse_spec(case.toml(), "random.toml"), folder)
+    spec = parse_spec(case.toml(), "random.toml")
+    module = generate(spec, folder)
+    # the cheap-gradient bound, in flops: forward and backward at most 5 forward passes
+    for n in (1, 5):
+        flops = program_flops(derive(spec).program, n)
+        assert flops["program"] <= 5 * flops["forward"], (n, flops, case.toml())
     rng = np.random.default_rng(3)
     params, X, Y = random_point(module, rng, batch=5)
     value, grads = module.loss_and_grads(params, X, Y)

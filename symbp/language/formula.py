@@ -19,7 +19,7 @@ from dataclasses import replace
 import sympy as sp
 
 from ..errors import SpecError, way_out
-from ..expr_parser import MAX_LENGTH, _power_carets, _screen, _too_large_power
+from ..expr_parser import _too_large_power, syntax_tree
 from ..functions import CONSTANTS
 from . import ops
 from .library import ELEMENTWISE, TENSOR_FUNCTIONS, known_functions
@@ -37,22 +37,7 @@ _BINARY = {
 
 def parse_formula(text: object, names: Mapping[str, Term], *, source: str, field: str) -> Term:
     """The term of ``text`` over ``names`` (every name a formula may read, with its term)."""
-    if not isinstance(text, str):
-        raise SpecError(source, field, f"expected a formula string, got {type(text).__name__}")
-    if not text.strip():
-        raise SpecError(source, field, "empty formula")
-    if len(text) > MAX_LENGTH:
-        raise SpecError(source, field, f"formula longer than {MAX_LENGTH} characters")
-    _screen(text, source, field)
-    stripped = text.strip()
-    python_text, column = _power_carets(stripped, len(text) - len(text.lstrip()))
-    try:
-        tree = ast.parse(python_text, mode="eval")
-    except SyntaxError as err:
-        col = f" at column {column(err.offset - 1)}" if err.offset else ""
-        raise SpecError(source, field, f"syntax error{col}: {err.msg}") from None
-    except (RecursionError, MemoryError, ValueError):
-        raise SpecError(source, field, "formula is too deeply nested or malformed") from None
+    tree, column = syntax_tree(text, source=source, field=field)
     walker = _Walker(names, source, field, column)
     try:
         return walker.visit(tree.body)
