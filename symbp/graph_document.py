@@ -101,28 +101,28 @@ def _parents(expr: sp.Expr, target: sp.Symbol) -> list[sp.Expr]:
 # --- the program, in batch form ------------------------------------------------------
 
 
-def _symbol_tex(name: str, user: set[str]) -> str:
-    if name.startswith("d_") and (name[2:] in user or name[2:-2] in user):
-        base = name[2:]
-        per_sample = base.endswith("_n") and base[:-2] in user
-        base = base[:-2] if per_sample else base
-        tex = rf"\bar{{{latex_name(base)}}}"
+def _symbol_tex(symbol: sp.Symbol, user: set[str], adjoint_of: dict) -> str:
+    """A program value in the document's notation: an adjoint as its value barred,
+    user names as the course writes them, temporaries as italic words."""
+    if symbol in adjoint_of:
+        value, per_sample = adjoint_of[symbol]
+        tex = rf"\bar{{{_symbol_tex(value, user, adjoint_of)}}}"
         return tex + "_{n}" if per_sample else tex
+    name = symbol.name
     if name in user or name in ("l_n", "L", "N"):
         return latex_name(name)
-    match = re.fullmatch(r"(d_)?([A-Za-z]+?)(\d*)", name)  # a temporary: prod2, d_sum1
+    match = re.fullmatch(r"([A-Za-z]+?)(\d*)", name)  # typography only: prod2 -> prod_2
     if not match:
         return rf"\mathit{{{name.replace('_', '')}}}"
-    bar, stem, number = match.groups()
-    tex = rf"\mathit{{{stem}}}" + (f"_{{{number}}}" if number else "")
-    return rf"\bar{{{tex}}}" if bar else tex
+    stem, number = match.groups()
+    return rf"\mathit{{{stem}}}" + (f"_{{{number}}}" if number else "")
 
 
-def statement_tex(stmt: Statement, user: set[str]) -> tuple[str, str]:
+def statement_tex(stmt: Statement, user: set[str], adjoint_of: dict) -> tuple[str, str]:
     """(left side, right side) of a program statement in LaTeX."""
 
     def tex(symbol: sp.Symbol) -> str:
-        return _symbol_tex(symbol.name, user)
+        return _symbol_tex(symbol, user, adjoint_of)
 
     if isinstance(stmt, Assign):
         names = {s: tex(s) for s in stmt.expr.free_symbols}
@@ -188,9 +188,9 @@ def _groups(derivation: Derivation, user: set[str]) -> list[dict]:
     groups, current = [], []
     for stmt in backward:
         current.append(stmt)
-        name = stmt.target.name
-        if name.startswith("d_") and (name[2:] in user or name[2:] in ("l_n", "L")):
-            groups.append({"value": name[2:], "statements": current})
+        value, per_sample = program.adjoint_of.get(stmt.target, (None, True))
+        if not per_sample and (value.name in user or value.name in ("l_n", "L")):
+            groups.append({"value": value.name, "statements": current})
             current = []
     if current:
         groups.append({"value": None, "statements": current})
@@ -306,8 +306,12 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         groups.append(
             {
                 "value": group["value"],
-                "tex": latex_name(group["value"]) if group["value"] in user else None,
-                "rows": broken_rows([statement_tex(s, user) for s in group["statements"]]),
+                "tex": latex_name(group["value"])
+                if group["value"] in user or group["value"] in ("l_n", "L")
+                else None,
+                "rows": broken_rows(
+                    [statement_tex(s, user, program.adjoint_of) for s in group["statements"]]
+                ),
                 "lines": [statement_text(s) for s in group["statements"]],
             }
         )
@@ -397,14 +401,21 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
     model, program = derivation.spec, derivation.program
     lets = [n for n, _, _ in model.lets]
     kept = {*model.inputs, *model.targets, *model.params, *(lets if local else ())}
-    wanted = {f"d_{v}": v for v in ([*lets, *model.params] if local else model.params)}
+    values = {*lets, *model.params} if local else set(model.params)
+    wanted = {
+        symbol: value.name
+        for symbol, (value, per_sample) in program.adjoint_of.items()
+        if value.name in values and not per_sample
+    }
     exprs: dict[sp.Symbol, sp.Expr] = {}
     opaque: dict[sp.Symbol, str] = {}
     n_symbol = sp.Symbol("N", positive=True, integer=True)
     user = set(kept) | set(lets)
 
     def names_of(expr: sp.Expr) -> dict:
-        return {s: opaque.get(s) or _symbol_tex(s.name, user) for s in expr.free_symbols}
+        return {
+            s: opaque.get(s) or _symbol_tex(s, user, program.adjoint_of) for s in expr.free_symbols
+        }
 
     def tex_of(expr: sp.Expr) -> str:
         text = latex_named(expr, names_of(expr))
@@ -451,7 +462,7 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
                 continue
             value = sp.Symbol(f"Closed{len(opaque)}", real=True)
             opaque[value] = tex
-        name = wanted.get(stmt.target.name)
+        name = wanted.get(stmt.target)
         if name is not None:
             text = latex_named(value, names_of(value))
             if len(text) <= CLOSED_MAX_CHARS:

@@ -94,4 +94,10 @@ def finalize(program: Program, names: Names) -> Program:
 
     program.statements = [rename(s) for s in program.statements]
     program.grads = {p: mapping.get(g, g) for p, g in program.grads.items()}
+    # an adjoint whose value was inlined away (now g1, g2, ...) belongs to no value left
+    program.adjoint_of = {
+        mapping.get(s, s): (mapping.get(value, value), each)
+        for s, (value, each) in program.adjoint_of.items()
+        if value in mapping or value not in names.temps
+    }
     return program

@@ -97,6 +97,10 @@ class Program:
     comments: dict[sp.Symbol, str] = field(default_factory=dict)
     # the shapes of the values no statement defines: inputs, targets, parameters
     shapes: dict[sp.Symbol, tuple] = field(default_factory=dict)
+    # the value each adjoint belongs to: adjoint -> (the value, whether it is the
+    # per-sample adjoint, before the sum over the batch), so that documents know what a
+    # statement computes without reading it from a name
+    adjoint_of: dict[sp.Symbol, tuple[sp.Symbol, bool]] = field(default_factory=dict)
 
     @property
     def results(self) -> list[sp.Symbol]:

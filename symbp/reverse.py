@@ -30,6 +30,7 @@ class Adjoints:
         self.statements = statements
         self.pending: dict[str, list[tuple[sp.Expr, tuple]]] = {}
         self.named: set[sp.Symbol] = set()  # adjoints of user-named values, kept in code
+        self.adjoint_of: dict[sp.Symbol, tuple[sp.Symbol, bool]] = {}
         self.shapes = {t.symbol: t.shape for t in graph.tensors.values()}
 
     def add(self, tensor: str, contribution: sp.Expr, shape: tuple) -> None:
@@ -71,6 +72,7 @@ class Adjoints:
             return None
         target = self.graph.tensors[tensor]
         symbol = self.names.adjoint(tensor)
+        self.adjoint_of[symbol] = (target.symbol, False)
         if target.named and target.role not in ("loss", "sample_loss"):
             self.named.add(symbol)
         # The adjoint of broadcasting over the batch is a sum over it: contributions that
@@ -83,6 +85,7 @@ class Adjoints:
         value += N * sp.Add(*[e for e in per_sample if BATCH not in self.actual_shape(e)])
         if varying:
             each = self.names.adjoint(tensor, per_sample=True)
+            self.adjoint_of[each] = (target.symbol, True)
             self.emit(
                 Assign(each, sp.Add(*varying), self.actual_shape(sp.Add(*varying)), "backward")
             )
@@ -130,6 +133,7 @@ def reverse_mode(graph: Graph, names: Names) -> Program:
         sample_loss=tensors[sample_loss].symbol,
         grads=grads,
         keep={t.symbol for t in tensors.values() if t.named} | adjoints.named,
+        adjoint_of=adjoints.adjoint_of,
         shapes={
             tensors[n].symbol: tensors[n].shape
             for n in [*graph.inputs, *graph.targets, *graph.params]
