@@ -157,13 +157,20 @@ def _arrays(A, names: dict[str, tuple[int, ...]], what: str) -> dict[str, np.nda
             arrays[name] = _one_hot(value, name)
             continue
         if value.shape[1:] != shape or value.ndim != len(shape) + 1:
-            raise ValueError(f"{what}[{name!r}] must have shape (N, *{shape}), got {value.shape}")
+            raise ValueError(
+                f"{what}[{name!r}] must have shape {_batch_shape(shape)}, got {value.shape}"
+            )
         arrays[name] = value.astype(DTYPE, copy=False)
     return arrays
 
 
+def _batch_shape(shape: tuple[int, ...]) -> str:
+    """(N,) or (N, 4): the shape of a batch of values of one sample's ``shape``."""
+    return "(" + ", ".join(["N", *map(str, shape)]) + ("," if not shape else "") + ")"
+
+
 def _expected(names) -> str:
-    return "a dict of arrays " + ", ".join(f"{k}: (N, *{s})" for k, s in names.items())
+    return "a dict of arrays " + ", ".join(f"{k}: {_batch_shape(s)}" for k, s in names.items())
 
 
 def _one_hot(labels, name: str) -> np.ndarray:

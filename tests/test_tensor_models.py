@@ -492,3 +492,39 @@ z = "W @ flatten(maxpool2d(a, 2))"
         text = render_document(derivation, fmt)
         assert "conv2d" in text
     assert r"\operatorname{unfold}(x)" in render_document(derivation, "markdown")
+
+
+def test_matrix_samples_batched_products_and_axis_reductions_match_torch(tmp_path):
+    """Each sample a matrix: products of a parameter with it, of it with itself and
+    its transpose, reductions over one axis, softmax and logsumexp of each row."""
+    body = """
+inputs = { x = [4, 3] }
+targets = { y = [2] }
+output = "yhat"
+loss = "mse(yhat, y)"
+[model.params]
+A = [2, 4]
+v = [3]
+B = [3, 3]
+[model.let]
+m = "A @ x"
+g = "x.T @ x + B"
+s = "softmax(m) * sum(x, axis=0) + mean(x.T, axis=1)[0:3]"
+yhat = "m @ (g @ v) + logsumexp(m) + max(s, axis=1) + norm(x @ v)"
+"""
+
+    def reference(t, x, y):
+        def sample(xs):
+            m = t["A"] @ xs
+            g = xs.T @ xs + t["B"]
+            s = torch.softmax(m, dim=-1) * xs.sum(dim=0) + xs.T.mean(dim=1)[0:3]
+            return (
+                m @ (g @ t["v"])
+                + torch.logsumexp(m, dim=-1)
+                + torch.amax(s, dim=1)
+                + torch.linalg.vector_norm(xs @ t["v"])
+            )
+
+        return F.mse_loss(torch.func.vmap(sample)(x["x"]), y["y"])
+
+    compare(tmp_path, "matrices", body, reference)

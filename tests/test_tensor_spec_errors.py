@@ -165,3 +165,11 @@ def test_the_cli_exits_2_without_a_traceback_and_writes_nothing(tmp_path, capsys
 def test_a_formula_is_never_evaluated():
     message = error(spec_text({"yhat": "__import__('os').system('true')"}, {"W": "[3, 4]"}))
     assert "model.let.yhat" in message
+
+
+def test_a_scalar_params_table_in_a_tensor_model_says_where_parameters_go():
+    text = spec_text({"yhat": "W @ x"}, {"W": "[3, 4]"}) + "[params]\nW = 1.0\n"
+    assert error(text) == (
+        "m.toml: params: a model with shapes declares each parameter's shape and init in"
+        " [model.params] (W = { shape = [3, 4], init = 0.5 }); [params] is for scalar models"
+    )

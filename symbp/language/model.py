@@ -193,6 +193,14 @@ def _fan_ins(terms: list[Term], params: dict[str, Shape]) -> dict[str, int]:
 
 def tensor_model(doc: dict, model: dict, name: str, description: str, source: str) -> TensorModel:
     _only(model, MODEL_KEYS, source, "model")
+    if "params" in doc:
+        raise SpecError(
+            source,
+            "params",
+            "a model with shapes declares each parameter's shape and init in"
+            " [model.params] (W = { shape = [3, 4], init = 0.5 }); [params] is for"
+            " scalar models",
+        )
     _only(doc, {"name", "description", "model", "train", "data"}, source, "")
     taken: dict[str, str] = {}
     inputs = _shapes(model, "inputs", source, taken)
