@@ -322,6 +322,7 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     sum1 = t5.sum(axis=1)
     l_n = -sum1
     L = np.mean(l_n)
+    # dL/dyhat, read by l, l (derivation, section 3)
     c2 = 1/N
     d_sum1 = -c2
     v1 = np.broadcast_to(np.asarray(d_sum1, DTYPE), (N,))
@@ -329,24 +330,35 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     g1 = d_t5*y
     g2 = g1.sum(axis=1, keepdims=True)
     d_yhat = g1 - g2*np.exp(c1)
+    # dL/dW2, read by yhat (derivation, section 3)
     d_W2 = d_yhat.T @ a
+    # dL/da, read by yhat (derivation, section 3)
     d_a = d_yhat @ W2
+    # dL/dzhat, read by a (derivation, section 3)
     g3 = d_a*(a > 0)
     d_zhat = g3*gamma
+    # dL/dsigma, read by zhat (derivation, section 3)
     d_t4_n = d_zhat*t1
     d_t4 = np.sum(d_t4_n, axis=0)
     d_sigma = -d_t4/sigma**2
+    # dL/dvar, read by sigma (derivation, section 3)
     d_var = (d_sigma*sigma/t3)/2
+    # dL/dmu, read by var, zhat (derivation, section 3)
     v2 = np.broadcast_to(np.expand_dims(d_var, 0), (N, 32))
     d_t1 = d_zhat*t4 + 2*c2*t1*v2
     g4 = np.sum(d_t1, axis=0)
     d_mu = -g4
+    # dL/dz, read by mu, var, zhat (derivation, section 3)
     v3 = np.broadcast_to(np.expand_dims(d_mu, 0), (N, 32))
     d_z = d_t1 + c2*v3
+    # dL/dW1, read by z (derivation, section 3)
     d_W1 = d_z.T @ x
+    # dL/dgamma, read by a (derivation, section 3)
     d_gamma_n = g3*zhat
     d_gamma = np.sum(d_gamma_n, axis=0)
+    # dL/dbeta, read by a (derivation, section 3)
     d_beta = np.sum(g3, axis=0)
+    # dL/db2, read by yhat (derivation, section 3)
     d_b2 = np.sum(d_yhat, axis=0)
     grads = {
         "W1": np.require(d_W1, DTYPE, "W"),

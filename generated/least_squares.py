@@ -244,6 +244,7 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     l_n = t2.sum(axis=1)
     L = np.mean(l_n)
     d_l_n = 1/N
+    # dL/dW, read by yhat, l (derivation, section 3)
     v1 = np.broadcast_to(np.asarray(d_l_n, DTYPE), (N,))
     d_t2 = np.broadcast_to(np.expand_dims(v1, 1), (N, 2))
     d_t1 = 2*d_t2*t1

@@ -279,18 +279,30 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     g2 = g + 10.0/f
     l_n = g2
     L = l_n
+    # dL/dg2, read by l (derivation, section 3)
     d_g2 = 1
+    # dL/dg, read by g2 (derivation, section 3)
     d_g = d_g2
+    # dL/df, read by g, g2 (derivation, section 3)
     d_f = 0.5*d_g - 10.0*d_g2/f**2
+    # dL/de, read by f (derivation, section 3)
     d_e = 2*d_f*e
+    # dL/dd2, read by e (derivation, section 3)
     d_d2 = -d_e
+    # dL/dd1, read by d2 (derivation, section 3)
     g1 = d_d2*(relu2 > 0)
     d_d1 = 4*d_d2
+    # dL/dc2, read by e (derivation, section 3)
     d_c2 = d_e
+    # dL/dc1, read by c2 (derivation, section 3)
     d_c1 = 2*d_c2
+    # dL/dd0, read by d1 (derivation, section 3)
     d_d0 = 3*d_d1
+    # dL/dc0, read by c1, d1 (derivation, section 3)
     d_c0 = 2*d_c1 + d_d1*(relu1 > 0)
+    # dL/da, read by c0, d0, c2, d2 (derivation, section 3)
     d_a = d_c0 - (d_c2 + g1) + b*d_d0
+    # dL/db, read by c0, d0, d0, d2 (derivation, section 3)
     d_b = d_c0 + g1 + a*d_d0 + 3*d_d0*b**2
     grads = {
         "a": np.require(d_a, DTYPE, "W"),

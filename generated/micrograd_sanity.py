@@ -243,10 +243,15 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     y = h + q + q*x
     l_n = y
     L = l_n
+    # dL/dy, read by l (derivation, section 3)
     d_y = 1
+    # dL/dh, read by y (derivation, section 3)
     d_h = d_y
+    # dL/dq, read by y, y (derivation, section 3)
     d_q = d_y + d_y*x
+    # dL/dz, read by q, q, h (derivation, section 3)
     d_z = d_q*x + d_q*(relu1 > 0) + 2*d_h*z*(h > 0)
+    # dL/dx, read by z, q, y (derivation, section 3)
     d_x = 3*d_z + d_q*z + d_y*q
     grads = {
         "x": np.require(d_x, DTYPE, "W"),

@@ -305,22 +305,31 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     sum1 = t1.sum(axis=1)
     l_n = -sum1
     L = np.mean(l_n)
+    # dL/dyhat, read by l, l (derivation, section 3)
     d_sum1 = -1/N
     v1 = np.broadcast_to(np.asarray(d_sum1, DTYPE), (N,))
     d_t1 = np.broadcast_to(np.expand_dims(v1, 1), (N, 10))
     g1 = d_t1*y
     g2 = g1.sum(axis=1, keepdims=True)
     d_yhat = g1 - g2*np.exp(c1)
+    # dL/dW3, read by yhat (derivation, section 3)
     d_W3 = d_yhat.T @ h2
+    # dL/dh2, read by yhat (derivation, section 3)
     d_h2 = d_yhat @ W3
+    # dL/dW2, read by h2 (derivation, section 3)
     g3 = d_h2*(relu1 > 0)
     d_W2 = g3.T @ h1
+    # dL/dh1, read by h2, h2 (derivation, section 3)
     v2 = g3 @ W2
     d_h1 = d_h2 + v2
+    # dL/dW1, read by h1 (derivation, section 3)
     g4 = d_h1*(h1 > 0)
     d_W1 = g4.T @ x
+    # dL/db1, read by h1 (derivation, section 3)
     d_b1 = np.sum(g4, axis=0)
+    # dL/db2, read by h2 (derivation, section 3)
     d_b2 = np.sum(g3, axis=0)
+    # dL/db3, read by yhat (derivation, section 3)
     d_b3 = np.sum(d_yhat, axis=0)
     grads = {
         "W1": np.require(d_W1, DTYPE, "W"),

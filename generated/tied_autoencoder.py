@@ -275,17 +275,22 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     sum1 = t2.sum(axis=1)
     l_n = sum1/6
     L = np.mean(l_n)
+    # dL/dxhat, read by l (derivation, section 3)
     d_sum1 = 1/N/6
     v1 = np.broadcast_to(np.asarray(d_sum1, DTYPE), (N,))
     d_t2 = np.broadcast_to(np.expand_dims(v1, 1), (N, 6))
     d_xhat = 2*d_t2*t1
+    # dL/dh, read by xhat (derivation, section 3)
     d_prod2 = d_xhat.T @ h
     d_h = d_xhat @ prod2
+    # dL/dW, read by h, xhat (derivation, section 3)
     v2 = d_prod2.T
     g1 = d_h*(1 - h**2)
     v3 = g1.T @ x
     d_W = v2 + v3
+    # dL/db, read by h (derivation, section 3)
     d_b = np.sum(g1, axis=0)
+    # dL/dc, read by xhat (derivation, section 3)
     d_c = np.sum(d_xhat, axis=0)
     grads = {
         "W": np.require(d_W, DTYPE, "W"),

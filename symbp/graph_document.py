@@ -154,7 +154,7 @@ def statement_text(stmt: Statement) -> str:
     return f"{stmt.target} = mean over the batch of {stmt.source}"
 
 
-def _readers(derivation: Derivation) -> dict[str, list[str]]:
+def readers(derivation: Derivation) -> dict[str, list[str]]:
     """For each named value, the named values (or the loss) that read it, directly or
     through unnamed intermediate values, in graph order, with repeats: a value read
     by two operations of one consumer is listed twice."""
@@ -179,7 +179,7 @@ def _readers(derivation: Derivation) -> dict[str, list[str]]:
     return result
 
 
-def _groups(derivation: Derivation, user: set[str]) -> list[dict]:
+def backward_groups(derivation: Derivation, user: set[str]) -> list[dict]:
     """The backward statements, each run of them ending where a value's adjoint is done."""
     program = derivation.program
     backward = [
@@ -247,7 +247,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     model, program = derivation.spec, derivation.program
     user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
     let_names = {id(term): name for name, term, _ in model.lets}
-    readers = _readers(derivation)
+    read_by = readers(derivation)
     rows = []
     for x, s in model.inputs.items():
         rows.append({"name": x, "tex": latex_name(x), "role": "input", "shape": shape_text(s)})
@@ -284,7 +284,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         )
     fan_out = [
         {"name": n, "tex": latex_name(n), "readers": r, "count": len(r)}
-        for n, r in readers.items()
+        for n, r in read_by.items()
         if n in user and len(r) > 1
     ]
     order = [*reversed([n for n, _, _ in model.lets]), *model.params]
@@ -293,16 +293,17 @@ def _context(derivation: Derivation, fmt: str) -> dict:
             "name": n,
             "tex": latex_name(n),
             "readers": [
-                {"name": r, "tex": latex_name(r) if r in user else "l"} for r in readers.get(n, [])
+                {"name": r if r in user else "l", "tex": latex_name(r) if r in user else "l"}
+                for r in read_by.get(n, [])
             ],
         }
         for n in order
-        if readers.get(n)
+        if read_by.get(n)
     ]
     sizes = (1, model.train.batch_size)
     flops = {n: program_flops(program, n) for n in sizes}
     groups = []
-    for group in _groups(derivation, user):
+    for group in backward_groups(derivation, user):
         groups.append(
             {
                 "value": group["value"],

@@ -136,3 +136,26 @@ def test_a_100_block_residual_network_generates_and_derives_in_seconds(tmp_path)
     elapsed = time.perf_counter() - start
     assert elapsed < 10  # about 1.5 s here; generous for a loaded machine
     assert r"\bar{h_{1}} &=" in text  # the local forms stay
+
+
+def test_derive_stats_reports_flops_of_a_tensor_model(capsys):
+    assert main(["derive", "least_squares", "--stats"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "least_squares: floating-point operations of one training step"
+    flops = program_flops(derive(load("least_squares")).program, 6)
+    ratio = flops["program"] / flops["forward"]
+    assert out[-1].split() == [
+        "6",
+        f"{flops['forward']:,}",
+        f"{flops['program']:,}",
+        f"{ratio:.2f}",
+    ]
+
+
+def test_run_trains_a_model_without_inputs(tmp_path, capsys):
+    assert main(["run", "micrograd_sanity", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "initial loss: -20" in out
+    assert "x = -4.046" in out
+    assert (tmp_path / "micrograd_sanity.py").exists()
+    assert (tmp_path / "test_micrograd_sanity.py").exists()

@@ -8,6 +8,7 @@ import pprint
 import numpy as np
 
 from ... import __version__
+from ...graph_document import backward_groups, readers
 from ...language.terms import shape_text
 from .inplace import Constants
 from .lines import DTYPES, _optimizer_context, _vector_lines, inplace_optimizer_context
@@ -18,13 +19,32 @@ def _array_literal(array: np.ndarray) -> str:
     return pprint.pformat(array.tolist(), width=92, compact=True)
 
 
+def _comments(derivation) -> dict[str, tuple[str, ...]]:
+    """A comment before each run of backward statements that completes a named value's
+    adjoint, citing section 3 of the derivation document and who reads the value."""
+    model = derivation.spec
+    user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
+    read_by = readers(derivation)
+    comments = {}
+    for group in backward_groups(derivation, user):
+        value = group["value"]
+        if value is None or value not in user:
+            continue
+        by = ", ".join(r if r in user else "l" for r in read_by.get(value, []))
+        first = group["statements"][0].target.name
+        comments[first] = (f"dL/d{value}, read by {by} (derivation, section 3)",)
+    return comments
+
+
 def graph_context(derivation, dtype: str = "float64") -> dict:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     model, program = derivation.spec, derivation.program
     forward, fh = _vector_lines(program.needed_for(program.outputs), {}, 4)
     loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
-    grads, gh = _vector_lines(program.needed_for([program.loss, *program.grads.values()]), {}, 4)
+    grads, gh = _vector_lines(
+        program.needed_for([program.loss, *program.grads.values()]), _comments(derivation), 4
+    )
     optimizer = _optimizer_context(derivation, {})
     constants = Constants()
     inplace = inplace_optimizer_context(derivation, constants)
