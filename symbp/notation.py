@@ -18,18 +18,14 @@ from sympy.core.parameters import distribute
 from sympy.printing.latex import LatexPrinter
 
 from .functions import leaky_relu, relu
+from .optim import OPTIMIZERS
 
 CODE_WIDTH = 88  # program listings and verbatim formulas fit an A4 page in \small
 DISPLAY_CHARS = 160  # LaTeX rows longer than this would overflow a displayed equation
 GROUP_CHARS = 140  # an unbreakable LaTeX group longer than this overflows a line
 BREAKABLE_CHARS = 3000  # beyond this, a formula is clearer as wrapped plain text
-TORCH_NAMES = {
-    "sgd": "torch.optim.SGD",
-    "momentum": "torch.optim.SGD (with momentum)",
-    "adagrad": "torch.optim.Adagrad",
-    "rmsprop": "torch.optim.RMSprop",
-    "adam": "torch.optim.Adam",
-}
+# how documents name each optimizer, from the optimizer registry
+TORCH_NAMES = {name: entry.described for name, entry in OPTIMIZERS.items()}
 
 
 # --- notation ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ optimizer's state buffers and per-step scalars computed once per step from ``t``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import sympy as sp
@@ -39,34 +40,6 @@ class UpdateRule:
         return any(t in e.free_symbols for e in exprs)
 
 
-# optimizer -> option defaults, as torch.optim
-DEFAULTS: dict[str, dict[str, object]] = {
-    "sgd": {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0},
-    "momentum": {
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "dampening": 0.0,
-        "nesterov": False,
-        "weight_decay": 0.0,
-    },
-    "adagrad": {
-        "lr": 1e-2,
-        "lr_decay": 0.0,
-        "weight_decay": 0.0,
-        "initial_accumulator_value": 0.0,
-        "eps": 1e-10,
-    },
-    "rmsprop": {
-        "lr": 1e-2,
-        "alpha": 0.99,
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "momentum": 0.0,
-        "centered": False,
-    },
-    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
-}
-
 BOOLEAN_OPTIONS = {"nesterov", "centered"}
 
 
@@ -78,9 +51,155 @@ def _sym(name: str) -> sp.Symbol:
     return sp.Symbol(name, real=True)
 
 
+# --- the registry: one entry per optimizer --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer: its torch.optim class, its options with torch's defaults, and its
+    update rule. ``build(opts, lr, updates, scalars, words)`` appends the rule's
+    assignments (after weight decay, which every optimizer shares) and returns the
+    names of its state buffers."""
+
+    name: str
+    torch_class: str  # the torch.optim class it equals step for step
+    described: str  # how documents name it
+    defaults: dict[str, object]
+    build: Callable[..., tuple[str, ...]]
+
+
+OPTIMIZERS: dict[str, Optimizer] = {}
+
+
+def optimizer(name: str, torch_class: str, defaults: dict[str, object], described: str = ""):
+    """Register the decorated rule builder as optimizer ``name``."""
+
+    def register(build):
+        text = described or f"torch.optim.{torch_class}"
+        OPTIMIZERS[name] = Optimizer(name, torch_class, text, defaults, build)
+        return build
+
+    return register
+
+
+_SGD_DEFAULTS = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False}
+
+
+@optimizer("sgd", "SGD", {**_SGD_DEFAULTS, "weight_decay": 0.0})
+def _sgd(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    mu = opts["momentum"]
+    if mu:
+        buf = _sym("momentum_buffer")
+        damp = _sym("damp")  # 1 on the first step (torch copies g), 1 - dampening after
+        scalars.append((damp, sp.Piecewise((1, sp.Eq(t, 1)), (1 - _num(opts["dampening"]), True))))
+        updates.append((buf, _num(mu) * buf + damp * g))
+        words.append(f"b <- {mu} b + (1 - dampening) g  (b = g on the first step)")
+        if opts["nesterov"]:
+            updates.append((g, g + _num(mu) * buf))
+            words.append(f"g <- g + {mu} b  (Nesterov)")
+        else:
+            updates.append((g, buf))
+            words.append("g <- b")
+    updates.append((p, p - lr * g))
+    words.append("p <- p - lr g")
+    return ("momentum_buffer",) if mu else ()
+
+
+optimizer(
+    "momentum",
+    "SGD",
+    {**_SGD_DEFAULTS, "momentum": 0.9, "weight_decay": 0.0},
+    described="torch.optim.SGD (with momentum)",
+)(_sgd)
+
+
+@optimizer(
+    "adagrad",
+    "Adagrad",
+    {
+        "lr": 1e-2,
+        "lr_decay": 0.0,
+        "weight_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "eps": 1e-10,
+    },
+)
+def _adagrad(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    clr = _sym("clr")
+    scalars.append((clr, lr / (1 + (t - 1) * _num(opts["lr_decay"]))))
+    acc = _sym("sum")
+    updates.append((acc, acc + g * g))
+    updates.append((p, p - clr * g / (sp.sqrt(acc) + _num(opts["eps"]))))
+    words += ["s <- s + g^2", "p <- p - lr g / (sqrt(s) + eps)"]
+    return ("sum",)
+
+
+@optimizer(
+    "rmsprop",
+    "RMSprop",
+    {
+        "lr": 1e-2,
+        "alpha": 0.99,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "momentum": 0.0,
+        "centered": False,
+    },
+)
+def _rmsprop(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    alpha, eps = _num(opts["alpha"]), _num(opts["eps"])
+    sq = _sym("square_avg")
+    updates.append((sq, alpha * sq + (1 - alpha) * g * g))
+    words.append(f"v <- {opts['alpha']} v + (1 - {opts['alpha']}) g^2")
+    state = ["square_avg"]
+    if opts["centered"]:
+        ga = _sym("grad_avg")
+        updates.append((ga, alpha * ga + (1 - alpha) * g))
+        avg = sp.sqrt(sq - ga * ga) + eps
+        state.append("grad_avg")
+        words.append("m <- alpha m + (1 - alpha) g;  avg = sqrt(v - m^2) + eps")
+    else:
+        avg = sp.sqrt(sq) + eps
+        words.append("avg = sqrt(v) + eps")
+    if opts["momentum"]:
+        buf = _sym("momentum_buffer")
+        updates.append((buf, _num(opts["momentum"]) * buf + g / avg))
+        updates.append((p, p - lr * buf))
+        state.append("momentum_buffer")
+        words += [f"b <- {opts['momentum']} b + g / avg", "p <- p - lr b"]
+    else:
+        updates.append((p, p - lr * g / avg))
+        words.append("p <- p - lr g / avg")
+    return tuple(state)
+
+
+@optimizer("adam", "Adam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0})
+def _adam(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    beta1, beta2 = (_num(b) for b in opts["betas"])
+    m, v = _sym("exp_avg"), _sym("exp_avg_sq")
+    step_size, bc2_sqrt = _sym("step_size"), _sym("bias_correction2_sqrt")
+    scalars.append((step_size, lr / (1 - beta1**t)))
+    scalars.append((bc2_sqrt, sp.sqrt(1 - beta2**t)))
+    updates.append((m, beta1 * m + (1 - beta1) * g))
+    updates.append((v, beta2 * v + (1 - beta2) * g * g))
+    updates.append((p, p - step_size * m / (sp.sqrt(v) / bc2_sqrt + _num(opts["eps"]))))
+    b1, b2 = opts["betas"]
+    words += [
+        f"m <- {b1} m + (1 - {b1}) g",
+        f"v <- {b2} v + (1 - {b2}) g^2",
+        f"p <- p - lr / (1 - {b1}^t) * m / (sqrt(v) / sqrt(1 - {b2}^t) + eps)",
+    ]
+    return ("exp_avg", "exp_avg_sq")
+
+
+# optimizer -> option defaults, as torch.optim (what a spec's [train] may set)
+DEFAULTS: dict[str, dict[str, object]] = {n: o.defaults for n, o in OPTIMIZERS.items()}
+
+
 def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
     """Resolve ``options`` against torch.optim's defaults and build the rule."""
-    opts = {**DEFAULTS[name], **options}
+    entry = OPTIMIZERS[name]
+    opts = {**entry.defaults, **options}
     lr = _sym("lr")  # the learning rate stays a runtime argument of train()
     wd = opts["weight_decay"]
     updates: list[tuple[sp.Symbol, sp.Expr]] = []
@@ -89,76 +208,7 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
     if wd:
         updates.append((g, g + _num(wd) * p))
         words.append(f"g <- g + {wd} p  (weight decay)")
-    if name in ("sgd", "momentum"):
-        mu = opts["momentum"]
-        if mu:
-            buf = _sym("momentum_buffer")
-            damp = _sym("damp")  # 1 on the first step (torch copies g), 1 - dampening after
-            scalars.append(
-                (damp, sp.Piecewise((1, sp.Eq(t, 1)), (1 - _num(opts["dampening"]), True)))
-            )
-            updates.append((buf, _num(mu) * buf + damp * g))
-            words.append(f"b <- {mu} b + (1 - dampening) g  (b = g on the first step)")
-            if opts["nesterov"]:
-                updates.append((g, g + _num(mu) * buf))
-                words.append(f"g <- g + {mu} b  (Nesterov)")
-            else:
-                updates.append((g, buf))
-                words.append("g <- b")
-        updates.append((p, p - lr * g))
-        words.append("p <- p - lr g")
-        state = ("momentum_buffer",) if mu else ()
-    elif name == "adagrad":
-        clr = _sym("clr")
-        scalars.append((clr, lr / (1 + (t - 1) * _num(opts["lr_decay"]))))
-        acc = _sym("sum")
-        updates.append((acc, acc + g * g))
-        updates.append((p, p - clr * g / (sp.sqrt(acc) + _num(opts["eps"]))))
-        words += ["s <- s + g^2", "p <- p - lr g / (sqrt(s) + eps)"]
-        state = ("sum",)
-    elif name == "rmsprop":
-        alpha, eps = _num(opts["alpha"]), _num(opts["eps"])
-        sq = _sym("square_avg")
-        updates.append((sq, alpha * sq + (1 - alpha) * g * g))
-        words.append(f"v <- {opts['alpha']} v + (1 - {opts['alpha']}) g^2")
-        state = ["square_avg"]
-        if opts["centered"]:
-            ga = _sym("grad_avg")
-            updates.append((ga, alpha * ga + (1 - alpha) * g))
-            avg = sp.sqrt(sq - ga * ga) + eps
-            state.append("grad_avg")
-            words.append("m <- alpha m + (1 - alpha) g;  avg = sqrt(v - m^2) + eps")
-        else:
-            avg = sp.sqrt(sq) + eps
-            words.append("avg = sqrt(v) + eps")
-        if opts["momentum"]:
-            buf = _sym("momentum_buffer")
-            updates.append((buf, _num(opts["momentum"]) * buf + g / avg))
-            updates.append((p, p - lr * buf))
-            state.append("momentum_buffer")
-            words += [f"b <- {opts['momentum']} b + g / avg", "p <- p - lr b"]
-        else:
-            updates.append((p, p - lr * g / avg))
-            words.append("p <- p - lr g / avg")
-        state = tuple(state)
-    elif name == "adam":
-        beta1, beta2 = (_num(b) for b in opts["betas"])
-        m, v = _sym("exp_avg"), _sym("exp_avg_sq")
-        step_size, bc2_sqrt = _sym("step_size"), _sym("bias_correction2_sqrt")
-        scalars.append((step_size, lr / (1 - beta1**t)))
-        scalars.append((bc2_sqrt, sp.sqrt(1 - beta2**t)))
-        updates.append((m, beta1 * m + (1 - beta1) * g))
-        updates.append((v, beta2 * v + (1 - beta2) * g * g))
-        updates.append((p, p - step_size * m / (sp.sqrt(v) / bc2_sqrt + _num(opts["eps"]))))
-        b1, b2 = opts["betas"]
-        words += [
-            f"m <- {b1} m + (1 - {b1}) g",
-            f"v <- {b2} v + (1 - {b2}) g^2",
-            f"p <- p - lr / (1 - {b1}^t) * m / (sqrt(v) / sqrt(1 - {b2}^t) + eps)",
-        ]
-        state = ("exp_avg", "exp_avg_sq")
-    else:  # pragma: no cover - validated by the spec loader
-        raise ValueError(name)
+    state = entry.build(opts, lr, updates, scalars, words)
     init = tuple(float(opts["initial_accumulator_value"]) if b == "sum" else 0.0 for b in state)
     return UpdateRule(name, opts, tuple(state), tuple(scalars), tuple(updates), tuple(words), init)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ...derive import Derivation
+from ...optim import OPTIMIZERS, memory_lean, update_rule
 from ...optim import g as grad_symbol
-from ...optim import memory_lean, update_rule
 from ...optim import p as param_symbol
 from ...program import Assign, BatchSum, Call, Statement
 from .inplace import Constants, InplacePrinter
@@ -67,6 +67,7 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
     options = {k: v for k, v in rule.options.items() if k != "lr"}
     return {
         "name": rule.name,
+        "torch_class": OPTIMIZERS[rule.name].torch_class,
         "options": options,
         "formulas": rule.formulas,
         "state": [{"name": b, "init": rule.initial(b)} for b in rule.state],
