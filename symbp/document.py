@@ -20,6 +20,7 @@ from .chain import ChainStep, chain_steps, full_loss
 from .derive import Derivation, user_names
 from .document_layout import finish
 from .functions import apply_kink_conventions
+from .losses import LOSSES
 from .notation import (
     CODE_WIDTH,
     KINKS,
@@ -49,7 +50,7 @@ PRINT_MAX_OPS = 2000  # a closed form larger than this is described, not printed
 # all closed forms together: past this many operations the rest are described, not
 # derived (100 parameters of a 100-factor product: 40 s of sympy.diff for 40,000 ops)
 CLOSED_FORMS_MAX_OPS = 4000
-NAMED_LOSSES = {"mse": "mean squared error", "l1": "mean absolute error"}
+NAMED_LOSSES = {name: LOSSES[name].described for name in ("mse", "l1")}
 
 
 def _batched(spec: ExpressionSpec) -> list[str]:

@@ -2,8 +2,8 @@
 losses as scalar SymPy definitions.
 
 Each activation is a formula in ``z``; its derivative comes from ``sympy.diff`` like any
-other elementwise node, so a custom activation costs nothing extra. Named losses are
-written in their numerically stable forms.
+other elementwise node, so a custom activation costs nothing extra. Named losses come
+from the shared table of :mod:`symbp.losses`, in their numerically stable forms.
 
 Convolutional stacks take ``input = [C, H, W]`` and the layers ``conv2d``,
 ``maxpool2d``, ``avgpool2d`` and ``flatten``, with torch.nn's parameter layouts and
@@ -20,11 +20,11 @@ import sympy as sp
 
 from .errors import SpecError, way_out
 from .expr_parser import parse_expression
-from .functions import clamped_log, leaky_relu, relu, sigmoid, softplus
+from .functions import leaky_relu, relu, sigmoid, softplus
+from .losses import LOSSES, y, yhat
 from .spec_fields import TrainSpec, _describe, _only, _train_table, finite_number
 
 z = sp.Symbol("z", real=True)
-yhat, y = sp.symbols("yhat y", real=True)
 
 
 def _activation(name: str, options: dict[str, float]) -> sp.Expr | None:
@@ -58,14 +58,13 @@ NAMED_ACTIVATIONS = (
     "softmax",
 )
 
-# per-element losses over the output yhat and the target y; mean over all elements
+# per-element losses over the output yhat and the target y (mean over all elements),
+# from the shared table: those without options (huber and smooth_l1 are the model
+# language's), and the fused cross-entropy
 ELEMENTWISE_LOSSES = {
-    "mse": (yhat - y) ** 2,
-    "l1": sp.Abs(yhat - y),
-    # log clamped at -100 as torch.nn.BCELoss
-    "bce": -(y * clamped_log(yhat) + (1 - y) * clamped_log(1 - yhat)),
-    # softplus(z) - z y = max(z, 0) - z y + log(1 + exp(-|z|)): no overflow for any z
-    "bce_with_logits": softplus(yhat) - yhat * y,
+    name: loss.element
+    for name, loss in LOSSES.items()
+    if loss.element is not None and not loss.keywords
 }
 NAMED_LOSSES = (*ELEMENTWISE_LOSSES, "cross_entropy")
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from ..functions import FUNCTIONS, clamped_log, softplus
+from ..functions import FUNCTIONS
+from ..losses import LOSSES as TABLE
+from ..losses import y, yhat
 from . import ops
 from .ops import ShapeError
 from .terms import Term, shape_text
@@ -213,62 +215,29 @@ def _same_shape(name: str, a: Term, b: Term) -> None:
         )
 
 
-def _elementwise_loss(name: str, each):
-    """A loss that averages ``each(prediction - target)`` over the sample's elements,
-    as torch.nn's losses do with reduction 'mean' (over every element of the batch)."""
+def _elementwise_loss(name: str):
+    """The table's element formula (symbp/losses.py) applied to each element of the
+    prediction and its target, averaged over the sample's elements, as torch.nn's
+    losses do with reduction 'mean' (over every element of the batch)."""
+    loss = TABLE[name]
 
     def build(args, kw):
         a, b = args
         _same_shape(name, a, b)
-        per_element = each(_sub(a, b), kw)
-        axes = tuple(range(len(a.shape)))
-        return _div(ops.reduce_sum(per_element, axes), _num(max(1, a.size)))
+        for key, value in kw.items():
+            least = 0 if key == "beta" else None
+            number = sp.sympify(value)
+            if (least is None and not number > 0) or (least is not None and number < least):
+                kind = "positive" if least is None else "non-negative"
+                raise ShapeError(f"{key} must be {kind}, got {value}")
+        if name == "smooth_l1" and float(kw["beta"]) == 0:  # torch: the l1 loss then
+            element = TABLE["l1"].element
+        else:
+            element = loss.element_with(kw)
+        each = _ew(lambda p, t: element.xreplace({yhat: p, y: t}), a, b, text=name)
+        return _div(ops.reduce_sum(each, tuple(range(len(a.shape)))), _num(max(1, a.size)))
 
     return build
-
-
-def _huber_each(d, kw):
-    delta = sp.sympify(kw["delta"])
-    if not delta > 0:
-        raise ShapeError(f"delta must be positive, got {kw['delta']}")
-    return _ew(
-        lambda x: sp.Piecewise(
-            (x**2 / 2, sp.Abs(x) < delta), (delta * (sp.Abs(x) - delta / 2), True)
-        ),
-        d,
-        text="huber",
-    )
-
-
-def _smooth_l1_each(d, kw):
-    beta = sp.sympify(kw["beta"])
-    if beta < 0:
-        raise ShapeError(f"beta must be non-negative, got {kw['beta']}")
-    if float(beta) == 0:
-        return _ew(sp.Abs, d, text="abs")
-    return _ew(
-        lambda x: sp.Piecewise((x**2 / (2 * beta), sp.Abs(x) < beta), (sp.Abs(x) - beta / 2, True)),
-        d,
-        text="smooth_l1",
-    )
-
-
-def _bce_with_logits(args, kw):
-    """softplus(z) - y z: log(1 + e^z) - y z without overflow, torch's stable form."""
-    z, y = args
-    _same_shape("bce_with_logits", z, y)
-    each = _sub(_ew(softplus, z, text="softplus"), _mul(y, z))
-    return _div(ops.reduce_sum(each, tuple(range(len(z.shape)))), _num(max(1, z.size)))
-
-
-def _bce(args, kw):
-    """-(y log p + (1 - y) log(1 - p)) with each log clamped at -100, as torch.nn.BCELoss."""
-    p, y = args
-    _same_shape("bce", p, y)
-    logp = _ew(clamped_log, p, text="log")
-    log1p = _ew(lambda x: clamped_log(1 - x), p, text="log")
-    each = _ew(lambda a, b, c: -(c * a + (1 - c) * b), logp, log1p, y, text="bce")
-    return _div(ops.reduce_sum(each, tuple(range(len(p.shape)))), _num(max(1, p.size)))
 
 
 def _class_targets(name: str, z: Term, y: Term) -> Term:
@@ -306,63 +275,19 @@ def _nll(args, kw):
     return _ew(lambda t: -t, ops.reduce_sum(_mul(y, logp), (0,)), text="-")
 
 
+# the losses of the shared table (symbp/losses.py): an element formula averaged, or a
+# row loss written here with logsumexp
+_ROW_LOSSES = {"cross_entropy": _cross_entropy, "nll": _nll}
 LOSSES: dict[str, Function] = {
-    f.name: f
-    for f in [
-        Function(
-            "mse",
-            (2,),
-            _elementwise_loss("mse", lambda d, kw: _ew(lambda x: x**2, d, text="**")),
-            "mean of (yhat - y)^2 over the sample's elements",
-            torch="MSELoss",
-        ),
-        Function(
-            "l1",
-            (2,),
-            _elementwise_loss("l1", lambda d, kw: _ew(sp.Abs, d, text="abs")),
-            "mean of |yhat - y|",
-            torch="L1Loss",
-        ),
-        Function(
-            "huber",
-            (2,),
-            _elementwise_loss("huber", _huber_each),
-            "0.5 d^2 where |d| < delta, else delta (|d| - delta/2)",
-            keywords={"delta": 1.0},
-            torch="HuberLoss",
-        ),
-        Function(
-            "smooth_l1",
-            (2,),
-            _elementwise_loss("smooth_l1", _smooth_l1_each),
-            "0.5 d^2 / beta where |d| < beta, else |d| - beta/2",
-            keywords={"beta": 1.0},
-            torch="SmoothL1Loss",
-        ),
-        Function(
-            "bce_with_logits",
-            (2,),
-            _bce_with_logits,
-            "softplus(z) - y z, averaged",
-            torch="BCEWithLogitsLoss",
-        ),
-        Function(
-            "bce",
-            (2,),
-            _bce,
-            "-(y log p + (1 - y) log(1 - p)), logs clamped at -100",
-            torch="BCELoss",
-        ),
-        Function(
-            "cross_entropy",
-            (2,),
-            _cross_entropy,
-            "logsumexp(z) - z_y for labels; -sum(y log_softmax(z)) for probabilities",
-            keywords={"label_smoothing": 0.0},
-            torch="CrossEntropyLoss",
-        ),
-        Function("nll", (2,), _nll, "-(log-probabilities)_y", torch="NLLLoss"),
-    ]
+    name: Function(
+        name,
+        (2,),
+        _ROW_LOSSES[name] if loss.element is None else _elementwise_loss(name),
+        loss.described,
+        keywords=dict(loss.keywords),
+        torch=loss.torch,
+    )
+    for name, loss in TABLE.items()
 }
 
 TENSOR_FUNCTIONS: dict[str, Function] = {
