@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load(arg: str):
     from .derive import derive
     from .language.model import TensorModel
-    from .spec import ExpressionSpec, load
+    from .spec.expression import ExpressionSpec, load
     from .stats import layer_size_warning, size_warning
 
     spec = load(arg)
@@ -94,19 +94,19 @@ def _warn(spec: str, line: str) -> None:
 
 def _cmd_derive(args) -> int:
     from .language.model import TensorModel
-    from .layers import LayerSpec
+    from .spec.layers import LayerSpec
 
     if args.stats:
-        from .spec import load
+        from .spec.expression import load
 
         spec = load(args.spec)
         if isinstance(spec, TensorModel):  # flops of the program against the forward pass
             from .derive import derive
-            from .flops import format_flops
+            from .program.flops import format_flops
 
             text = format_flops(derive(spec).program, spec.name, spec.train.batch_size)
         elif isinstance(spec, LayerSpec):  # per-layer parameters, flops and cached memory
-            from .layer_document import format_layer_costs, layer_costs
+            from .documents.layers import format_layer_costs, layer_costs
 
             text = format_layer_costs(layer_costs(spec), spec.name)
         else:  # operation counts of the straight-line program against naive differentiation
@@ -114,11 +114,11 @@ def _cmd_derive(args) -> int:
 
             text = format_stats(op_stats(spec), spec.name)
     else:
-        from .document import render_document
+        from .documents.expression import render_document
 
         derivation = _load(args.spec)
         if isinstance(derivation.spec, LayerSpec):
-            from .layer_document import render_layer_document
+            from .documents.layers import render_layer_document
 
             text = render_layer_document(derivation, args.format, element=args.element)
         else:
@@ -177,7 +177,7 @@ def _cmd_check(args) -> int:
 
 def _cmd_run(args) -> int:
     from .check import guard_memory, load_module
-    from .document import render_document
+    from .documents.expression import render_document
     from .escape import text as terminal_text
     from .output import write_set
     from .targets.numpy.module import render_module, render_tests
@@ -223,7 +223,7 @@ def _train_on_dataset(module, spec, dataset: str) -> int:
 
 
 def _cmd_examples(args) -> int:
-    from .spec import builtin_names, load
+    from .spec.expression import builtin_names, load
 
     for name in builtin_names():
         print(f"{name:<20} {load(name).description}")

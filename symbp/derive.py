@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .build import expression_graph, layer_graph
-from .graph_build import tensor_graph
-from .ir import Graph
+from .ad.reverse import reverse_mode
+from .ad.rules import ROUTING, undistributed
+from .ir.build import expression_graph, layer_graph
+from .ir.graph import Graph
+from .ir.tensor_build import tensor_graph
 from .language.model import TensorModel
-from .naming import Names, finalize
-from .program import (
+from .program.naming import Names, finalize
+from .program.statements import (
     Program,
     eliminate_common_subexpressions,
     eliminate_dead_code,
@@ -19,10 +21,8 @@ from .program import (
     mask_before_routing,
     propagate_copies,
 )
-from .reverse import reverse_mode
-from .rules import ROUTING, undistributed
-from .spec import ExpressionSpec
-from .spec_fields import RESERVED
+from .spec.expression import ExpressionSpec
+from .spec.fields import RESERVED
 
 
 @dataclass

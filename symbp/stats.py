@@ -3,7 +3,7 @@
 Three numbers, all operations per sample, from one counter:
 
 - **forward**: the per-sample loss over inputs, targets and parameters
-  (:func:`symbp.chain.full_loss`) counted as a DAG, each distinct subexpression once:
+  (:func:`symbp.documents.chain.full_loss`) counted as a DAG, each distinct subexpression once:
   a fair forward evaluation that reuses what it has computed.
 - **naive**: the loss plus one independent ``sympy.diff`` of it per parameter, each
   counted as a TREE (no sharing: the cost of evaluating each expression as written).
@@ -40,11 +40,11 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.core.parameters import distribute
 
-from .chain import full_loss
 from .derive import derive
+from .documents.chain import full_loss
 from .functions import apply_kink_conventions
-from .program import Assign, Program
-from .spec import ExpressionSpec, parse_spec
+from .program.statements import Assign, Program
+from .spec.expression import ExpressionSpec, parse_spec
 
 # --- the counter ------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from symbp.chain import full_loss
 from symbp.derive import derive
-from symbp.spec import ExpressionSpec
+from symbp.documents.chain import full_loss
+from symbp.spec.expression import ExpressionSpec
 from symbp.targets.numpy.module import render_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ class Kinks:
 
 
 class SympyReference:
-    """The per-sample loss over inputs, targets and parameters (symbp.chain.full_loss),
+    """The per-sample loss over inputs, targets and parameters (symbp.documents.chain.full_loss),
     differentiated by ``sympy.diff`` and evaluated one sample at a time with ``math``."""
 
     def __init__(self, spec: ExpressionSpec):

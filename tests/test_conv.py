@@ -20,7 +20,7 @@ from support import import_file
 
 from symbp import cli
 from symbp.derive import derive
-from symbp.spec import parse_spec
+from symbp.spec.expression import parse_spec
 from symbp.targets.numpy.module import render_module
 
 try:
@@ -452,7 +452,7 @@ def test_digits_cnn_reaches_97_percent_held_out(tmp_path, capsys):
 
 
 def test_mnist_cnn_trains_on_data_the_user_supplies(tmp_path, capsys):
-    from symbp.spec import load
+    from symbp.spec.expression import load
 
     path = tmp_path / "mnist_cnn.py"
     path.write_text(render_module(derive(load("mnist_cnn"))), encoding="utf-8")
@@ -476,7 +476,7 @@ def _routing_program(mask_of_a):
     """r = maxpool2d_vjp(a, p, g); d = r * mask(a), with d the program's only gradient."""
     import sympy as sp
 
-    from symbp.program import Assign, Call, Program
+    from symbp.program.statements import Assign, Call, Program
 
     a, p, g, r, d, w = (sp.Symbol(n, real=True) for n in ("a", "p", "g", "r", "d", "w"))
     attrs = (("kernel", (2, 2)), ("stride", (2, 2)))
@@ -491,8 +491,8 @@ def _routing_program(mask_of_a):
 def test_mask_before_routing_moves_a_finite_mask_to_the_pooled_size():
     import sympy as sp
 
-    from symbp.program import Assign, Call, mask_before_routing
-    from symbp.rules import ROUTING
+    from symbp.ad.rules import ROUTING
+    from symbp.program.statements import Assign, Call, mask_before_routing
 
     program, (a, p, g, r, d) = _routing_program(lambda a: 1 - a**2)
     m = sp.Symbol("m", real=True)
@@ -506,8 +506,8 @@ def test_mask_before_routing_moves_a_finite_mask_to_the_pooled_size():
 def test_mask_before_routing_leaves_unsafe_masks(mask):
     """1/a may be infinite where r is zero (0 * inf is not 0); a factor that reads
     anything but a has no value at p to move to."""
-    from symbp.program import mask_before_routing
-    from symbp.rules import ROUTING
+    from symbp.ad.rules import ROUTING
+    from symbp.program.statements import mask_before_routing
 
     program, _ = _routing_program(mask)
     before = list(program.statements)
@@ -523,7 +523,7 @@ def sp_symbol(name):
 def test_relu_then_maxpool_masks_at_the_pooled_size():
     """In the course's shape (relu, then 2x2 max-pool) no statement works at the
     activation's full size between the routing and the kernel gradient."""
-    from symbp.program import Assign, Call
+    from symbp.program.statements import Assign, Call
 
     program = derive(parse_spec(TORCH_NETS["course_shape_small"].toml(), "cnn.toml")).program
     (route,) = [s for s in program.statements if isinstance(s, Call) and s.op == "maxpool2d_vjp"]

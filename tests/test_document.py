@@ -13,12 +13,12 @@ import pytest
 import sympy as sp
 from sympy.core.parameters import distribute
 
-from symbp import document
-from symbp.chain import full_loss
 from symbp.derive import derive
-from symbp.document import closed_form, render_document
-from symbp.notation import latex, latex_name
-from symbp.spec import builtin_names, load, parse_spec
+from symbp.documents import expression as document
+from symbp.documents.chain import full_loss
+from symbp.documents.expression import closed_form, render_document
+from symbp.documents.notation import latex, latex_name
+from symbp.spec.expression import builtin_names, load, parse_spec
 
 FORMATS = ("text", "markdown", "latex")
 
@@ -190,8 +190,8 @@ def test_rendering_does_not_depend_on_the_hash_seed():
     script = (
         "import hashlib\n"
         "from symbp.derive import derive\n"
-        "from symbp.document import render_document\n"
-        "from symbp.spec import load\n"
+        "from symbp.documents.expression import render_document\n"
+        "from symbp.spec.expression import load\n"
         "d = derive(load('tanh_units'))\n"
         "text = ''.join(render_document(d, f) for f in ('text', 'markdown', 'latex'))\n"
         "print(hashlib.sha256(text.encode()).hexdigest())\n"
@@ -251,7 +251,7 @@ def test_latex_compiles_with_odd_names_and_descriptions(let_model, tmp_path):
 def test_closed_forms_past_the_budget_are_described_not_derived():
     """A product of 50 factors has 50 closed forms of about 200 operations each: those
     past the document's budget are described, so deriving the document stays bounded."""
-    from symbp.document import CLOSED_FORMS_MAX_OPS
+    from symbp.documents.expression import CLOSED_FORMS_MAX_OPS
 
     product = "*".join(f"(x + p{i})" for i in range(50))
     text = (

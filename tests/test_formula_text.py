@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from symbp.errors import SpecError
-from symbp.expr_parser import parse_expression
+from symbp.spec.formula import parse_expression
 
 
 def parse(text: str) -> sp.Expr:
@@ -118,14 +118,14 @@ def test_no_control_comment_or_non_ascii_character_passes(text):
     ],
 )
 def test_what_counts_as_a_typo(name, other, typo):
-    from symbp.spec import looks_like_typo
+    from symbp.spec.expression import looks_like_typo
 
     assert looks_like_typo(name, other) is typo
     assert looks_like_typo(other, name) is typo
 
 
 def test_a_typo_declared_in_params_is_a_parameter():
-    from symbp.spec import parse_spec
+    from symbp.spec.expression import parse_spec
 
     text = """name = "q"
 [model]

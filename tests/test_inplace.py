@@ -17,9 +17,9 @@ from support import import_file
 
 from symbp.derive import derive
 from symbp.functions import relu, sigmoid, softplus
-from symbp.memory import plan_buffers
-from symbp.program import Assign
-from symbp.spec import parse_spec
+from symbp.program.memory import plan_buffers
+from symbp.program.statements import Assign
+from symbp.spec.expression import parse_spec
 from symbp.targets.numpy.inplace import Constants, InplacePrinter
 from symbp.targets.numpy.module import render_module
 from symbp.targets.numpy.printer import NumpyPrinter

@@ -16,9 +16,8 @@ import sympy as sp
 
 from symbp.cli import main
 from symbp.derive import derive
-from symbp.document import render_document
-from symbp.functions import CUSTOM_FUNCTIONS
-from symbp.layer_document import (
+from symbp.documents.expression import render_document
+from symbp.documents.layers import (
     As,
     N,
     Ys,
@@ -30,8 +29,9 @@ from symbp.layer_document import (
     render_layer_document,
     text_expr,
 )
-from symbp.layers import ELEMENTWISE_LOSSES, y, yhat, z
-from symbp.spec import parse_spec
+from symbp.functions import CUSTOM_FUNCTIONS
+from symbp.spec.expression import parse_spec
+from symbp.spec.layers import ELEMENTWISE_LOSSES, y, yhat, z
 
 FORMATS = ("text", "markdown", "latex")
 
@@ -178,7 +178,7 @@ def test_the_sections_come_in_the_course_order(xor):
 def test_output_delta_is_the_program_s_delta(xor):
     """delta(K) of the document is what the generated program computes as d_Z2."""
     program = {s.target.name: s for s in xor.program.statements}
-    from symbp import ir
+    from symbp.ir import graph as ir
 
     ours = output_delta(xor.spec).xreplace(
         {Zs(2): sp.Symbol("Z2", real=True), Ys: sp.Symbol("Y", real=True), N: ir.N}
@@ -383,8 +383,8 @@ def test_output_is_the_same_under_any_hash_seed(tmp_path):
     code = (
         "import hashlib, sys\n"
         "from symbp.derive import derive\n"
-        "from symbp.spec import load\n"
-        "from symbp.layer_document import render_layer_document\n"
+        "from symbp.spec.expression import load\n"
+        "from symbp.documents.layers import render_layer_document\n"
         "d = derive(load(sys.argv[1]))\n"
         "text = ''.join(render_layer_document(d, f, True) for f in ('text', 'markdown', 'latex'))\n"
         "print(hashlib.sha256(text.encode()).hexdigest())\n"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbp.chain import full_loss
+from symbp.documents.chain import full_loss
 from symbp.functions import apply_kink_conventions
-from symbp.spec import ExpressionSpec, builtin_names, load, parse_spec
+from symbp.spec.expression import ExpressionSpec, builtin_names, load, parse_spec
 from symbp.stats import (
     NaiveDiff,
     OpStats,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from strategies import models
 from support import Kinks, TorchModel, data_arrays, generate, relative_error
 
-from symbp.spec import ExpressionSpec, builtin_names, load, parse_spec, resolve
+from symbp.spec.expression import ExpressionSpec, builtin_names, load, parse_spec, resolve
 
 torch = pytest.importorskip("torch")
 

@@ -1,7 +1,7 @@
 """Parse a tensor formula into a :class:`Term` tree, never evaluating any Python.
 
 The text is screened and ``^`` rewritten exactly as for scalar formulas
-(:mod:`symbp.expr_parser`); ``ast.parse`` builds a syntax tree and a whitelist walk
+(:mod:`symbp.spec.formula`); ``ast.parse`` builds a syntax tree and a whitelist walk
 turns it into terms: numbers, declared names, ``+ - * / ** @``, ``.T``, integer
 indices and slices of vectors, the elementwise functions and the tensor functions and
 losses of :mod:`symbp.language.library` (keyword arguments only where a function
@@ -19,8 +19,8 @@ from dataclasses import replace
 import sympy as sp
 
 from ..errors import SpecError, way_out
-from ..expr_parser import _too_large_power, syntax_tree
 from ..functions import CONSTANTS
+from ..spec.formula import _too_large_power, syntax_tree
 from . import ops
 from .library import ELEMENTWISE, TENSOR_FUNCTIONS, known_functions
 from .ops import ShapeError

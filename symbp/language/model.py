@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SpecError, way_out
-from ..spec_fields import TrainSpec, _check_name, _only, _table, _train_table, finite_number
+from ..spec.fields import TrainSpec, _check_name, _only, _table, _train_table, finite_number
 from . import ops
 from .formula import parse_formula
 from .terms import Shape, Term, shape_text

@@ -18,7 +18,7 @@ from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 
-from ...ir import N
+from ...ir.graph import N
 
 C_TYPES = {"float32": "float", "float64": "double"}
 

@@ -30,14 +30,14 @@ import sympy as sp
 from ... import __version__
 from ...derive import Derivation
 from ...errors import SpecError
-from ...ir import BATCH, N
+from ...ir.graph import BATCH, N
 from ...language.model import TensorModel
-from ...layers import LayerSpec
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
 from ...optim import t as step_symbol
 from ...optim import update_rule
-from ...program import Assign, BatchMean, BatchSum, Call
+from ...program.statements import Assign, BatchMean, BatchSum, Call
+from ...spec.layers import LayerSpec
 from ...templating import environment
 from ..numpy.printer import ScalarPrinter
 from .printer import CudaPrinter

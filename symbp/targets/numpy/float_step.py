@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ...ir import BATCH, N
+from ...ir.graph import BATCH, N
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
 from ...optim import update_rule
-from ...program import Assign, BatchMean, BatchSum, Call, Program, Statement
+from ...program.statements import Assign, BatchMean, BatchSum, Call, Program, Statement
 from .printer import ScalarPrinter, wrap
 
 # beyond this many parameters (or units in a layer) the unrolled code stops being worth

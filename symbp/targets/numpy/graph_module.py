@@ -8,7 +8,7 @@ import pprint
 import numpy as np
 
 from ... import __version__
-from ...graph_document import backward_groups, readers
+from ...documents.graph import backward_groups, readers
 from ...language.terms import shape_text
 from .inplace import Constants
 from .lines import DTYPES, _optimizer_context, _vector_lines, inplace_optimizer_context

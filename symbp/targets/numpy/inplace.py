@@ -3,7 +3,7 @@
 ``Z = A W^T + b`` becomes ``np.matmul(A, W.T, out=Z)`` and ``np.add(Z, b, out=Z)``;
 ``d_Z1 = d_A1*(1 - A1**2)`` becomes a few ufunc calls through a scratch array. A
 training step printed this way allocates nothing after its first step (see
-:mod:`symbp.memory` for which arrays it writes).
+:mod:`symbp.program.memory` for which arrays it writes).
 
 The order of evaluation is chosen so that writing over an operand is safe: when ``out``
 is also an operand of the expression (the optimizer's ``m <- beta m + (1 - beta) g``
@@ -299,7 +299,7 @@ class InplacePrinter:
 
     # -- tensor operations (program.Call), written into ``out`` --------------------------
 
-    # which argument an operation may overwrite with its result (symbp.memory)
+    # which argument an operation may overwrite with its result (symbp.program.memory)
     OVERWRITES = {"cross_entropy_vjp": 0, "softmax": 0, "softmax_vjp": 1}
 
     @classmethod

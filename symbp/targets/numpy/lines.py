@@ -12,7 +12,7 @@ from ...derive import Derivation
 from ...optim import OPTIMIZERS, memory_lean, update_rule
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
-from ...program import Assign, BatchSum, Call, Statement
+from ...program.statements import Assign, BatchSum, Call, Statement
 from .inplace import Constants, InplacePrinter
 from .printer import NumpyPrinter, ScalarPrinter, wrap
 

@@ -16,12 +16,12 @@ from dataclasses import replace
 import sympy as sp
 
 from ... import __version__
-from ...chain import chain_steps
 from ...derive import Derivation
+from ...documents.chain import chain_steps
 from ...language.model import TensorModel
-from ...layers import LayerSpec
-from ...memory import plan_buffers
-from ...program import Assign, BatchMean, BatchSum, Call, Statement
+from ...program.memory import plan_buffers
+from ...program.statements import Assign, BatchMean, BatchSum, Call, Statement
+from ...spec.layers import LayerSpec
 from ...templating import environment
 from .float_step import float_step_context, max_batch
 from .graph_module import graph_context
@@ -248,7 +248,7 @@ def _may_overwrite(stmt: Statement, symbol: sp.Symbol) -> bool:
 
 
 def inplace_step_context(derivation: Derivation, constants: Constants | None = None) -> dict:
-    """The training step printed into preallocated arrays (symbp.memory plans them):
+    """The training step printed into preallocated arrays (symbp.program.memory plans them):
     the step's lines, the arrays to allocate per batch size, and the helpers it calls.
     Number operands are named constants (``constants``), N and the learning rate 0-d
     arrays: see symbp.targets.numpy.inplace.Constants."""

@@ -15,7 +15,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
-from ...ir import N
+from ...ir.graph import N
 from .conv_kernels import ConvCalls
 from .tensor_kernels import TensorCalls
 

@@ -1,7 +1,7 @@
 """The notation of the derivation documents, shared by both: formulas in LaTeX and
 plain text (:class:`LatexNotation`, :class:`TextNotation`), equations that break where
 a page needs them (:class:`EquationBuilder`), the names of torch's optimizers and the
-conventions at kinks. symbp.document (expression models) and symbp.layer_document
+conventions at kinks. symbp.documents.expression (expression models) and symbp.documents.layers
 (layer stacks) write through it, so neither needs the other.
 """
 
@@ -17,8 +17,8 @@ import sympy as sp
 from sympy.core.parameters import distribute
 from sympy.printing.latex import LatexPrinter
 
-from .functions import leaky_relu, relu
-from .optim import OPTIMIZERS
+from ..functions import leaky_relu, relu
+from ..optim import OPTIMIZERS
 
 CODE_WIDTH = 88  # program listings and verbatim formulas fit an A4 page in \small
 DISPLAY_CHARS = 160  # LaTeX rows longer than this would overflow a displayed equation

@@ -2,7 +2,7 @@
 
 It follows the course notes: the model and its loss, the forward pass and what it keeps
 for the backward pass, the chain rule from dl/dyhat back to each parameter (one step per
-:class:`symbp.chain.ChainStep`, numbered as the comments in generated code cite them),
+:class:`symbp.documents.chain.ChainStep`, numbered as the comments in generated code cite them),
 the batch gradients, closed forms, and the straight-line program that computes each
 intermediate once. Python writes every formula in the notation of the format; the
 layouts and the prose live in templates/docs/*.j2.
@@ -16,11 +16,16 @@ from collections.abc import Callable
 
 import sympy as sp
 
+from ..derive import Derivation, user_names
+from ..functions import apply_kink_conventions
+from ..losses import LOSSES
+from ..optim import update_rule
+from ..program.statements import Assign, BatchSum, Statement
+from ..spec.expression import ExpressionSpec
+from ..targets.numpy.printer import wrap
+from ..templating import environment
 from .chain import ChainStep, chain_steps, full_loss
-from .derive import Derivation, user_names
-from .document_layout import finish
-from .functions import apply_kink_conventions
-from .losses import LOSSES
+from .layout import finish
 from .notation import (
     CODE_WIDTH,
     KINKS,
@@ -31,11 +36,6 @@ from .notation import (
     _needs_parens,
     _option_value,
 )
-from .optim import update_rule
-from .program import Assign, BatchSum, Statement
-from .spec import ExpressionSpec
-from .targets.numpy.printer import wrap
-from .templating import environment
 
 TEMPLATES = {
     "text": "derivation.txt.j2",
@@ -202,7 +202,7 @@ def closed_form(loss: sp.Expr, param: sp.Symbol) -> tuple[sp.Expr | None, int]:
     """dl/dp over inputs, targets and parameters, with its operation count
     (sympy.count_ops). Small ones are lightly simplified: common factors pulled out, or
     factored, whichever is shortest; factor() is slow and rarely helps on large ones."""
-    from .stats import NaiveDiff, tree_ops
+    from ..stats import NaiveDiff, tree_ops
 
     # size it first with the fast differentiator: sympy.diff of a deep formula is slow
     size = tree_ops(NaiveDiff()(loss, param))
@@ -361,19 +361,19 @@ def _context(derivation: Derivation, fmt: str) -> dict:
 
 def render_document(derivation: Derivation, fmt: str) -> str:
     """The derivation of ``derivation.spec`` in ``fmt``: "text", "markdown" or "latex"."""
-    from .language.model import TensorModel
-    from .layers import LayerSpec
+    from ..language.model import TensorModel
+    from ..spec.layers import LayerSpec
 
     if isinstance(derivation.spec, TensorModel):  # the model language: generalized backprop
-        from .graph_document import render_graph_document
+        from .graph import render_graph_document
 
         return render_graph_document(derivation, fmt)
     if isinstance(derivation.spec, LayerSpec):  # a layer stack: its own, matrix-form document
-        from .layer_document import render_layer_document
+        from .layers import render_layer_document
 
         return render_layer_document(derivation, fmt)
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(TEMPLATES)})")
-    env = environment("docs")
+    env = environment(__package__)
     text = env.get_template(TEMPLATES[fmt]).render(_context(derivation, fmt))
     return finish(text, fmt)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .program import BatchMean, Statement
+from .statements import BatchMean, Statement
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Rules of the image ops: convolution by unfold (im2col) and a matrix product,
-pooling, and flatten. Registered in :data:`symbp.rules.RULES` like every other op.
+pooling, and flatten. Registered in :data:`symbp.ad.rules.RULES` like every other op.
 
 Images are stored channels-last inside a module, (N, H, W, C). A convolution is
 lowered to two nodes, as the course derives it:
@@ -16,8 +16,8 @@ average-pooling spreads it evenly; flatten is a reshape to torch's (C, H, W) ord
 
 from __future__ import annotations
 
-from .ir import Graph, Node
-from .program import Call, Statement
+from ..ir.graph import Graph, Node
+from ..program.statements import Call, Statement
 from .rules import ROUTING, Contribution, register
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .program import Assign, Call, Program
+from .statements import Assign, Call, Program
 
 
 class Names:

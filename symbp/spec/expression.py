@@ -14,13 +14,12 @@ from pathlib import Path
 
 import sympy as sp
 
-from .errors import SpecError, way_out
-from .expr_parser import is_identifier, parse_expression
-from .language.model import is_tensor_model, tensor_model
-from .losses import LOSSES
-from .losses import y as loss_y
-from .losses import yhat as loss_yhat
-from .spec_fields import (
+from ..errors import SpecError, way_out
+from ..language.model import is_tensor_model, tensor_model
+from ..losses import LOSSES
+from ..losses import y as loss_y
+from ..losses import yhat as loss_yhat
+from .fields import (
     TrainSpec,
     _check_name,
     _only,
@@ -28,6 +27,7 @@ from .spec_fields import (
     _train_table,
     finite_number,
 )
+from .formula import is_identifier, parse_expression
 
 NAMED_LOSSES = ("mse", "l1")  # of the shared table (symbp/losses.py)
 

@@ -7,7 +7,7 @@ dL/dZ(K) of the output layer in closed form (derived with SymPy from the scalar 
 and the output activation); the recursion delta(l) = (delta(l+1) W(l+1)) o f_l'(Z(l))
 with each f' written out as the generated code computes it; the cost of a training step
 in operations and memory; and the straight-line program. As in
-:mod:`symbp.document`, Python writes every formula in the notation of the format and
+:mod:`symbp.documents.expression`, Python writes every formula in the notation of the format and
 the templates (templates/docs/layers.*.j2) hold the layout and the prose.
 
 :func:`layer_costs` gives the numbers of the cost section on their own.
@@ -23,11 +23,17 @@ import sympy as sp
 from sympy.core.parameters import distribute
 from sympy.printing.str import StrPrinter
 
-from .derive import Derivation, derive
-from .document_layout import finish
-from .escape import tex_name
-from .functions import apply_kink_conventions, sigmoid
-from .layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
+from ..ad.rules import local_derivative
+from ..derive import Derivation, derive
+from ..escape import tex_name
+from ..functions import apply_kink_conventions, sigmoid
+from ..optim import update_rule
+from ..program.statements import Assign, BatchMean, BatchSum, Call, Program, Statement
+from ..spec.layers import ELEMENTWISE_LOSSES, Layer, LayerSpec, y, yhat, z
+from ..stats import dag_ops
+from ..targets.numpy.printer import wrap
+from ..templating import environment
+from .layout import finish
 from .notation import (
     CODE_WIDTH,
     KINKS,
@@ -38,12 +44,6 @@ from .notation import (
     _option_value,
     latex,
 )
-from .optim import update_rule
-from .program import Assign, BatchMean, BatchSum, Call, Program, Statement
-from .rules import local_derivative
-from .stats import dag_ops
-from .targets.numpy.printer import wrap
-from .templating import environment
 
 TEMPLATES = {
     "text": "layers.txt.j2",
@@ -228,7 +228,7 @@ Rows = list[tuple[str, str]]
 
 
 class _Equations:
-    """Builds equations with :class:`symbp.notation.EquationBuilder` (its layouts for
+    """Builds equations with :class:`symbp.documents.notation.EquationBuilder` (its layouts for
     long LaTeX formulas), from row functions over :class:`TexNames` / :class:`TextNames`."""
 
     def __init__(self, fmt: str):
@@ -1549,6 +1549,6 @@ def render_layer_document(derivation: Derivation, fmt: str, element: bool = Fals
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(TEMPLATES)})")
     if not isinstance(derivation.spec, LayerSpec):
         raise TypeError("render_layer_document needs the derivation of a layer stack")
-    env = environment("docs")
+    env = environment(__package__)
     text = env.get_template(TEMPLATES[fmt]).render(_context(derivation, fmt, element))
     return finish(text, fmt)

@@ -12,15 +12,15 @@ same ops, so every target that prints the forward ops prints the backward pass t
 - ``index``: ``pad`` with zeros; ``concat``: ``index`` each part back;
 - ``broadcast``: the loop's own reduction over the batch; ``batch_mean``: g/N broadcast.
 
-Registered into :data:`symbp.rules.RULES` on import (by :mod:`symbp.reverse`).
+Registered into :data:`symbp.ad.rules.RULES` on import (by :mod:`symbp.ad.reverse`).
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from .ir import Graph, N, Node
-from .program import Call, Statement
+from ..ir.graph import Graph, N, Node
+from ..program.statements import Call, Statement
 from .rules import Contribution, register
 
 

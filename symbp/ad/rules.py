@@ -16,9 +16,9 @@ from functools import lru_cache
 import sympy as sp
 from sympy.core.parameters import distribute, global_parameters
 
-from .functions import apply_kink_conventions
-from .ir import BATCH, Graph, N, Node, Shape
-from .program import Assign, BatchMean, BatchSum, Call, Statement
+from ..functions import apply_kink_conventions
+from ..ir.graph import BATCH, Graph, N, Node, Shape
+from ..program.statements import Assign, BatchMean, BatchSum, Call, Statement
 
 Contribution = tuple[str, sp.Expr, Shape]
 

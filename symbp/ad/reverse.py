@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..ir.graph import BATCH, Graph, N, broadcast_shape
+from ..program.naming import Names
+from ..program.statements import Assign, BatchSum, Call, Program, Statement
+
 # conv_rules (unfold, conv2d, pooling, flatten) and tensor_rules (the model language's
 # contractions, reductions, indexing) register into RULES and ROUTING from their own
 # modules, imported here, where the registry is read
 from . import conv_rules, tensor_rules  # noqa: F401
-from .ir import BATCH, Graph, N, broadcast_shape
-from .naming import Names
-from .program import Assign, BatchSum, Call, Program, Statement
 from .rules import RULES
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 
 import sympy as sp
 
-from .errors import SpecError
-from .functions import CONSTANTS, FUNCTIONS
+from ..errors import SpecError
+from ..functions import CONSTANTS, FUNCTIONS
 
 _BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
     ast.Add: lambda a, b: a + b,

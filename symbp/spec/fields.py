@@ -1,8 +1,9 @@
-"""Readers of the spec fields both kinds of model share: tables, numbers and [train].
+"""Readers of the spec fields every kind of model shares: tables, numbers, [train], names.
 
-symbp.spec (expression models) and symbp.layers (layer stacks) both read through these,
-so that a number, an unknown key or an optimizer option is checked and reported the
-same way in either, and neither module needs the other.
+symbp.spec.expression (scalar models), symbp.spec.layers (layer stacks) and
+symbp.language (tensor models) read through these, so that a number, an unknown key or
+an optimizer option is checked and reported the same way in each, and none needs the
+others.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import builtins
 import math
 from dataclasses import dataclass, field
 
-from .errors import SpecError, way_out
-from .expr_parser import is_identifier
-from .optim import BOOLEAN_OPTIONS, DEFAULTS
+from ..errors import SpecError, way_out
+from ..optim import BOOLEAN_OPTIONS, DEFAULTS
+from .formula import is_identifier
 
 # Names the generated code itself uses; a model may not take them.
 RESERVED = frozenset(dir(builtins)) | {

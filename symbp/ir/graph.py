@@ -3,7 +3,7 @@
 Tensors have shapes made of integers and the batch dimension ``"N"``. An expression
 model is the special case where every node is elementwise over the batch and the
 parameters are scalars (shape ``()``) broadcast over it. Each op's forward statement
-and vector-Jacobian product live in :mod:`symbp.rules`; this module only holds data.
+and vector-Jacobian product live in :mod:`symbp.ad.rules`; this module only holds data.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Node:
-    op: str  # a key of symbp.rules.RULES
+    op: str  # a key of symbp.ad.rules.RULES
     inputs: tuple[str, ...]
     output: str
     attrs: dict = field(default_factory=dict, hash=False, compare=False)

@@ -11,9 +11,9 @@ import math
 
 import sympy as sp
 
-from .ir import BATCH, Graph, Node, Tensor, broadcast_shape
-from .naming import Names
-from .spec import ExpressionSpec
+from ..program.naming import Names
+from ..spec.expression import ExpressionSpec
+from .graph import BATCH, Graph, Node, Tensor, broadcast_shape
 
 
 def _prefix(expr: sp.Expr) -> str:
@@ -108,7 +108,7 @@ def _batched(shape: tuple[int, ...]) -> tuple:
 def layer_graph(spec, names: Names) -> Graph:
     """A layer stack: Z(l) = A(l-1) W(l)^T + b(l) (dense) or unfold(A(l-1)) W(l)^T + b(l)
     (conv2d, U(l) the unfolded input), pooling and flatten, A(l) = f(Z(l)), then the loss."""
-    from .layers import y, yhat, z
+    from ..spec.layers import y, yhat, z
 
     tensors: dict[str, Tensor] = {}
     nodes: list[Node] = []

@@ -1,6 +1,6 @@
 """The chain rule at the level of the names a user wrote, for people to read.
 
-Reverse mode (:mod:`symbp.reverse`) works on atomic operations; documents and code
+Reverse mode (:mod:`symbp.ad.reverse`) works on atomic operations; documents and code
 comments speak of the values the user named: the loss l, the output(s) yhat, the
 let-names, the parameters. A :class:`ChainStep` says how the adjoint of one named
 value is assembled from the adjoints of the named values that consume it, in the
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .rules import local_derivative, undistributed
-from .spec import ExpressionSpec
+from ..ad.rules import local_derivative, undistributed
+from ..spec.expression import ExpressionSpec
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Each term becomes IR nodes over batched tensors: a per-sample value of shape s that
 differs between samples is stored as (N, *s), one shared by the batch (a parameter,
 or what is computed from parameters alone) as s. Elementwise terms are split into
-atomic SymPy operations, as for scalar models (:mod:`symbp.build`); every other term
+atomic SymPy operations, as for scalar models (:mod:`symbp.ir.build`); every other term
 is one tensor op node whose attributes speak of the stored axes (a per-sample axis k
 of a batched value is axis k + 1). A batched operand of lower rank than an elementwise
 result gets its size-1 axes after the batch axis first (``expand``), so that NumPy's
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..language.model import TensorModel
+from ..language.terms import Term
+from ..program.naming import Names
 from .build import _Lowering
-from .ir import BATCH, Graph, Node, Tensor
-from .language.model import TensorModel
-from .language.terms import Term
-from .naming import Names
+from .graph import BATCH, Graph, Node, Tensor
 
 _PREFIX = {
     "contract": "prod",
@@ -152,7 +152,7 @@ class _TensorLowering(_Lowering):
         return self.node(op, args, term, name, attrs)
 
     def _image(self, term: Term, args: list[sp.Symbol], name: str | None) -> sp.Symbol:
-        """An image op of symbp.conv_rules: those work on images stored channels-last,
+        """An image op of symbp.ad.conv_rules: those work on images stored channels-last,
         (N, H, W, C), and give the same layout; the model language's images are torch's
         (N, C, H, W), so the op reads a transposed view of its input and its result is
         viewed back (flatten writes torch's (C, H, W) order itself)."""

@@ -1,6 +1,6 @@
 """The target-neutral program: straight-line statements over named tensors.
 
-Reverse mode (:mod:`symbp.reverse`) writes one; the passes here make it lean (dead
+Reverse mode (:mod:`symbp.ad.reverse`) writes one; the passes here make it lean (dead
 code elimination, inlining of single-use temporaries, common-subexpression
 elimination) and give every value a readable name. Printers turn it into a target.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from .ir import broadcast_shape
+from ..ir.graph import broadcast_shape
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import re
 
 import sympy as sp
 
-from .derive import Derivation
-from .document_layout import finish, wrap_markdown
-from .flops import program_flops
-from .language.terms import Term, shape_text
+from ..ad.tensor_rules import NOTATION
+from ..derive import Derivation
+from ..language.terms import Term, shape_text
+from ..program.flops import program_flops
+from ..program.statements import Assign, BatchMean, BatchSum, Call, Statement
+from ..stats import dag_ops
+from ..templating import environment
+from .layout import finish, wrap_markdown
 from .notation import TORCH_NAMES, latex_name, latex_named
-from .program import Assign, BatchMean, BatchSum, Call, Statement
-from .stats import dag_ops
-from .templating import environment
-from .tensor_rules import NOTATION
 
 FORMATS = ("text", "markdown", "latex")
 TEMPLATE = "graph.j2"
@@ -368,7 +368,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
 def render_graph_document(derivation: Derivation, fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(FORMATS)})")
-    text = environment("docs").get_template(TEMPLATE).render(_context(derivation, fmt))
+    text = environment(__package__).get_template(TEMPLATE).render(_context(derivation, fmt))
     text = finish(text, fmt)
     return wrap_markdown(text) if fmt == "text" else text  # prose wraps the same way
 

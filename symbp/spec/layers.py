@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .errors import SpecError, way_out
-from .expr_parser import parse_expression
-from .functions import leaky_relu, relu, sigmoid, softplus
-from .losses import LOSSES, y, yhat
-from .spec_fields import TrainSpec, _describe, _only, _train_table, finite_number
+from ..errors import SpecError, way_out
+from ..functions import leaky_relu, relu, sigmoid, softplus
+from ..losses import LOSSES, y, yhat
+from .fields import TrainSpec, _describe, _only, _train_table, finite_number
+from .formula import parse_expression
 
 z = sp.Symbol("z", real=True)
 
@@ -529,7 +529,7 @@ def _data(table, spec: LayerSpec, source: str):
     if not isinstance(table, dict):
         raise SpecError(source, "data", "expected a table with X and Y")
     if "dataset" in table:
-        from .datasets import DATASETS, check_fits
+        from ..datasets import DATASETS, check_fits
 
         _only(table, {"dataset"}, source, "data")
         name = table["dataset"]

@@ -1,7 +1,7 @@
 """What a program costs in floating-point operations, at a given batch size.
 
 An elementwise statement costs its operations (each distinct subexpression once) per
-element; a tensor op what its rule declares (:data:`symbp.tensor_rules.COST`: a
+element; a tensor op what its rule declares (:data:`symbp.ad.tensor_rules.COST`: a
 contraction two per term, a view nothing); a reduction over the batch one per element.
 The cheap-gradient principle says the whole program (forward and backward) costs a
 small multiple of the forward pass alone: tests check at most 5x.
@@ -9,10 +9,10 @@ small multiple of the forward pass alone: tests check at most 5x.
 
 from __future__ import annotations
 
-from . import conv_rules, tensor_rules
-from .ir import BATCH
-from .program import Assign, BatchMean, BatchSum, Call, Program, Statement
-from .stats import dag_ops
+from ..ad import conv_rules, tensor_rules
+from ..ir.graph import BATCH
+from ..stats import dag_ops
+from .statements import Assign, BatchMean, BatchSum, Call, Program, Statement
 
 # every tensor op's declared cost: the model language's and the image ops'
 COST = {**tensor_rules.COST, **conv_rules.COST}
