@@ -46,7 +46,7 @@ batch_size = 128
 def build(spec_text: str, name: str, folder: Path) -> ctypes.CDLL:
     """symbp generate --target cuda, then nvcc into a shared library."""
     from symbp.derive import derive
-    from symbp.spec.expression import parse_spec
+    from symbp.spec import parse_spec
     from symbp.targets.cuda.target import render_cuda
 
     source = folder / f"{name}.cu"
@@ -179,7 +179,7 @@ def main() -> int:
                 f"MLP step, batch {batch:>5}: generated {ours:.3f} ms, PyTorch eager "
                 f"{theirs:.3f} ms ({theirs / ours:.2f}x)"
             )
-        from symbp.spec.expression import resolve
+        from symbp.spec import resolve
 
         xor = build(resolve("xor_mlp")[1], "xor_mlp", folder)
         ours, theirs = xor_epochs(xor, torch, 10000)

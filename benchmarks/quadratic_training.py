@@ -82,7 +82,7 @@ def train_plain() -> Params:
 def generate_module(directory: Path):
     """Load, derive, render, write and import the built-in spec; return (module, seconds)."""
     from symbp.derive import derive
-    from symbp.spec.expression import load
+    from symbp.spec import load
     from symbp.targets.numpy.module import render_module
 
     start = time.perf_counter()

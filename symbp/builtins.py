@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .derive import derive
-from .documents.expression import render_document
-from .spec.expression import builtin_names, load
+from .documents import render_document
+from .spec import builtin_names, load
 from .targets import TARGETS
 
 

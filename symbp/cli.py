@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 def _load(arg: str):
     from .derive import derive
     from .language.model import TensorModel
-    from .spec.expression import ExpressionSpec, load
+    from .spec import load
+    from .spec.expression import ExpressionSpec
     from .stats import layer_size_warning, size_warning
 
     spec = load(arg)
@@ -97,7 +98,7 @@ def _cmd_derive(args) -> int:
     from .spec.layers import LayerSpec
 
     if args.stats:
-        from .spec.expression import load
+        from .spec import load
 
         spec = load(args.spec)
         if isinstance(spec, TensorModel):  # flops of the program against the forward pass
@@ -114,7 +115,7 @@ def _cmd_derive(args) -> int:
 
             text = format_stats(op_stats(spec), spec.name)
     else:
-        from .documents.expression import render_document
+        from .documents import render_document
 
         derivation = _load(args.spec)
         if isinstance(derivation.spec, LayerSpec):
@@ -177,7 +178,7 @@ def _cmd_check(args) -> int:
 
 def _cmd_run(args) -> int:
     from .check import guard_memory, load_module
-    from .documents.expression import render_document
+    from .documents import render_document
     from .escape import text as terminal_text
     from .output import write_set
     from .targets.numpy.module import render_module, render_tests
@@ -223,7 +224,7 @@ def _train_on_dataset(module, spec, dataset: str) -> int:
 
 
 def _cmd_examples(args) -> int:
-    from .spec.expression import builtin_names, load
+    from .spec import builtin_names, load
 
     for name in builtin_names():
         print(f"{name:<20} {load(name).description}")

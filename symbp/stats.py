@@ -44,7 +44,8 @@ from .derive import derive
 from .documents.chain import full_loss
 from .functions import apply_kink_conventions
 from .program.statements import Assign, Program
-from .spec.expression import ExpressionSpec, parse_spec
+from .spec import parse_spec
+from .spec.expression import ExpressionSpec
 
 # --- the counter ------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from support import REPO, import_file
 from symbp import check as check_mod
 from symbp.cli import main
 from symbp.derive import derive
-from symbp.documents.expression import render_document
-from symbp.spec.expression import builtin_names, load, resolve
+from symbp.documents import render_document
+from symbp.spec import builtin_names, load, resolve
 from symbp.targets.cuda.target import supported as cuda_supported
 from symbp.targets.numpy.module import render_module, render_tests
 
@@ -259,7 +259,7 @@ def test_regeneration_does_not_depend_on_what_the_process_derived_before():
     # that way) must not be reused in SymPy's distributed form: 2*(yhat - y), not -2*y + 2*yhat
     from symbp.builtins import stale_files
     from symbp.documents.layers import layer_costs
-    from symbp.spec.expression import parse_spec
+    from symbp.spec import parse_spec
 
     mse_stack = 'name = "s"\n[model]\ninput = 1\nlayers = [{ dense = 1 }]\nloss = "mse"\n'
     layer_costs(parse_spec(mse_stack, "s.toml"))

@@ -20,7 +20,7 @@ from support import import_file
 
 from symbp import cli
 from symbp.derive import derive
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 from symbp.targets.numpy.module import render_module
 
 try:
@@ -452,7 +452,7 @@ def test_digits_cnn_reaches_97_percent_held_out(tmp_path, capsys):
 
 
 def test_mnist_cnn_trains_on_data_the_user_supplies(tmp_path, capsys):
-    from symbp.spec.expression import load
+    from symbp.spec import load
 
     path = tmp_path / "mnist_cnn.py"
     path.write_text(render_module(derive(load("mnist_cnn"))), encoding="utf-8")

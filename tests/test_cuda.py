@@ -34,7 +34,7 @@ from symbp import cli
 from symbp.derive import derive
 from symbp.functions import clamped_log, leaky_relu, relu, sigmoid, softplus
 from symbp.ir.graph import N
-from symbp.spec.expression import builtin_names, load, parse_spec
+from symbp.spec import builtin_names, load, parse_spec
 from symbp.targets.cuda.printer import CudaPrinter
 from symbp.targets.cuda.target import render_cuda, supported
 from symbp.targets.numpy.module import render_module

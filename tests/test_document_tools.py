@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from symbp.derive import derive
-from symbp.documents.expression import render_document
-from symbp.spec.expression import builtin_names, load
+from symbp.documents import render_document
+from symbp.spec import builtin_names, load
 
 needs_pandoc = pytest.mark.skipif(shutil.which("pandoc") is None, reason="pandoc not installed")
 

@@ -24,7 +24,8 @@ from support import (
 from symbp.cli import main as symbp_main
 from symbp.derive import derive
 from symbp.language.model import TensorModel
-from symbp.spec.expression import ExpressionSpec, builtin_names, load
+from symbp.spec import builtin_names, load
+from symbp.spec.expression import ExpressionSpec
 from symbp.targets.numpy.module import render_module, render_tests
 
 # expression models: the layer stacks have their own tests (tests/test_layers.py), the
@@ -91,7 +92,7 @@ def test_generation_is_deterministic_within_a_process(name, sources):
 RENDER_ALL = """
 import json, sys
 from symbp.derive import derive
-from symbp.spec.expression import builtin_names, load
+from symbp.spec import builtin_names, load
 from symbp.targets.numpy.module import render_module
 json.dump({n: render_module(derive(load(n))) for n in sys.argv[1:]}, sys.stdout)
 """

@@ -13,7 +13,7 @@ from layer_strategies import LOSSES, LayerDef, Stack, random_batch, random_param
 from support import import_file
 
 from symbp.derive import derive
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 from symbp.targets.numpy.float_step import MAX_PARAMS, MAX_WIDTH
 from symbp.targets.numpy.module import render_module
 

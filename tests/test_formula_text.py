@@ -125,7 +125,7 @@ def test_what_counts_as_a_typo(name, other, typo):
 
 
 def test_a_typo_declared_in_params_is_a_parameter():
-    from symbp.spec.expression import parse_spec
+    from symbp.spec import parse_spec
 
     text = """name = "q"
 [model]

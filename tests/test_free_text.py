@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from symbp import escape
 from symbp.derive import derive
-from symbp.documents.expression import render_document
+from symbp.documents import render_document
 from symbp.errors import SpecError
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 from symbp.targets.cuda.target import render_cuda, render_loader
 from symbp.targets.numpy.module import render_module, render_tests
 

@@ -19,7 +19,7 @@ from symbp.derive import derive
 from symbp.functions import relu, sigmoid, softplus
 from symbp.program.memory import plan_buffers
 from symbp.program.statements import Assign
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 from symbp.targets.numpy.inplace import Constants, InplacePrinter
 from symbp.targets.numpy.module import render_module
 from symbp.targets.numpy.printer import NumpyPrinter

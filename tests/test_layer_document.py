@@ -16,7 +16,7 @@ import sympy as sp
 
 from symbp.cli import main
 from symbp.derive import derive
-from symbp.documents.expression import render_document
+from symbp.documents import render_document
 from symbp.documents.layers import (
     As,
     N,
@@ -30,7 +30,7 @@ from symbp.documents.layers import (
     text_expr,
 )
 from symbp.functions import CUSTOM_FUNCTIONS
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 from symbp.spec.layers import ELEMENTWISE_LOSSES, y, yhat, z
 
 FORMATS = ("text", "markdown", "latex")
@@ -383,7 +383,7 @@ def test_output_is_the_same_under_any_hash_seed(tmp_path):
     code = (
         "import hashlib, sys\n"
         "from symbp.derive import derive\n"
-        "from symbp.spec.expression import load\n"
+        "from symbp.spec import load\n"
         "from symbp.documents.layers import render_layer_document\n"
         "d = derive(load(sys.argv[1]))\n"
         "text = ''.join(render_layer_document(d, f, True) for f in ('text', 'markdown', 'latex'))\n"

@@ -6,7 +6,7 @@ from support import import_file
 
 from symbp import cli
 from symbp.derive import derive
-from symbp.spec.expression import load
+from symbp.spec import load
 from symbp.targets.numpy.module import render_module
 
 

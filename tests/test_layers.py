@@ -30,7 +30,7 @@ from symbp import cli
 from symbp.check import TOLERANCE, check
 from symbp.derive import derive
 from symbp.errors import SpecError
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 from symbp.targets.numpy.module import render_module
 
 try:

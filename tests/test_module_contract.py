@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from support import REPO, generate, import_file
 
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 
 MODULES = {
     name: import_file(REPO / "generated" / f"{name}.py")

@@ -11,7 +11,7 @@ from strategies import RandomModel, models
 from support import Kinks, SympyReference, central_differences, generate, relative_error
 
 from symbp import stats
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 
 BATCH = 6
 KINK_MARGIN = 1e-2  # samples this close to a kink are left out (FD steps are ~1e-4)

@@ -16,7 +16,7 @@ from tensor_strategies import tensor_models
 from symbp.check import random_point
 from symbp.derive import derive
 from symbp.program.flops import program_flops
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 
 torch = pytest.importorskip("torch")
 

@@ -161,7 +161,7 @@ def test_a_slow_check_says_so_with_the_figure_before_it_runs(monkeypatch):
     long part, when the whole will take more than WARN_SECONDS."""
     from symbp import check as check_module_source
     from symbp.derive import derive
-    from symbp.spec.expression import load
+    from symbp.spec import load
 
     monkeypatch.setattr(check_module_source, "WARN_SECONDS", 0.0)
     lines = []
@@ -176,7 +176,7 @@ def test_a_deep_stack_warns_with_the_figure(tmp_path, capsys):
     layers = ", ".join(['{ dense = 2, activation = "tanh" }'] * 700 + ["{ dense = 1 }"])
     path = tmp_path / "deep.toml"
     path.write_text(f'name = "deep"\n[model]\ninput = 2\nlayers = [{layers}]\nloss = "mse"\n')
-    from symbp.spec.expression import load
+    from symbp.spec import load
     from symbp.stats import layer_size_warning
 
     assert layer_size_warning(load(str(path))) == (
@@ -216,8 +216,8 @@ def test_cuda_names_the_layer_it_has_no_kernels_for(capsys, tmp_path):
 
 def test_documents_read_as_a_course_would_write_them():
     from symbp.derive import derive
-    from symbp.documents.expression import render_document
-    from symbp.spec.expression import load
+    from symbp.documents import render_document
+    from symbp.spec import load
 
     cnn = render_document(derive(load("digits_cnn")), "markdown")
     assert "### Layer 2: none (2x2 max pool)" in cnn and "### Layer 3: none (flatten)" in cnn

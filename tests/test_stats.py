@@ -11,7 +11,8 @@ import sympy as sp
 
 from symbp.documents.chain import full_loss
 from symbp.functions import apply_kink_conventions
-from symbp.spec.expression import ExpressionSpec, builtin_names, load, parse_spec
+from symbp.spec import builtin_names, load, parse_spec
+from symbp.spec.expression import ExpressionSpec
 from symbp.stats import (
     NaiveDiff,
     OpStats,

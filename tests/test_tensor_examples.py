@@ -11,10 +11,10 @@ from support import generate
 
 from symbp.cli import main
 from symbp.derive import derive
-from symbp.documents.expression import render_document
+from symbp.documents import render_document
 from symbp.language.model import TensorModel
 from symbp.program.flops import program_flops
-from symbp.spec.expression import builtin_names, load
+from symbp.spec import builtin_names, load
 
 TENSOR_NAMES = [n for n in builtin_names() if isinstance(load(n), TensorModel)]
 
@@ -127,7 +127,7 @@ def test_a_100_block_residual_network_generates_and_derives_in_seconds(tmp_path)
         *(f'h{i} = "h{i - 1} + relu(W{i} @ h{i - 1} + b{i})"' for i in range(1, blocks + 1)),
         f'yhat = "Wo @ h{blocks}"',
     ]
-    from symbp.spec.expression import parse_spec
+    from symbp.spec import parse_spec
 
     start = time.perf_counter()
     derivation = derive(parse_spec("\n".join(lines) + "\n", "deep.toml"))

@@ -13,7 +13,7 @@ from support import generate
 
 from symbp.check import random_point
 from symbp.derive import derive
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -473,7 +473,7 @@ z = "W @ flatten(p2)"
 
 
 def test_an_image_model_derives_a_document_in_every_format():
-    from symbp.documents.expression import render_document
+    from symbp.documents import render_document
 
     body = """
 inputs = { x = [1, 6, 6] }

@@ -8,7 +8,7 @@ import pytest
 
 from symbp.cli import main
 from symbp.errors import SpecError
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 
 BASE = {
     "inputs": "{ x = [4] }",

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symbp.errors import SpecError
-from symbp.spec.expression import parse_spec
+from symbp.spec import parse_spec
 
 EXPRESSION = {
     "name": "q",

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from strategies import models
 from support import Kinks, TorchModel, data_arrays, generate, relative_error
 
-from symbp.spec.expression import ExpressionSpec, builtin_names, load, parse_spec, resolve
+from symbp.spec import builtin_names, load, parse_spec, resolve
+from symbp.spec.expression import ExpressionSpec
 
 torch = pytest.importorskip("torch")
 

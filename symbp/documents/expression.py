@@ -359,19 +359,8 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     }
 
 
-def render_document(derivation: Derivation, fmt: str) -> str:
-    """The derivation of ``derivation.spec`` in ``fmt``: "text", "markdown" or "latex"."""
-    from ..language.model import TensorModel
-    from ..spec.layers import LayerSpec
-
-    if isinstance(derivation.spec, TensorModel):  # the model language: generalized backprop
-        from .graph import render_graph_document
-
-        return render_graph_document(derivation, fmt)
-    if isinstance(derivation.spec, LayerSpec):  # a layer stack: its own, matrix-form document
-        from .layers import render_layer_document
-
-        return render_layer_document(derivation, fmt)
+def render_expression_document(derivation: Derivation, fmt: str) -> str:
+    """The derivation of a scalar model in ``fmt``: "text", "markdown" or "latex"."""
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown document format {fmt!r} (known: {', '.join(TEMPLATES)})")
     env = environment(__package__)

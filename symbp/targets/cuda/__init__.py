@@ -18,7 +18,7 @@ def _check_options(options: GenerateOptions) -> None:
 
 def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
     from ...errors import SpecError
-    from ...spec.expression import check_module_name
+    from ...spec import check_module_name
     from .target import render_cuda, render_loader, unsupported
 
     problem = unsupported(derivation)

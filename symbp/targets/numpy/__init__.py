@@ -18,7 +18,7 @@ def _check_options(options: GenerateOptions) -> None:
 
 def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
     from ...errors import SpecError
-    from ...spec.expression import check_module_name
+    from ...spec import check_module_name
     from .module import render_module, render_tests
 
     path = Path(options.output) if options.output else Path(f"{derivation.spec.name}.py")
