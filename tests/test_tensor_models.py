@@ -424,7 +424,7 @@ loss = "m * m"
 [model.params]
 w = [4]
 [model.let]
-m = "max(relu(w) * x) + amax(x * w, axis=0)"
+m = "max(relu(w) * x) + amax(x * w, axis=0) + min(x * w)"
 """
     module = generate(spec_of("maxred", body), tmp_path)
     params = {"w": np.array([1.0, 1.0, -2.0, 0.5])}
@@ -432,7 +432,7 @@ m = "max(relu(w) * x) + amax(x * w, axis=0)"
     value, grads = module.loss_and_grads(params, X)
     t = torch.tensor(params["w"], requires_grad=True)
     x = torch.tensor(X)
-    m = torch.amax(torch.relu(t) * x, dim=1) + torch.amax(x * t, dim=1)
+    m = torch.amax(torch.relu(t) * x, dim=1) + torch.amax(x * t, dim=1) + torch.amin(x * t, dim=1)
     expected = (m * m).mean()
     expected.backward()
     assert value == pytest.approx(expected.item(), rel=1e-14)

@@ -171,11 +171,7 @@ class _Walker:
         if name in ("max", "Max") and count == 1:  # one argument: the reduction
             return self._tensor_call(TENSOR_FUNCTIONS["amax"], node, shown=name)
         if name in ("min", "Min") and count == 1:
-            raise self.fail(
-                f"'{name}' of one argument (a reduction) is not supported yet; write"
-                " -max(-v); with two or more arguments it is the elementwise minimum",
-                node,
-            )
+            return self._tensor_call(TENSOR_FUNCTIONS["amin"], node, shown=name)
         if name in TENSOR_FUNCTIONS:
             return self._tensor_call(TENSOR_FUNCTIONS[name], node)
         if name not in ELEMENTWISE:

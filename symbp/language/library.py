@@ -75,6 +75,13 @@ def _max(args, kw):
     return ops.reduce_max(a, ops.axes_of(a, kw["axis"]))
 
 
+def _min(args, kw):
+    """The smallest element, -max(-v): ties share the gradient, as torch.amin."""
+    (a,) = args
+    negated = _ew(lambda x: -x, a, text="-")
+    return _ew(lambda x: -x, ops.reduce_max(negated, ops.axes_of(a, kw["axis"])), text="-")
+
+
 def _count(a: Term, axes: tuple[int, ...]) -> int:
     count = 1
     for i in axes:
@@ -298,6 +305,7 @@ TENSOR_FUNCTIONS: dict[str, Function] = {
         Function("var", (1,), _var, "biased variance", {"axis": None}),
         Function("norm", (1,), _norm, "Euclidean norm", {"axis": None}),
         Function("amax", (1,), _max, "largest element (ties share the gradient)", {"axis": None}),
+        Function("amin", (1,), _min, "smallest element (ties share the gradient)", {"axis": None}),
         Function("layer_norm", (1,), _layer_norm, "normalized over the last axis", {"eps": 1e-5}),
         Function("softmax", (1,), _softmax, "softmax over the last axis"),
         Function("log_softmax", (1,), _log_softmax, "log-softmax over the last axis"),
