@@ -10,7 +10,11 @@ torch.optim's defaults), float32, sizes 784-256-256-10. At batch sizes 32, 128 a
 (b) a hand-written NumPy step: the same formulas with ``@``, the fused softmax
     cross-entropy gradient (softmax - onehot) / N, relu masks, the skip connection's
     two adjoints added, and Adam updated in place with ``out=`` (what a NumPy user writes);
-(c) PyTorch eager: the same network, F.cross_entropy, torch.optim.Adam.
+(c) PyTorch eager: the same network, F.cross_entropy, torch.optim.Adam;
+(d) JAX, when it is importable (its own venv: pip install jax): the same step (loss,
+    jax.grad, Adam as torch.optim.Adam) under one jax.jit, the parameters and moments
+    carried from call to call; its float32 gradients are checked against torch's float64
+    ones (1e-4 relative) before timing.
 
 Before timing, (a) and (b) are checked against (c) on one step from the same weights
 (float64: loss and every gradient to 1e-10). Timing interleaves the contenders in
@@ -191,7 +195,64 @@ def contenders(module, batch: int):
             loss.backward()
             opt.step()
 
-    return {"generated train()": generated, "hand-written": handwritten, "torch eager": torch_eager}
+    runs = {"generated train()": generated, "hand-written": handwritten, "torch eager": torch_eager}
+    jax_step = _jax_contender(params, X, labels)
+    if jax_step is not None:
+        runs["jax jit"] = jax_step
+    return runs
+
+
+def _jax_contender(params, X, labels):
+    """The step under jax.jit, or None without JAX."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+
+    def loss(p, x, y):
+        h1 = jax.nn.relu(x @ p["W1"].T + p["b1"])
+        h2 = h1 + jax.nn.relu(h1 @ p["W2"].T + p["b2"])
+        z = h2 @ p["W3"].T + p["b3"]
+        return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
+
+    @jax.jit
+    def step(p, m, v, t, x, y):
+        g = jax.grad(loss)(p, x, y)
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
+        v = jax.tree_util.tree_map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
+        c1, c2 = 1 - 0.9**t, jnp.sqrt(1 - 0.999**t)
+        p = jax.tree_util.tree_map(
+            lambda a, mm, vv: a - 1e-3 / c1 * mm / (jnp.sqrt(vv) / c2 + 1e-8), p, m, v
+        )
+        return p, m, v, t
+
+    expected, grads = torch_reference(
+        {k: a.astype(np.float64) for k, a in params.items()}, X.astype(np.float64), labels
+    )
+    theirs = jax.grad(loss)(
+        {k: jnp.asarray(a) for k, a in params.items()}, jnp.asarray(X), jnp.asarray(labels)
+    )
+    for k in NAMES:  # float32 against torch's float64
+        scale = max(1.0, float(np.abs(grads[k]).max()))
+        assert float(np.abs(np.asarray(theirs[k]) - grads[k]).max()) / scale < 1e-4, k
+    state = {
+        "p": {k: jnp.asarray(a) for k, a in params.items()},
+        "m": {k: jnp.zeros_like(jnp.asarray(a)) for k, a in params.items()},
+        "v": {k: jnp.zeros_like(jnp.asarray(a)) for k, a in params.items()},
+        "t": jnp.asarray(0.0, jnp.float32),
+    }
+    x, y = jnp.asarray(X), jnp.asarray(labels)
+
+    def run(k):
+        p, m, v, t = state["p"], state["m"], state["v"], state["t"]
+        for _ in range(k * STEPS_PER_CALL):
+            p, m, v, t = step(p, m, v, t, x, y)
+        jax.block_until_ready(p)
+        state.update(p=p, m=m, v=v, t=t)
+
+    return run
 
 
 def timed(run, k: int) -> float:
@@ -207,9 +268,15 @@ def main() -> int:
         module = generate(Path(folder), "float32")
         import torch
 
+        try:
+            import jax
+
+            jax_version = f", JAX {jax.__version__}"
+        except ImportError:
+            jax_version = " (JAX not installed: no JAX contender)"
         print(
             f"{platform.processor() or platform.machine()}, Python {platform.python_version()},"
-            f" NumPy {np.__version__}, torch {torch.__version__}"
+            f" NumPy {np.__version__}, torch {torch.__version__}{jax_version}"
         )
         print(f"{'batch':>6} {'contender':<20} {'ms/step':>9} {'vs hand':>8}")
         for batch in (32, 128, 1024):
