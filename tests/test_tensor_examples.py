@@ -85,7 +85,7 @@ def test_the_program_keeps_the_cheap_gradient_bound(name):
 
 def test_the_residual_document_sums_both_paths_of_the_skip_connection():
     text = render_document(derive(load("residual_digits")), "markdown")
-    assert "$h_{1}$ is read by $h_{2}$, $h_{2}$: 2 contributions." in text
+    assert "$h_{1}$ is read by $h_{2}$ (2 times): 2 contributions." in text
     assert r"h_{2} &= h_{1} + \operatorname{relu}{\left(W_{2} h_{1} + b_{2} \right)}" in text
     assert r"\bar{h_{1}} &= \bar{h_{2}} + \mathit{v}_{" in text
 

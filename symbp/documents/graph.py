@@ -13,6 +13,7 @@ and what it costs.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import sympy as sp
 
@@ -293,9 +294,14 @@ def _context(derivation: Derivation, fmt: str) -> dict:
             "name": n,
             "tex": latex_name(n),
             "readers": [
-                {"name": r if r in user else "l", "tex": latex_name(r) if r in user else "l"}
-                for r in read_by.get(n, [])
+                {
+                    "name": r if r in user else "l",
+                    "tex": latex_name(r) if r in user else "l",
+                    "times": times,
+                }
+                for r, times in Counter(read_by.get(n, [])).items()
             ],
+            "contributions": len(read_by.get(n, [])),
         }
         for n in order
         if read_by.get(n)
