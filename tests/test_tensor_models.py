@@ -528,3 +528,26 @@ yhat = "m @ (g @ v) + logsumexp(m) + max(s, axis=1) + norm(x @ v)"
         return F.mse_loss(torch.func.vmap(sample)(x["x"]), y["y"])
 
     compare(tmp_path, "matrices", body, reference)
+
+
+def test_found_by_the_formula_fuzz_scalar_parameters_over_images_and_folded_formulas(tmp_path):
+    """A scalar parameter broadcast over an image sums its adjoint over the image's axes
+    (not over the batch and two of them); x + b - x, which SymPy folds to b, keeps the
+    formula's per-sample shape; mse(v, v) folds to an array of zeros."""
+    body = """
+inputs = { x = [3], img = [1, 4, 4] }
+output = "h"
+loss = "sum(h**2) + sum((c * img + c)**2) + mse(x + b, x + b)"
+[model.params]
+b = [3]
+c = []
+[model.let]
+h = "x + b - x"
+"""
+
+    def reference(t, x, y):
+        h = t["b"].expand(x["x"].shape)
+        per_sample = (h**2).sum(dim=1) + ((t["c"] * x["img"] + t["c"]) ** 2).sum(dim=(1, 2, 3))
+        return per_sample.mean()
+
+    compare(tmp_path, "folded", body, reference)

@@ -173,3 +173,16 @@ def test_a_scalar_params_table_in_a_tensor_model_says_where_parameters_go():
         "m.toml: params: a model with shapes declares each parameter's shape and init in"
         " [model.params] (W = { shape = [3, 4], init = 0.5 }); [params] is for scalar models"
     )
+
+
+@pytest.mark.parametrize(
+    ("formula", "problem"),
+    [
+        ("W @ x / 0", "division by zero"),
+        ("W @ x + mse(1, 1e300)", "number too large (beyond float64)"),
+        ("W @ x + log(0)", "undefined (division by zero or infinity)"),
+        ("W @ x + sqrt(-1)", "not real"),
+    ],
+)
+def test_constants_the_generated_code_could_not_hold_are_refused(formula, problem):
+    assert problem in error(spec_text({"yhat": formula}, {"W": "[3, 4]"}))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..ir.graph import Graph, N, Node
+from ..ir.graph import BATCH, Graph, N, Node
 from ..program.statements import Call, Statement
 from .rules import Contribution, register
 
@@ -117,10 +117,17 @@ def _concat_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Cont
 
 
 def _broadcast_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
-    """A value shared by the batch, repeated for each sample: the loop sums its adjoint
-    over the batch (the adjoint of broadcasting)."""
+    """A value repeated along new leading axes (over the batch, for each sample): its
+    adjoint sums over them; the loop itself sums over the batch."""
     src, out = graph.tensors[node.inputs[0]], graph.tensors[node.output]
-    return [(src.name, g, out.shape)] if src.name in needs else []
+    if src.name not in needs:
+        return []
+    per_sample = out.shape[1:] if out.shape[:1] == (BATCH,) else out.shape
+    if per_sample == src.shape:
+        return [(src.name, g, out.shape)]
+    kept = (BATCH, *src.shape) if out.shape[:1] == (BATCH,) else src.shape
+    attrs = (("shape", kept), ("source", out.shape))
+    return [(src.name, emit("sum_to", (g,), kept, f"d_{src.name}", attrs), kept)]
 
 
 def _batch_mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
@@ -254,15 +261,20 @@ def _axes_text(attrs) -> str:
     return ",".join(str(a) for a in attrs.get("axes", ()))
 
 
+def summed_axes(shape: tuple, source: tuple) -> tuple[list[int], list[int]]:
+    """The axes a ``sum_to`` of ``source`` down to ``shape`` sums over, as (the axes
+    that go, the axes kept with size 1): per-sample axes align from the right, after the
+    batch axis where both shapes have it (an operand's per-sample adjoint keeps it)."""
+    start = 1 if shape[:1] == (BATCH,) and source[:1] == (BATCH,) else 0
+    target, full = shape[start:], source[start:]
+    lead = len(full) - len(target)
+    ones = [start + lead + i for i, d in enumerate(target) if d == 1 and full[lead + i] != 1]
+    return [start + i for i in range(lead)], ones
+
+
 def _summed(attrs) -> str:
-    """The axes a ``sum_to`` sums over: the leading ones, and where the result has 1."""
-    shape, source = attrs["shape"], attrs["source"]
-    lead = len(source) - len(shape)
-    axes = [
-        *range(lead),
-        *(lead + i for i, d in enumerate(shape) if d == 1 and source[lead + i] != 1),
-    ]
-    return ",".join(str(a) for a in axes)
+    gone, ones = summed_axes(attrs["shape"], attrs["source"])
+    return ",".join(str(a) for a in [*gone, *ones])
 
 
 def _notation(tex, text):

@@ -18,7 +18,7 @@ from ..language.model import TensorModel
 from ..language.terms import Term
 from ..program.naming import Names
 from .build import _Lowering
-from .graph import BATCH, Graph, Node, Tensor
+from .graph import BATCH, Graph, Node, Tensor, broadcast_shape
 
 _PREFIX = {
     "contract": "prod",
@@ -92,11 +92,22 @@ class _TensorLowering(_Lowering):
             # x - x: SymPy folds it to 0, an array of the term's shape all the same
             attrs = {"value": float(value), "shape": self.stored(term)}
             value = self.node("full", [], term, name, attrs)
+        elif term.op != "name" and self._shape_of(value) != self.stored(term):
+            # y + b - y: SymPy folds it to b, of a smaller shape than the formula's:
+            # repeated to the formula's shape, so that what reads it sees that shape
+            source = self._shape_of(value)
+            new = tuple(range(len(self.stored(term)) - len(source)))
+            attrs = {"axes": new, "shape": self.stored(term)}
+            value = self.node("broadcast", [self.symbol_of(value)], term, name, attrs)
         if name is not None and not (isinstance(value, sp.Symbol) and value.name == name):
             value = self.symbol_of(value, name)
         if term.op != "name":
             self.lowered[key] = value
         return value
+
+    def _shape_of(self, value: sp.Expr) -> tuple:
+        symbols = sorted(getattr(value, "free_symbols", ()), key=str)
+        return broadcast_shape([self.tensors[s.name].shape for s in symbols])
 
     def _lower(self, term: Term, name: str | None) -> sp.Expr:
         op = term.op

@@ -104,6 +104,8 @@ class _Walker:
             a, b = left.attr("value"), right.attr("value")
             if a is not None and b is not None and _too_large_power(a, b):
                 raise self.fail("number too large (beyond float64)", node)
+        if isinstance(node.op, ast.Div) and right.op == "const" and right.attr("value") == 0:
+            raise self.fail("division by zero", node)
         if left.op == "const" and right.op == "const":
             value = func(left.attr("value"), right.attr("value"))
             if value.has(sp.zoo, sp.nan, sp.oo, -sp.oo):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..spec.formula import _beyond_float64
 from .terms import Shape, Term, broadcast, shape_text
 
 
@@ -23,7 +24,20 @@ def const(value: sp.Expr) -> Term:
     return Term("const", (), (), False, (("value", value),))
 
 
+def _folded(value: sp.Expr) -> sp.Expr:
+    """A constant formula's value, or why the generated code could not hold it."""
+    if value.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise ShapeError("the formula is undefined (division by zero or infinity)")
+    if _beyond_float64(value) is not None:
+        raise ShapeError("number too large (beyond float64)")
+    if any(e.is_number and e.is_extended_real is False for e in sp.preorder_traversal(value)):
+        raise ShapeError("the formula is not real (a constant is a complex number)")
+    return value
+
+
 def elementwise(func, args: list[Term], text: str) -> Term:
+    if all(a.op == "const" for a in args):  # numbers fold, and must stay float64 numbers
+        return const(_folded(func(*[a.attr("value") for a in args])))
     shape: Shape = ()
     for arg in args:
         joined = broadcast(shape, arg.shape)

@@ -150,17 +150,20 @@ def propagate_copies(program: Program) -> Program:
     """Replace reads of ``a = b`` (b a symbol or a constant) by ``b`` and drop ``a``."""
     protected = set(program.keep) | set(program.results)
     resolved: dict[sp.Symbol, sp.Expr] = {}
+    shapes: dict[sp.Symbol, tuple] = {}
     statements = []
     for stmt in program.statements:
         if isinstance(stmt, Assign):
             stmt = replace(stmt, expr=stmt.expr.xreplace(resolved))
             if stmt.expr.is_Atom and stmt.target not in protected:
                 resolved[stmt.target] = stmt.expr
+                shapes[stmt.target] = stmt.shape
                 continue
         else:
             for symbol in stmt.reads & set(resolved):
                 if not resolved[symbol].is_Symbol:  # a constant read by a tensor op: keep it
-                    statements.append(Assign(symbol, resolved.pop(symbol), (), stmt.phase))
+                    value = resolved.pop(symbol)
+                    statements.append(Assign(symbol, value, shapes[symbol], stmt.phase))
             if isinstance(stmt, Call):
                 stmt = replace(stmt, args=tuple(resolved.get(a, a) for a in stmt.args))
             elif stmt.source in resolved:

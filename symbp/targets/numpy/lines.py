@@ -34,7 +34,11 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
     lines = []
     for stmt in statements:
         target = stmt.target.name
-        if isinstance(stmt, Assign):
+        if isinstance(stmt, Assign) and stmt.expr.is_number and stmt.shape:
+            # a constant that a tensor op reads (x - x folded to 0): an array of its shape
+            shape = ", ".join(str(d) for d in stmt.shape) + ("," if len(stmt.shape) == 1 else "")
+            text = f"np.full(({shape}), {printer.doprint(stmt.expr)}, dtype=DTYPE)"
+        elif isinstance(stmt, Assign):
             text = printer.doprint(stmt.expr)
         elif isinstance(stmt, Call):
             text = printer.call(stmt.op, tuple(a.name for a in stmt.args), stmt.attrs)

@@ -38,7 +38,23 @@ class _PythonTarget(PythonCodePrinter):
         return f"{self.FUNCS[key]}({', '.join(self._print(a) for a in args)})"
 
     def _print_Float(self, expr):
-        return repr(float(expr))
+        """A float64 literal; past float64's range (exp(1e300) in a derivative) the value
+        is an infinity, written as one rather than as a bare inf."""
+        value = float(expr)
+        if value != value:
+            return self.FUNCS["nan"]
+        if value in (float("inf"), float("-inf")):
+            return ("-" if value < 0 else "") + self.FUNCS["inf"]
+        return repr(value)
+
+    def _print_Infinity(self, expr):
+        return self.FUNCS["inf"]
+
+    def _print_NegativeInfinity(self, expr):
+        return "-" + self.FUNCS["inf"]
+
+    def _print_NaN(self, expr):
+        return self.FUNCS["nan"]
 
     def _print_Rational(self, expr):
         return f"{expr.p}/{expr.q}"
@@ -160,6 +176,8 @@ class NumpyPrinter(ConvCalls, TensorCalls, _PythonTarget):
         "Min": "np.minimum",
         "e": "np.e",
         "pi": "np.pi",
+        "inf": "np.inf",
+        "nan": "np.nan",
     }
 
     def _choice_text(self, cond: str, a: str, b: str) -> str:
@@ -228,6 +246,8 @@ class ScalarPrinter(_PythonTarget):
         "Min": "min",
         "e": "math.e",
         "pi": "math.pi",
+        "inf": "math.inf",
+        "nan": "math.nan",
     }
 
     def doprint(self, expr, assign_to=None):

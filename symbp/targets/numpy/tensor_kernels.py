@@ -8,6 +8,8 @@ arrays (the batch first). Shapes print with the batch size ``N`` of the function
 
 from __future__ import annotations
 
+from ...ad.tensor_rules import summed_axes
+
 
 def _shape(shape) -> str:
     items = [str(d) for d in shape]
@@ -82,9 +84,7 @@ class TensorCalls:
 
     def _call_sum_to(self, g, shape, source):
         """The sum of ``g`` (of shape ``source``) over the axes it was broadcast along."""
-        lead = len(source) - len(shape)
-        axes = list(range(lead))
-        ones = [lead + i for i, d in enumerate(shape) if d == 1 and source[lead + i] != 1]
+        axes, ones = summed_axes(shape, source)
         if not ones:
             return f"{g}.sum(axis={_axes(tuple(axes))})"
         if not axes:
