@@ -132,18 +132,20 @@ def _elementwise_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list
         local = local_derivative(expr, graph.tensors[name].symbol, out.symbol)
         if local == 0:
             continue
-        shape = graph.tensors[name].shape
-        if _per_sample(shape) == _per_sample(out.shape):
-            result.append((name, g * local, out.shape))
-            continue
-        # the operand was broadcast to the output's shape (a bias of shape () added to
-        # a vector, a size-1 axis): its adjoint sums over the axes it was repeated along;
-        # the batch, if the operand has none, is the loop's to sum
-        kept = shape if BATCH in shape or BATCH not in out.shape else (BATCH, *shape)
-        attrs = (("shape", kept), ("source", out.shape))
-        summed = emit("sum_to", (g * local,), kept, f"d_{name}", attrs)
-        result.append((name, summed, kept))
+        result.append(unbroadcast(name, g * local, graph.tensors[name].shape, out.shape, emit))
     return result
+
+
+def unbroadcast(name: str, contribution, shape: Shape, source: Shape, emit) -> Contribution:
+    """The contribution to ``name`` (of ``shape``) of an adjoint of ``source``'s shape,
+    which ``name`` was broadcast to (a bias of shape () added to a vector, a size-1
+    axis): summed over the axes it was repeated along. The batch, if ``name`` has none,
+    is the loop's to sum."""
+    if _per_sample(shape) == _per_sample(source):
+        return (name, contribution, source)
+    kept = shape if BATCH in shape or BATCH not in source else (BATCH, *shape)
+    attrs = (("shape", kept), ("source", source))
+    return (name, emit("sum_to", (contribution,), kept, f"d_{name}", attrs), kept)
 
 
 def _per_sample(shape: Shape) -> Shape:

@@ -21,7 +21,7 @@ import sympy as sp
 
 from ..ir.graph import BATCH, Graph, N, Node
 from ..program.statements import Call, Statement
-from .rules import Contribution, register
+from .rules import Contribution, register, unbroadcast
 
 
 def _call_forward(node: Node, graph: Graph) -> list[Statement]:
@@ -122,12 +122,7 @@ def _broadcast_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[C
     src, out = graph.tensors[node.inputs[0]], graph.tensors[node.output]
     if src.name not in needs:
         return []
-    per_sample = out.shape[1:] if out.shape[:1] == (BATCH,) else out.shape
-    if per_sample == src.shape:
-        return [(src.name, g, out.shape)]
-    kept = (BATCH, *src.shape) if out.shape[:1] == (BATCH,) else src.shape
-    attrs = (("shape", kept), ("source", out.shape))
-    return [(src.name, emit("sum_to", (g,), kept, f"d_{src.name}", attrs), kept)]
+    return [unbroadcast(src.name, g, src.shape, out.shape, emit)]
 
 
 def _batch_mean_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:

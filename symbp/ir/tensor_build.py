@@ -71,12 +71,12 @@ class _TensorLowering(_Lowering):
         return self.atom(expr)
 
     def node(
-        self, op: str, args: list[sp.Symbol], term: Term, name: str | None, attrs
+        self, op: str, args: list[sp.Symbol], shape: tuple, name: str | None, attrs
     ) -> sp.Symbol:
+        """A tensor op node whose output, stored as ``shape``, is named ``name`` (or a
+        fresh name)."""
         symbol = sp.Symbol(name, real=True) if name else self.names.fresh(_PREFIX[op])
-        self.tensors[symbol.name] = Tensor(
-            symbol.name, self.stored(term), "value", named=bool(name)
-        )
+        self.tensors[symbol.name] = Tensor(symbol.name, shape, "value", named=bool(name))
         self.nodes.append(Node(op, tuple(a.name for a in args), symbol.name, dict(attrs)))
         return symbol
 
@@ -91,14 +91,14 @@ class _TensorLowering(_Lowering):
         if not getattr(value, "free_symbols", True) and (term.shape or term.batched):
             # x - x: SymPy folds it to 0, an array of the term's shape all the same
             attrs = {"value": float(value), "shape": self.stored(term)}
-            value = self.node("full", [], term, name, attrs)
+            value = self.node("full", [], self.stored(term), name, attrs)
         elif term.op != "name" and self._shape_of(value) != self.stored(term):
             # y + b - y: SymPy folds it to b, of a smaller shape than the formula's:
             # repeated to the formula's shape, so that what reads it sees that shape
             source = self._shape_of(value)
             new = tuple(range(len(self.stored(term)) - len(source)))
             attrs = {"axes": new, "shape": self.stored(term)}
-            value = self.node("broadcast", [self.symbol_of(value)], term, name, attrs)
+            value = self.node("broadcast", [self.symbol_of(value)], attrs["shape"], name, attrs)
         if name is not None and not (isinstance(value, sp.Symbol) and value.name == name):
             value = self.symbol_of(value, name)
         if term.op != "name":
@@ -124,15 +124,9 @@ class _TensorLowering(_Lowering):
                 value = self.lower(arg)
                 if arg.batched and len(arg.shape) < rank:
                     axes = tuple(range(1, 1 + rank - len(arg.shape)))
-                    expanded = Term(
-                        "expand",
-                        (arg,),
-                        (1,) * (rank - len(arg.shape)) + arg.shape,
-                        True,
-                        (("axes", axes),),
-                    )
+                    shape = (BATCH, *(1,) * len(axes), *arg.shape)
                     value = self.node(
-                        "expand", [self.symbol_of(value)], expanded, None, {"axes": axes}
+                        "expand", [self.symbol_of(value)], shape, None, {"axes": axes}
                     )
                 args.append(value)
             return term.attr("func")(*args)
@@ -149,10 +143,9 @@ class _TensorLowering(_Lowering):
             attrs = {}
             for k, (part, symbol) in enumerate(zip(term.args, args, strict=True)):
                 if term.batched and not part.batched:
-                    repeated = Term("broadcast", (part,), part.shape, True)
-                    stored = self.stored(repeated)
+                    stored = (BATCH, *part.shape)
                     args[k] = self.node(
-                        "broadcast", [symbol], repeated, None, {"axes": (0,), "shape": stored}
+                        "broadcast", [symbol], stored, None, {"axes": (0,), "shape": stored}
                     )
         elif op == "batch_mean":
             attrs = {}
@@ -160,7 +153,7 @@ class _TensorLowering(_Lowering):
             return self._image(term, args, name)
         else:  # pragma: no cover - every op of symbp.language.terms is handled above
             raise ValueError(f"unknown term op {op!r}")
-        return self.node(op, args, term, name, attrs)
+        return self.node(op, args, self.stored(term), name, attrs)
 
     def _image(self, term: Term, args: list[sp.Symbol], name: str | None) -> sp.Symbol:
         """An image op of symbp.ad.conv_rules: those work on images stored channels-last,
@@ -170,24 +163,23 @@ class _TensorLowering(_Lowering):
         op = term.attr("op")
         x = term.args[0]
         c, h, w = x.shape
-        last = Term("cl", (x,), (h, w, c), True)
-        image = self.node("channels_last", [args[0]], last, None, {})
+        image = self.node("channels_last", [args[0]], (BATCH, h, w, c), None, {})
         if op == "flatten":
-            return self.node("flatten", [image], term, name, {})
+            return self.node("flatten", [image], self.stored(term), name, {})
         geometry = {"kernel": term.attr("kernel"), "stride": term.attr("stride")}
         co, ho, wo = term.shape
-        result = Term("cl", (x,), (ho, wo, co), True)
+        result = (BATCH, ho, wo, co)
         if op == "conv2d":
             kernel_shape = term.args[1].shape
             columns = kernel_shape[1] * kernel_shape[2] * kernel_shape[3] + (len(args) > 2)
-            patches = Term("cl", (x,), (ho, wo, columns), True)
+            patches = (BATCH, ho, wo, columns)
             attrs = {**geometry, "padding": term.attr("padding"), "ones": len(args) > 2}
             unfolded = self.node("unfold", [image], patches, None, attrs)
             geometry["padding"] = term.attr("padding")
             value = self.node("conv2d", [unfolded, *args[1:]], result, None, geometry)
         else:
             value = self.node(op, [image], result, None, geometry)
-        return self.node("channels_first", [value], term, name, {})
+        return self.node("channels_first", [value], self.stored(term), name, {})
 
     def _subscripts(self, term: Term) -> str:
         """The per-sample subscripts with the batch axis ``n`` on batched operands."""

@@ -36,8 +36,7 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
         target = stmt.target.name
         if isinstance(stmt, Assign) and stmt.expr.is_number and stmt.shape:
             # a constant that a tensor op reads (x - x folded to 0): an array of its shape
-            shape = ", ".join(str(d) for d in stmt.shape) + ("," if len(stmt.shape) == 1 else "")
-            text = f"np.full(({shape}), {printer.doprint(stmt.expr)}, dtype=DTYPE)"
+            text = printer.call("full", (), (("value", stmt.expr), ("shape", stmt.shape)))
         elif isinstance(stmt, Assign):
             text = printer.doprint(stmt.expr)
         elif isinstance(stmt, Call):

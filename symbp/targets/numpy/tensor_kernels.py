@@ -8,6 +8,8 @@ arrays (the batch first). Shapes print with the batch size ``N`` of the function
 
 from __future__ import annotations
 
+import sympy as sp
+
 from ...ad.tensor_rules import summed_axes
 
 
@@ -105,7 +107,7 @@ class TensorCalls:
         return f"_pad_last({g}, {start}, {size - stop})"
 
     def _call_full(self, value, shape):
-        return f"np.full({_shape(shape)}, {value!r}, dtype=DTYPE)"
+        return f"np.full({_shape(shape)}, {self._print(sp.sympify(value))}, dtype=DTYPE)"
 
     def _call_concat(self, *parts):
         return f"np.concatenate(({', '.join(parts)}), axis=-1)"
