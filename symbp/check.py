@@ -37,9 +37,19 @@ def load_module(path: Path, name: str):
     return module
 
 
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b| / max(1, max |b|): relative for large gradients, absolute near zero."""
-    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+def generated_module(derivation: Derivation, folder: Path, name: str):
+    """Write the float64 NumPy module of ``derivation`` into ``folder`` and import it
+    as ``name`` (not entered in sys.modules): ``symbp check``'s module, and the
+    reference that :mod:`symbp.testing` compares hand-written code with."""
+    path = Path(folder) / f"{derivation.spec.name}.py"
+    path.write_text(render_module(derivation, "float64"), encoding="utf-8")
+    return load_module(path, name)
+
+
+def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1.0) -> float:
+    """max |a - b| / max(floor, max |b|): relative for large gradients, absolute (scaled
+    by ``floor``) near zero."""
+    scale = max(floor, float(np.max(np.abs(b), initial=0.0)))
     return float(np.max(np.abs(a - b), initial=0.0)) / scale
 
 
@@ -65,14 +75,14 @@ def central_difference(model, params, X, Y, name: str, indices=None) -> np.ndarr
     return numeric
 
 
-def sampled_indices(shape: tuple, rng) -> list[tuple]:
-    """Every index of an array of ``shape`` up to MAX_ENTRIES of them; otherwise that many,
-    drawn without repetition: a convolution's 60000 weights cost two loss evaluations
-    each, so a check of every entry would take minutes."""
+def sampled_indices(shape: tuple, rng, limit: int | None = MAX_ENTRIES) -> list[tuple]:
+    """Every index of an array of ``shape`` up to ``limit`` of them (MAX_ENTRIES; None:
+    no limit); otherwise that many, drawn without repetition: a convolution's 60000
+    weights cost two loss evaluations each, so a check of every entry would take minutes."""
     size = int(np.prod(shape))
-    if size <= MAX_ENTRIES:
+    if limit is None or size <= limit:
         return list(np.ndindex(shape))
-    flat = np.sort(rng.choice(size, MAX_ENTRIES, replace=False))
+    flat = np.sort(rng.choice(size, limit, replace=False))
     return [tuple(int(i) for i in np.unravel_index(f, shape)) for f in flat]
 
 
@@ -209,10 +219,8 @@ def check(derivation: Derivation, points: int = 5, seed: int = 0, warn=None) -> 
     """Generate the float64 module in a temporary folder and check it."""
     guard_memory(derivation.spec, "checking")
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{derivation.spec.name}.py"
-        path.write_text(render_module(derivation, "float64"), encoding="utf-8")
         name = f"_symbp_check_{derivation.spec.name}"
         try:
-            return check_module(load_module(path, name), points, seed, warn)
+            return check_module(generated_module(derivation, folder, name), points, seed, warn)
         finally:
             sys.modules.pop(name, None)

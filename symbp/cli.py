@@ -1,4 +1,4 @@
-"""The ``symbp`` command line: derive, generate, check, run, examples.
+"""The ``symbp`` command line: derive, generate, check, verify, run, graph, examples.
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
 written.
@@ -56,6 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help=spec_help)
     run.add_argument(
         "-o", "--output-dir", default="symbp-out", help="where to write (default symbp-out)"
+    )
+
+    verify = sub.add_parser(
+        "verify", help="prove or refute claimed formulas for gradients and adjoints"
+    )
+    verify.add_argument("spec", help=spec_help)
+    verify.add_argument("claims", help='a TOML file of claims: "dl/dw1" = "formula" lines')
+    verify.add_argument("--seed", type=int, default=0, help="seed of the numeric points")
+
+    graph = sub.add_parser("graph", help="draw the model's computation graph")
+    graph.add_argument("spec", help=spec_help)
+    graph.add_argument(
+        "-o", "--output", help="picture to write: .svg, .png or .dot (default: DOT on stdout)"
+    )
+    graph.add_argument(
+        "--backward",
+        action="store_true",
+        help="add each value's adjoint and mark where fan-out sums contributions",
     )
 
     sub.add_parser("examples", help="list the built-in examples")
@@ -126,7 +144,28 @@ def _cmd_derive(args) -> int:
             if args.element:
                 print("symbp: --element applies to layer stacks only; ignored", file=sys.stderr)
             text = render_document(derivation, args.format)
+        if args.format == "latex" and args.output:
+            return _emit_latex(derivation, text, Path(args.output), args.spec)
     return _emit(text, args.output, args.spec)
+
+
+def _emit_latex(derivation, text: str, output: Path, spec: str) -> int:
+    """The LaTeX document and, where Graphviz's dot is installed, its picture of the
+    graph beside it (NAME-graph.pdf, which the document includes when it is there)."""
+    from .documents import picture
+    from .output import write_set
+
+    files: dict[Path, str | bytes] = {output: text}
+    if picture.dot_program() is None:
+        _warn(spec, f"dot (Graphviz) not found: {output} lists the graph's values instead")
+    else:
+        dot_text = picture.picture(derivation).dot()
+        try:
+            files[output.with_name(f"{output.stem}-graph.pdf")] = picture.render(dot_text, "pdf")
+        except picture.RenderError as err:
+            _warn(spec, f"{err}: {output} lists the graph's values instead")
+    write_set(files, inputs=[spec])
+    return 0
 
 
 def _emit(text: str, output: str | None, spec: str) -> int:
@@ -223,6 +262,56 @@ def _train_on_dataset(module, spec, dataset: str) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    """Exit 0 when no claim is refuted (each proved, or equal at every seeded point
+    where not proved), 1 when one is."""
+    from .spec import load
+    from .verify import read_claims, verify_claims
+
+    if args.seed < 0:
+        raise SpecError(args.spec, "--seed", f"a seed is a non-negative integer, got {args.seed}")
+    claims = read_claims(args.claims)  # before the spec: a bad claims file costs nothing
+    result = verify_claims(load(args.spec), claims, seed=args.seed, source=args.claims)
+    print(result.text())
+    return result.exit_code
+
+
+PICTURE_SUFFIXES = (".svg", ".png", ".dot")
+
+
+def _cmd_graph(args) -> int:
+    from .documents import picture
+    from .errors import way_out
+    from .output import write_set
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in PICTURE_SUFFIXES:
+        known = ", ".join(PICTURE_SUFFIXES)
+        problem = (
+            f"unknown picture format {output.suffix!r}{way_out(output.suffix, PICTURE_SUFFIXES)}"
+            if output.suffix
+            else f"needs a picture format as its suffix (known: {known})"
+        )
+        raise SpecError(args.output, "-o", problem)
+    dot_text = picture.picture(_load(args.spec), backward=args.backward).dot()
+    if output is None:
+        return _emit(dot_text, None, args.spec)
+    fmt = output.suffix.lower()[1:]
+    content: str | bytes = dot_text
+    if fmt != "dot":
+        if picture.dot_program() is None:
+            output = output.with_suffix(".dot")
+            _warn(args.spec, f"dot (Graphviz) not found: writing the DOT text to {output}")
+        else:
+            try:
+                content = picture.render(dot_text, fmt)
+            except picture.RenderError as err:
+                raise SpecError(args.output, "-o", str(err)) from None
+    for written in write_set({output: content}, inputs=[args.spec]):
+        print(f"wrote {written}")
+    return 0
+
+
 def _cmd_examples(args) -> int:
     from .spec import builtin_names, load
 
@@ -254,6 +343,8 @@ COMMANDS = {
     "generate": _cmd_generate,
     "check": _cmd_check,
     "run": _cmd_run,
+    "verify": _cmd_verify,
+    "graph": _cmd_graph,
     "examples": _cmd_examples,
     "regenerate": _cmd_regenerate,
 }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import prod
 
 import sympy as sp
 
@@ -25,11 +26,32 @@ from .spec.expression import ExpressionSpec
 from .spec.fields import RESERVED
 
 
-@dataclass
+@dataclass(repr=False)
 class Derivation:
     spec: ExpressionSpec
     graph: Graph
     program: Program
+    # how the program names what the IR names (the last pass renumbers temporaries: the
+    # IR's _t5 is the program's t2, the adjoint of an inlined value is g1): IR tensor ->
+    # its value in the program, and IR tensor -> the program symbols of its adjoint (in
+    # program order, the per-sample one first). A value or an adjoint inlined away has
+    # none. Pictures of the graph read them (symbp.documents.picture).
+    values: dict[str, sp.Symbol] = field(default_factory=dict)
+    adjoints: dict[str, tuple[sp.Symbol, ...]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """One line: the model, its kind, its parameters and the program's length."""
+        params = self.graph.params
+        count = sum(prod(self.graph.tensors[p].shape) for p in params)
+        if isinstance(self.spec, TensorModel):
+            kind = "tensor model"
+        else:
+            kind = "expression model" if isinstance(self.spec, ExpressionSpec) else "layer stack"
+        return (
+            f"<Derivation of {self.spec.name!r}: {kind}, {len(params)} parameter"
+            f"{'s' if len(params) != 1 else ''} ({count:,} value{'s' if count != 1 else ''}), "
+            f"{len(self.program.statements)} statements>"
+        )
 
 
 def user_names(spec) -> set[str]:
@@ -71,5 +93,20 @@ def _derive(spec) -> Derivation:
     program = mask_before_routing(program, ROUTING, lambda g: _masked_name(g, names))
     program = eliminate_common_subexpressions(program, names.cse_symbol)
     program = propagate_copies(program)
+    before = [stmt.target for stmt in program.statements]
+    adjoint_of = dict(program.adjoint_of)  # in the IR's names, before renumbering
     program = finalize(program, names)
-    return Derivation(spec, graph, program)
+    renamed = dict(zip(before, (stmt.target for stmt in program.statements), strict=True))
+    leaves = {*program.inputs, *program.targets, *program.params}
+    values = {
+        name: renamed.get(t.symbol, t.symbol)
+        for name, t in graph.tensors.items()
+        if t.symbol in renamed or t.symbol in leaves
+    }
+    order = {symbol: k for k, symbol in enumerate(before)}
+    adjoints: dict[str, list[sp.Symbol]] = {}
+    for symbol in sorted((s for s in adjoint_of if s in renamed), key=order.__getitem__):
+        adjoints.setdefault(adjoint_of[symbol][0].name, []).append(renamed[symbol])
+    return Derivation(
+        spec, graph, program, values, {name: tuple(s) for name, s in adjoints.items()}
+    )

@@ -28,6 +28,10 @@ class sigmoid(sp.Function):  # noqa: N801 - named as users write it
     def fdiff(self, argindex=1):
         return self * (1 - self)
 
+    def _eval_evalf(self, prec):
+        # a constant argument that is not a plain number (relu(tanh(2))): its value
+        return self.definition().evalf(prec)
+
     def definition(self):
         return 1 / (1 + sp.exp(-self.args[0]))
 
@@ -49,6 +53,10 @@ class relu(sp.Function):  # noqa: N801
     def fdiff(self, argindex=1):
         return sp.Heaviside(self.args[0], 0)
 
+    def _eval_evalf(self, prec):
+        # a constant argument that is not a plain number (relu(tanh(2))): its value
+        return self.definition().evalf(prec)
+
     def definition(self):
         return sp.Max(self.args[0], 0)
 
@@ -69,6 +77,10 @@ class softplus(sp.Function):  # noqa: N801
 
     def fdiff(self, argindex=1):
         return sigmoid(self.args[0])
+
+    def _eval_evalf(self, prec):
+        # a constant argument that is not a plain number (relu(tanh(2))): its value
+        return self.definition().evalf(prec)
 
     def definition(self):
         return sp.log(1 + sp.exp(self.args[0]))
@@ -94,6 +106,10 @@ class leaky_relu(sp.Function):  # noqa: N801
             return sp.Piecewise((1, z > 0), (slope, True))
         return sp.Piecewise((0, z > 0), (z, True))
 
+    def _eval_evalf(self, prec):
+        # a constant argument that is not a plain number (relu(tanh(2))): its value
+        return self.definition().evalf(prec)
+
     def definition(self):
         z, slope = self.args
         return sp.Piecewise((z, z > 0), (slope * z, True))
@@ -112,6 +128,10 @@ class clamped_log(sp.Function):  # noqa: N801
     def fdiff(self, argindex=1):
         x = self.args[0]
         return sp.Heaviside(x - self.FLOOR, 0) / sp.Max(x, self.FLOOR)
+
+    def _eval_evalf(self, prec):
+        # a constant argument that is not a plain number (relu(tanh(2))): its value
+        return self.definition().evalf(prec)
 
     def definition(self):
         return sp.Max(sp.log(self.args[0]), -100)

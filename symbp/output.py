@@ -31,9 +31,13 @@ _LEFTOVER = re.compile(r"^\..+\.symbp-(\d+)-[^.]+\.(tmp|bak)$")
 
 
 def write_set(
-    files: dict[Path, str], *, inputs: Iterable[str | Path] = (), make_folder: Path | None = None
+    files: dict[Path, str | bytes],
+    *,
+    inputs: Iterable[str | Path] = (),
+    make_folder: Path | None = None,
 ) -> list[Path]:
-    """Write every file of ``files`` or none; return the paths as given.
+    """Write every file of ``files`` (text, or bytes for a picture) or none; return the
+    paths as given.
 
     ``inputs`` are files the command reads (the spec): none may be overwritten.
     ``make_folder`` is created if missing (``symbp run -o DIR``), and removed again if
@@ -67,7 +71,7 @@ def _make_folder(folder: Path) -> Path | None:
     return folder
 
 
-def _destinations(files: dict[Path, str], inputs: Iterable[str | Path]) -> dict[Path, Path]:
+def _destinations(files: dict[Path, str | bytes], inputs: Iterable[str | Path]) -> dict[Path, Path]:
     """Each requested path and the real file it writes (symbolic links followed), after
     checking that writing there replaces nothing it must not."""
     protected = []
@@ -121,7 +125,7 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _swap_in(files: dict[Path, str]) -> None:
+def _swap_in(files: dict[Path, str | bytes]) -> None:
     """Stage every file, then replace all destinations with signals held back."""
     staged: dict[Path, str] = {}
     backups: dict[Path, str] = {}
@@ -134,8 +138,12 @@ def _swap_in(files: dict[Path, str]) -> None:
         for current, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=_prefix(current), suffix=".tmp")
             staged[current] = tmp
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
+            if isinstance(text, bytes):  # a picture (PNG, PDF): written as it is
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(text)
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                    handle.write(text)
             if current.exists():
                 os.chmod(tmp, stat.S_IMODE(os.stat(current).st_mode))
                 backups[current] = _backup(current)

@@ -1,44 +1,33 @@
-"""Layer stacks for the tests: a plain description of a dense network that writes its
-own TOML spec, an independent PyTorch reference (torch.nn.functional, written here from
-the description, not from symbp), and a Hypothesis strategy for random stacks.
+"""Layer stacks for the tests: the description of a dense network that writes its own
+TOML spec and the Hypothesis strategy for random stacks are public API now, in
+:mod:`symbp.strategies` (this module keeps the names the tests import); here are the
+test-only parts: data of a loss's kind and an independent PyTorch reference
+(torch.nn.functional, written here from the description, not from symbp).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
-from hypothesis import strategies as st
 from support import torch_namespace
+
+from symbp.strategies import ACTIVATIONS as HYPOTHESIS_ACTIVATIONS
+from symbp.strategies import (
+    CUSTOM_ACTIVATIONS,
+    CUSTOM_LOSSES,
+    NAMED_ACTIVATIONS,
+    LayerDef,
+    layer_defs,
+    layer_stacks,
+)
+from symbp.strategies import NAMED_LOSSES as LOSSES
+from symbp.strategies import LayerStack as Stack
 
 try:
     import torch
 except ImportError:  # pragma: no cover - the torch references are then unused
     torch = None
-
-NAMED_ACTIVATIONS = (
-    "identity",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "softplus",
-    "elu",
-    "gelu",
-    "silu",
-    "softmax",
-)
-LOSSES = ("mse", "l1", "bce", "bce_with_logits", "cross_entropy")
-# custom losses: a formula in yhat and y per output, summed over the outputs of a
-# sample, then averaged over the batch; each is defined for every real yhat and y
-CUSTOM_LOSSES = (
-    "(yhat - y)**2",
-    "log(cosh(yhat - y))",
-    "softplus(yhat) - y*yhat",
-    "Abs(yhat - y) + 0.5*(yhat - y)**2",
-    "yhat**2",
-)
 
 
 def _evaluate(text: str, values: dict):
@@ -56,100 +45,6 @@ def _custom_activation(text: str):
     if text in known:
         return known[text]
     return lambda z: _evaluate(text, {"z": z})
-
-
-CUSTOM_ACTIVATIONS = (
-    "z*sigmoid(z)",
-    "log(1 + exp(z))",
-    "sin(z)",
-    "tanh(z) + 0.1*z",
-    "z/(1 + Abs(z))",
-    "exp(-z**2)",
-    "leaky_relu(z, 0.2)",
-    "softplus(z) - 1",
-)
-
-
-@dataclass(frozen=True)
-class LayerDef:
-    """One entry of [model].layers."""
-
-    dense: int | None = None
-    activation: str | None = None
-    bias: bool = True
-    options: tuple[tuple[str, float], ...] = ()  # negative_slope, alpha
-
-    def toml(self) -> str:
-        parts = []
-        if self.dense is not None:
-            parts.append(f"dense = {self.dense}")
-        if self.activation is not None:
-            parts.append(f'activation = "{self.activation}"')
-        if not self.bias:
-            parts.append("bias = false")
-        parts += [f"{k} = {v!r}" for k, v in self.options]
-        return "{ " + ", ".join(parts) + " }"
-
-
-@dataclass(frozen=True)
-class Stack:
-    """A dense network: an input width, its layers and a named loss."""
-
-    input: int
-    layers: tuple[LayerDef, ...]
-    loss: str
-    train: tuple[tuple[str, object], ...] = field(default=())
-
-    @property
-    def widths(self) -> list[int]:
-        widths = [self.input]
-        for layer in self.layers:
-            widths.append(layer.dense if layer.dense is not None else widths[-1])
-        return widths
-
-    @property
-    def outputs(self) -> int:
-        return self.widths[-1]
-
-    @property
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """W{l} (out, in) and b{l} (out,), l counted from 1 over all layers."""
-        widths, shapes = self.widths, {}
-        for index, layer in enumerate(self.layers, 1):
-            if layer.dense is not None:
-                shapes[f"W{index}"] = (layer.dense, widths[index - 1])
-                if layer.bias:
-                    shapes[f"b{index}"] = (layer.dense,)
-        return shapes
-
-    def toml(self, name: str = "stack", data=None) -> str:
-        layers = ",\n".join(f"  {layer.toml()}" for layer in self.layers)
-        lines = [
-            f'name = "{name}"',
-            "[model]",
-            f"input = {self.input}",
-            f"layers = [\n{layers},\n]",
-            f'loss = "{self.loss}"',
-        ]
-        if self.train:
-            lines.append("[train]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in self.train]
-        if data is not None:
-            X, Y = data
-            lines += ["[data]", f"X = {_toml_value(X)}", f"Y = {_toml_value(Y)}"]
-        return "\n".join(lines) + "\n"
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return repr(float(value))
 
 
 # --- data of the loss's kind ------------------------------------------------------------
@@ -275,35 +170,29 @@ def relative_difference(actual, expected) -> float:
 
 # --- random stacks ------------------------------------------------------------------------
 
-HYPOTHESIS_ACTIVATIONS = (*NAMED_ACTIVATIONS, *CUSTOM_ACTIVATIONS)
+
+def stacks(losses=LOSSES):
+    """Random stacks (symbp.strategies.layer_stacks) whose loss is one of ``losses``:
+    the tests' default is the named losses."""
+    return layer_stacks(losses=losses)
 
 
-@st.composite
-def layer_defs(draw, last: bool = False, loss: str = "mse") -> LayerDef:
-    kind = draw(st.sampled_from(("dense", "dense", "dense", "activation")))
-    activation = draw(st.sampled_from((None, *HYPOTHESIS_ACTIVATIONS)))
-    options: tuple[tuple[str, float], ...] = ()
-    if activation == "leaky_relu":
-        options = (("negative_slope", draw(st.sampled_from((0.01, 0.1, 0.3)))),)
-    elif activation == "elu":
-        options = (("alpha", draw(st.sampled_from((1.0, 0.5, 1.7)))),)
-    if kind == "activation":
-        return LayerDef(None, activation or "tanh", True, options)
-    width = draw(st.integers(1, 6))
-    return LayerDef(width, activation, draw(st.booleans()), options)
-
-
-@st.composite
-def stacks(draw, losses=LOSSES) -> Stack:
-    """Depth 1-4, widths 1-6, named and custom activations, a loss of ``losses``. The
-    last layer is dense; bce gets a sigmoid on it, cross_entropy at least 2 outputs."""
-    loss = draw(st.sampled_from(losses))
-    depth = draw(st.integers(1, 4))
-    layers = [draw(layer_defs()) for _ in range(depth - 1)]
-    width = draw(st.integers(2 if loss == "cross_entropy" else 1, 6))
-    if loss == "bce":
-        activation = "sigmoid"
-    else:
-        activation = draw(st.sampled_from((None, *HYPOTHESIS_ACTIVATIONS)))
-    layers.append(LayerDef(width, activation, draw(st.booleans())))
-    return Stack(draw(st.integers(1, 6)), tuple(layers), loss)
+__all__ = [
+    "CUSTOM_ACTIVATIONS",
+    "CUSTOM_LOSSES",
+    "HYPOTHESIS_ACTIVATIONS",
+    "LOSSES",
+    "NAMED_ACTIVATIONS",
+    "LayerDef",
+    "Stack",
+    "layer_defs",
+    "random_batch",
+    "random_params",
+    "relative_difference",
+    "stacks",
+    "torch_activation",
+    "torch_forward",
+    "torch_loss",
+    "torch_loss_and_grads",
+    "torch_tensors",
+]

@@ -36,6 +36,7 @@ from .notation import (
     _needs_parens,
     _option_value,
 )
+from .picture import document_graph
 
 TEMPLATES = {
     "text": "derivation.txt.j2",
@@ -356,6 +357,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         },
         "program": _program(derivation, steps),
         "kinks": _kinks(spec),
+        "graph": document_graph(derivation),
     }
 
 

@@ -21,11 +21,13 @@ from ..ad.tensor_rules import NOTATION
 from ..derive import Derivation
 from ..language.terms import Term, shape_text
 from ..program.flops import program_flops
-from ..program.statements import Assign, BatchMean, BatchSum, Call, Statement
+from ..program.statements import Assign, BatchMean, BatchSum, Call
 from ..stats import dag_ops
 from ..templating import environment
 from .layout import finish, wrap_markdown
 from .notation import TORCH_NAMES, latex_name, latex_named
+from .picture import document_graph
+from .statements import statement_tex, statement_text, symbol_tex
 
 FORMATS = ("text", "markdown", "latex")
 TEMPLATE = "graph.j2"
@@ -100,59 +102,6 @@ def _parents(expr: sp.Expr, target: sp.Symbol) -> list[sp.Expr]:
 
 
 # --- the program, in batch form ------------------------------------------------------
-
-
-def _symbol_tex(symbol: sp.Symbol, user: set[str], adjoint_of: dict) -> str:
-    """A program value in the document's notation: an adjoint as its value barred,
-    user names as the course writes them, temporaries as italic words."""
-    if symbol in adjoint_of:
-        value, per_sample = adjoint_of[symbol]
-        tex = rf"\bar{{{_symbol_tex(value, user, adjoint_of)}}}"
-        return tex + "_{n}" if per_sample else tex
-    name = symbol.name
-    if name in user or name in ("l_n", "L", "N"):
-        return latex_name(name)
-    match = re.fullmatch(r"([A-Za-z]+?)(\d*)", name)  # typography only: prod2 -> prod_2
-    if not match:
-        return rf"\mathit{{{name.replace('_', '')}}}"
-    stem, number = match.groups()
-    return rf"\mathit{{{stem}}}" + (f"_{{{number}}}" if number else "")
-
-
-def statement_tex(stmt: Statement, user: set[str], adjoint_of: dict) -> tuple[str, str]:
-    """(left side, right side) of a program statement in LaTeX."""
-
-    def tex(symbol: sp.Symbol) -> str:
-        return _symbol_tex(symbol, user, adjoint_of)
-
-    if isinstance(stmt, Assign):
-        names = {s: tex(s) for s in stmt.expr.free_symbols}
-        rhs = latex_named(stmt.expr, names)
-    elif isinstance(stmt, Call):
-        args = [tex(a) for a in stmt.args]
-        if stmt.op in NOTATION:
-            rhs = NOTATION[stmt.op]["tex"](args, dict(stmt.attrs))
-        else:
-            escaped = stmt.op.replace("_", r"\_")
-            rhs = rf"\operatorname{{{escaped}}}({', '.join(args)})"
-    elif isinstance(stmt, BatchSum):
-        rhs = rf"\textstyle\sum_{{n}} {tex(stmt.source)}"
-    elif isinstance(stmt, BatchMean):
-        rhs = rf"\frac{{1}}{{N}} \textstyle\sum_{{n}} {tex(stmt.source)}"
-    return tex(stmt.target), rhs
-
-
-def statement_text(stmt: Statement) -> str:
-    if isinstance(stmt, Assign):
-        return f"{stmt.target} = {sp.sstr(stmt.expr, order='none')}"
-    if isinstance(stmt, Call):
-        args = [a.name for a in stmt.args]
-        if stmt.op in NOTATION:
-            return f"{stmt.target} = {NOTATION[stmt.op]['text'](args, dict(stmt.attrs))}"
-        return f"{stmt.target} = {stmt.op}({', '.join(args)})"
-    if isinstance(stmt, BatchSum):
-        return f"{stmt.target} = sum over the batch of {stmt.source}"
-    return f"{stmt.target} = mean over the batch of {stmt.source}"
 
 
 def readers(derivation: Derivation) -> dict[str, list[str]]:
@@ -330,6 +279,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     full = [f for f in full if shown.get(f["name"]) != f["rhs"]]  # not a repeat
     return {
         "fmt": fmt,
+        "graph": document_graph(derivation),
         "name": model.name,
         "source": model.source,
         "description": model.description,
@@ -421,7 +371,7 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
 
     def names_of(expr: sp.Expr) -> dict:
         return {
-            s: opaque.get(s) or _symbol_tex(s, user, program.adjoint_of) for s in expr.free_symbols
+            s: opaque.get(s) or symbol_tex(s, user, program.adjoint_of) for s in expr.free_symbols
         }
 
     def tex_of(expr: sp.Expr) -> str:

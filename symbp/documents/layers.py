@@ -44,6 +44,7 @@ from .notation import (
     _option_value,
     latex,
 )
+from .picture import document_graph
 
 TEMPLATES = {
     "text": "layers.txt.j2",
@@ -1538,6 +1539,7 @@ def _context(derivation: Derivation, fmt: str, element: bool) -> dict:
         "costs": _costs(spec, derivation.program, eq.nt),
         "program": _program(derivation),
         "kinks": _kinks(spec),
+        "graph": document_graph(derivation),
     }
 
 

@@ -35,10 +35,20 @@ _BINARY = {
 }
 
 
-def parse_formula(text: object, names: Mapping[str, Term], *, source: str, field: str) -> Term:
-    """The term of ``text`` over ``names`` (every name a formula may read, with its term)."""
+def parse_formula(
+    text: object,
+    names: Mapping[str, Term],
+    *,
+    source: str,
+    field: str,
+    functions: Mapping[str, tuple] | None = None,
+) -> Term:
+    """The term of ``text`` over ``names`` (every name a formula may read, with its term);
+    ``functions`` adds elementwise functions to the language's (name -> (SymPy callable,
+    arities)), as claims about derivatives add the step function."""
     tree, column = syntax_tree(text, source=source, field=field)
     walker = _Walker(names, source, field, column)
+    walker.functions = {**ELEMENTWISE, **(functions or {})}
     try:
         return walker.visit(tree.body)
     except RecursionError:
@@ -51,6 +61,7 @@ class _Walker:
         self.source = source
         self.field = field
         self.column = column
+        self.functions = ELEMENTWISE
 
     def fail(self, problem: str, node: ast.AST | None = None) -> SpecError:
         where = f" at column {self.column(node.col_offset)}" if node is not None else ""
@@ -83,7 +94,7 @@ class _Walker:
             return self.names[name]
         if name in CONSTANTS:
             return ops.const(CONSTANTS[name])
-        if name in ELEMENTWISE or name in TENSOR_FUNCTIONS:
+        if name in self.functions or name in TENSOR_FUNCTIONS:
             raise self.fail(f"function '{name}' used without a call", node)
         choices = [n for n in self.names if not n.startswith("_")]
         raise self.fail(
@@ -176,11 +187,13 @@ class _Walker:
             return self._tensor_call(TENSOR_FUNCTIONS["amin"], node, shown=name)
         if name in TENSOR_FUNCTIONS:
             return self._tensor_call(TENSOR_FUNCTIONS[name], node)
-        if name not in ELEMENTWISE:
+        if name not in self.functions:
             raise self.fail(
-                f"unknown function '{name}'{way_out(name, known_functions())}", node.func
+                f"unknown function '{name}'"
+                + way_out(name, sorted({*known_functions(), *self.functions})),
+                node.func,
             )
-        func, arities = ELEMENTWISE[name]
+        func, arities = self.functions[name]
         self._check_arity(name, arities, count, node)
         if node.keywords:
             raise self.fail(f"'{name}' takes no keyword arguments", node)

@@ -8,6 +8,7 @@ overhead would cost more than the arithmetic.
 
 from __future__ import annotations
 
+import math
 import pprint
 import re
 import textwrap
@@ -19,6 +20,7 @@ from ... import __version__
 from ...derive import Derivation
 from ...documents.chain import chain_steps
 from ...language.model import TensorModel
+from ...program.flops import program_flops
 from ...program.memory import plan_buffers
 from ...program.statements import Assign, BatchMean, BatchSum, Call, Statement
 from ...spec.layers import LayerSpec
@@ -370,6 +372,58 @@ def render_module(derivation: Derivation, dtype: str | None = None, *, options: 
     return environment(__package__).get_template(template).render(context)
 
 
+# the generated test file: its finite differences at TEST_POINTS random points of
+# TEST_BATCH samples, each parameter in at most TEST_MAX_ENTRIES entries; fewer points
+# (at least 2) where those would cost more than TEST_FLOPS floating-point operations
+TEST_POINTS = 5
+TEST_BATCH = 7
+TEST_MAX_ENTRIES = 48
+TEST_FLOPS = 2e9  # about a second of NumPy on an idle core
+
+
+def _forward_flops(derivation: Derivation) -> int:
+    """Operations of one sample's forward pass: a layer stack's products (its bulk), a
+    tensor or expression model's forward program as :mod:`symbp.program.flops` counts."""
+    spec = derivation.spec
+    if isinstance(spec, LayerSpec):
+        total = 0
+        for name, shape in spec.param_shapes().items():
+            if name.startswith("W"):  # a conv2d kernel is applied at every output pixel
+                pixels = math.prod(spec.shapes[int(name[1:])][1:]) if len(shape) == 4 else 1
+                total += 2 * math.prod(shape) * pixels
+        return total
+    try:
+        return program_flops(derivation.program, 1)["forward"]
+    except ValueError:  # an op without a declared cost: count it as cheap
+        return 0
+
+
+def _param_shapes(spec) -> list[tuple[int, ...]]:
+    if isinstance(spec, LayerSpec):
+        return list(spec.param_shapes().values())
+    if isinstance(spec, TensorModel):
+        return [tuple(shape) for shape in spec.params.values()]
+    return [()] * len(spec.params)
+
+
+def generated_test_points(derivation: Derivation) -> int:
+    """Random points of the generated test file: TEST_POINTS, or fewer (at least 2) for
+    a model whose finite differences (two loss evaluations per entry checked) would cost
+    more than TEST_FLOPS, so that every built-in's file runs in seconds."""
+    entries = sum(min(math.prod(s), TEST_MAX_ENTRIES) for s in _param_shapes(derivation.spec))
+    per_point = 2 * entries * TEST_BATCH * _forward_flops(derivation)
+    return max(2, min(TEST_POINTS, int(TEST_FLOPS // max(1, per_point))))
+
+
 def render_tests(derivation: Derivation, module_name: str) -> str:
-    context = {"name": derivation.spec.name, "module": module_name, "version": __version__}
+    context = {
+        "name": derivation.spec.name,
+        "module": module_name,
+        "version": __version__,
+        "points": generated_test_points(derivation),
+        "full_points": TEST_POINTS,
+        "batch": TEST_BATCH,
+        "max_entries": TEST_MAX_ENTRIES,
+        "gflops": f"{TEST_FLOPS / 1e9:g}",
+    }
     return environment(__package__).get_template("test_module.py.j2").render(context)

@@ -1,0 +1,64 @@
+"""A program statement as the documents and pictures write it: LaTeX or plain text."""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from ..ad.tensor_rules import NOTATION
+from ..program.statements import Assign, BatchMean, BatchSum, Call, Statement
+from .notation import latex_name, latex_named
+
+
+def symbol_tex(symbol: sp.Symbol, user: set[str], adjoint_of: dict) -> str:
+    """A program value in the document's notation: an adjoint as its value barred,
+    user names as the course writes them, temporaries as italic words."""
+    if symbol in adjoint_of:
+        value, per_sample = adjoint_of[symbol]
+        tex = rf"\bar{{{symbol_tex(value, user, adjoint_of)}}}"
+        return tex + "_{n}" if per_sample else tex
+    name = symbol.name
+    if name in user or name in ("l_n", "L", "N"):
+        return latex_name(name)
+    match = re.fullmatch(r"([A-Za-z]+?)(\d*)", name)  # typography only: prod2 -> prod_2
+    if not match:
+        return rf"\mathit{{{name.replace('_', '')}}}"
+    stem, number = match.groups()
+    return rf"\mathit{{{stem}}}" + (f"_{{{number}}}" if number else "")
+
+
+def statement_tex(stmt: Statement, user: set[str], adjoint_of: dict) -> tuple[str, str]:
+    """(left side, right side) of a program statement in LaTeX."""
+
+    def tex(symbol: sp.Symbol) -> str:
+        return symbol_tex(symbol, user, adjoint_of)
+
+    if isinstance(stmt, Assign):
+        names = {s: tex(s) for s in stmt.expr.free_symbols}
+        rhs = latex_named(stmt.expr, names)
+    elif isinstance(stmt, Call):
+        args = [tex(a) for a in stmt.args]
+        if stmt.op in NOTATION:
+            rhs = NOTATION[stmt.op]["tex"](args, dict(stmt.attrs))
+        else:
+            escaped = stmt.op.replace("_", r"\_")
+            rhs = rf"\operatorname{{{escaped}}}({', '.join(args)})"
+    elif isinstance(stmt, BatchSum):
+        rhs = rf"\textstyle\sum_{{n}} {tex(stmt.source)}"
+    elif isinstance(stmt, BatchMean):
+        rhs = rf"\frac{{1}}{{N}} \textstyle\sum_{{n}} {tex(stmt.source)}"
+    return tex(stmt.target), rhs
+
+
+def statement_text(stmt: Statement) -> str:
+    if isinstance(stmt, Assign):
+        return f"{stmt.target} = {sp.sstr(stmt.expr, order='none')}"
+    if isinstance(stmt, Call):
+        args = [a.name for a in stmt.args]
+        if stmt.op in NOTATION:
+            return f"{stmt.target} = {NOTATION[stmt.op]['text'](args, dict(stmt.attrs))}"
+        return f"{stmt.target} = {stmt.op}({', '.join(args)})"
+    if isinstance(stmt, BatchSum):
+        return f"{stmt.target} = sum over the batch of {stmt.source}"
+    return f"{stmt.target} = mean over the batch of {stmt.source}"
