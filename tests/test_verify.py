@@ -346,3 +346,51 @@ def test_a_spec_file_and_its_claims(tmp_path):
     claims = {"dl/da": "-2*(1 - a) - 400*a*(b - a**2)", "dl/db": "200*(b - a**2)"}
     assert verify_claims(str(spec), claims).ok
     assert parse_spec(spec.read_text(), str(spec)).name == "rosenbrock"
+
+
+# -- property: random models, claims written from sympy.diff --------------------------------
+
+import sympy as sp  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from symbp.strategies import expression_models  # noqa: E402
+
+
+def _formula(expr: sp.Expr) -> str:
+    """A SymPy expression as a claim: relu's derivative written as step."""
+
+    def mask(e):  # relu's [z > 0] is step; max's tie-splitting one heaviside
+        tie = e.args[1] if len(e.args) > 1 else sp.S.Half
+        return sp.Function("step" if tie == 0 else "heaviside")(e.args[0])
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside), mask)
+    return sp.sstr(expr, order="none")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expression_models(max_depth=2), st.sampled_from([sp.Rational(3, 2), sp.Rational(-1)]))
+def test_random_models_claims_from_sympy_diff_hold_and_a_wrong_factor_is_refuted(model, factor):
+    spec = model.spec
+    full = spec.loss
+    for name, expr in reversed([*spec.lets, *spec.outputs]):
+        full = full.xreplace({sp.Symbol(name, real=True): expr})
+    for name, expr in reversed([*spec.lets, *spec.outputs]):  # lets read earlier lets
+        full = full.xreplace({sp.Symbol(name, real=True): expr})
+    grads = {p: sp.diff(full, sp.Symbol(p, real=True)) for p in spec.params}
+    # a claim writes what the model language (and step, heaviside) can: leaky_relu's
+    # derivative, a Piecewise, has no formula there
+    grads = {p: g for p, g in grads.items() if g != 0 and not g.has(sp.Derivative, sp.Piecewise)}
+    if not grads:
+        return
+    claims = {f"dl/d{p}": _formula(g) for p, g in grads.items()}
+    result = verify_claims(spec, claims)
+    assert not result.refuted, result.text()
+    for r in result.results:
+        # decimals printed from a float constant prove nothing exact; nor can SymPy always
+        # rewrite one form of a derivative at a kink of min/max into another
+        excused = "the claim writes decimals" in r.detail or grads[r.claim.name].has(sp.Min, sp.Max)
+        assert r.status == "proved" or (r.status == "not decided" and excused), result.text()
+    p, g = next(iter(grads.items()))
+    wrong = verify_claims(spec, {f"dl/d{p}": _formula(factor * g)})
+    assert [r.status for r in wrong.results] == ["refuted"], wrong.text()

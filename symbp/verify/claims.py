@@ -45,11 +45,19 @@ from .system import PRECISION, System, exact
 
 POINTS = 3  # seeded random points of the numeric check
 AGREE = mpmath.mpf(10) ** (10 - PRECISION)  # relative: what 30 digits leave of rounding
+# a claim that writes decimals (0.7071 for sqrt(1/2)) is held to what they can say: the
+# 15 or so significant digits a number typed in the claim keeps
+AGREE_DECIMALS = mpmath.mpf(10) ** -12
 EXPANSION_LIMIT = 20000  # nodes an expanded difference may have; beyond: not decided
 SHOWN = 8  # leaf values a refutation prints
 # what a claim may write besides the model language: the derivative of relu, [z > 0],
-# with symbp's (and PyTorch's) convention at the kink, step(0) = 0
-CLAIM_FUNCTIONS = {"step": (lambda z: sp.Heaviside(z, 0), (1,))}
+# with symbp's (and PyTorch's) convention at the kink, step(0) = 0; and the derivative
+# of max(a, b) in a, heaviside(a - b), which splits a tie evenly (heaviside(0) = 1/2), as
+# torch.maximum does
+CLAIM_FUNCTIONS = {
+    "step": (lambda z: sp.Heaviside(z, 0), (1,)),
+    "heaviside": (lambda z: sp.Heaviside(z, sp.S.Half), (1,)),
+}
 
 
 @dataclass
@@ -386,31 +394,35 @@ class _Checker:
         samples = count if (term.batched or self.model.batched(claim.name)) else 1
         claimed = self._claimed(system, term, samples)
         derived = self._derived(system, claim, samples)
-        refutation = self._refute(system, claim, claimed, derived)
+        decimals = any(sp.sympify(v).has(sp.Float) for values in claimed for v in np.ravel(values))
+        refutation = self._refute(system, claim, claimed, derived, decimals)
         if refutation is not None:
             return refutation
         if not self._proved(system, claimed, derived):
+            digits = 12 if decimals else PRECISION - 10
+            written = " (the claim writes decimals)" if decimals else ""
             return ClaimResult(
                 claim,
                 "not decided",
                 f"not proved symbolically; equal at {POINTS} seeded points to"
-                f" {PRECISION - 10} significant digits",
+                f" {digits} significant digits{written}",
             )
         return ClaimResult(claim, "proved", "")
 
-    def _refute(self, system, claim, claimed, derived) -> ClaimResult | None:
+    def _refute(self, system, claim, claimed, derived, decimals) -> ClaimResult | None:
+        agree = AGREE_DECIMALS if decimals else AGREE
         for k, point in enumerate(self.points(system)):
             evaluate = self.evaluator(system, k)
             for n, (c_values, d_values) in enumerate(zip(claimed, derived, strict=True)):
                 c_values = np.broadcast_to(c_values, d_values.shape)
                 for index in np.ndindex(*d_values.shape):
-                    c = evaluate(sp.sympify(c_values[index]))
+                    c = evaluate(exact(sp.sympify(c_values[index])))
                     d = evaluate(sp.sympify(d_values[index]))
                     if not (_finite(c) and _finite(d)):
                         if _finite(c) != _finite(d):
                             return self._refuted(claim, system, point, k, n, index, c, d)
                         continue
-                    if abs(c - d) > AGREE * max(1, abs(d)):
+                    if abs(c - d) > agree * max(1, abs(d)):
                         return self._refuted(claim, system, point, k, n, index, c, d)
         return None
 
@@ -443,7 +455,7 @@ class _Checker:
         where = f" of sample {n}" if system.samples > 1 and batched else ""
         detail = (
             f"at {text} (seeded point {k}): {claim.what}{element}{where} is"
-            f" {_shown(d)}, the claim gives {_shown(c)}"
+            f" {_shown(d, c)}, the claim gives {_shown(c, d)}"
         )
         return ClaimResult(
             claim,
@@ -543,9 +555,16 @@ def _float(value) -> float | None:
     return float(value) if isinstance(value, mpmath.mpf) else None
 
 
-def _shown(value) -> str:
+def _shown(value, other=None) -> str:
+    """10 significant digits, or as many as it takes (up to 20) to tell it from other."""
     number = _float(value)
-    return f"{number:.10g}" if number is not None else str(value)
+    if number is None:
+        return str(value)
+    for digits in (10, 15, 20):
+        text = mpmath.nstr(value, digits)
+        if other is None or text != mpmath.nstr(other, digits):
+            return text
+    return text
 
 
 __all__ = ["Claim", "ClaimResult", "Verification", "read_claims", "verify_claims"]

@@ -21,6 +21,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from ..functions import apply_kink_conventions
 from .elements import Array, Evaluator, symbols
 from .sample_model import SampleModel
 
@@ -122,15 +123,15 @@ class System:
             self.adjoints[name] = self._per_sample(name, shape, self.batched(name), "d_")
         weight = sp.Integer(1) / self.samples if self.model.reduction == "mean" else 1
         contributions: dict[sp.Symbol, list[sp.Expr]] = defaultdict(list)
-        for loss in self.sample_losses:
-            for s in loss.free_symbols & self.owner.keys():
-                contributions[s].append(weight * sp.diff(loss, s))
         wanted = self.owner.keys()
+        for loss in self.sample_losses:
+            for s, local in partials(loss, wanted).items():
+                contributions[s].append(weight * apply_kink_conventions(local))
         for value, expr in self.defs.items():
             if expr.free_symbols & wanted:
                 t = self._t(value)
                 for s, local in partials(expr, wanted).items():
-                    contributions[s].append(local * t)
+                    contributions[s].append(apply_kink_conventions(local) * t)
         self.adjoint_owner: dict[sp.Symbol, tuple[str, int, tuple]] = {}
         for symbol, (name, n, index) in self.owner.items():
             adjoint = self.adjoints[name][n][index]
@@ -219,7 +220,7 @@ def partials(expr: sp.Expr, wanted) -> dict[sp.Symbol, sp.Expr]:
         outer = expr.exp * expr.base ** (expr.exp - 1)
         for s, d in partials(expr.base, wanted).items():
             found[s].append(outer * d)
-    elif expr.is_Function and not any(a.is_Boolean for a in expr.args):
+    elif expr.is_Function and all(isinstance(a, sp.Expr) for a in expr.args):
         # the chain rule through f(u, ...): f's own derivative once, times u's partials
         slots = [sp.Dummy(real=True) for _ in expr.args]
         inner = dict(zip(slots, expr.args, strict=True))
@@ -250,7 +251,7 @@ def _mp(expr: sp.Basic, values: dict):
         result = mpmath.power(base, exponent) if base != 0 or exponent > 0 else mpmath.inf
     elif expr.is_Symbol:
         raise KeyError(expr.name)
-    elif expr.is_Function and not any(a.is_Boolean for a in expr.args):
+    elif expr.is_Function and all(isinstance(a, sp.Expr) for a in expr.args):
         args = [sp.Float(_mp(a, values), PRECISION) for a in expr.args]
         result = _number(expr.func(*args).evalf(PRECISION))
     else:  # a choice (Piecewise), a comparison: SymPy decides it at the numbers
