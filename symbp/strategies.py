@@ -60,6 +60,7 @@ from .check import random_point as _check_random_point
 from .derive import derive
 from .functions import FUNCTIONS
 from .spec import parse_spec
+from .spec.layers import NAMED_ACTIVATIONS as SPEC_ACTIVATIONS
 from .targets.numpy.module import render_module
 
 __all__ = [
@@ -376,18 +377,8 @@ def _expression_toml(inputs, targets, lets, outputs, loss) -> str:
 
 # --- layer stacks ----------------------------------------------------------------------------
 
-NAMED_ACTIVATIONS = (
-    "identity",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "softplus",
-    "elu",
-    "gelu",
-    "silu",
-    "softmax",
-)
+# the named activations a layer may have, as the spec reads them
+NAMED_ACTIVATIONS = SPEC_ACTIVATIONS
 # custom activations: a formula in z, applied elementwise
 CUSTOM_ACTIVATIONS = (
     "z*sigmoid(z)",

@@ -40,7 +40,7 @@ from ..language import ops
 from ..language.formula import parse_formula
 from ..language.terms import Term, shape_text
 from .elements import Evaluator
-from .sample_model import SampleModel, sample_model
+from .sample_model import SampleModel, has_term, sample_model
 from .system import PRECISION, System, exact
 
 POINTS = 3  # seeded random points of the numeric check
@@ -175,13 +175,13 @@ def _claim(model: SampleModel, key: str, formula: str, source: str) -> Claim:
     elif adjoint:
         kind, name = ("adjoint" if adjoint.group(1) == "l" else "batch"), adjoint.group(2)
     elif delta:
-        kind, name = "adjoint", f"z{delta.group(1)}"
-        if name not in names:
-            zs = [n for n in names if re.fullmatch(r"z\d+", n)]
+        kind, name = "adjoint", model.deltas.get(f"delta{delta.group(1)}", "")
+        if not name:
             raise SpecError(
                 source,
                 f'claims."{key}"',
-                f"the model has no {name} (delta^(k) is dl/dz^(k))" + way_out(name, zs),
+                f"the model has no delta{delta.group(1)} (delta^(k) is a layer stack's"
+                f" dl/dz^(k)){way_out(f'delta{delta.group(1)}', list(model.deltas))}",
             )
     elif text in names or text in model.aliases:
         kind, name = "value", text
@@ -213,20 +213,12 @@ def _step_order(model: SampleModel, claim: Claim) -> float:
         return -1e9 + position[claim.name]
     if claim.name in position:
         return -position[claim.name]
-    readers = [i for i, (_, t) in enumerate(model.values) if _reads(t, claim.name)]
+
+    def reads(t: Term) -> bool:
+        return t.op == "name" and t.attr("name") == claim.name
+
+    readers = [i for i, (_, t) in enumerate(model.values) if has_term(t, reads)]
     return -(min(readers) if readers else 0) + 0.5
-
-
-def _reads(term: Term, name: str) -> bool:
-    seen: set[int] = set()
-
-    def walk(t: Term) -> bool:
-        if id(t) in seen:
-            return False
-        seen.add(id(t))
-        return (t.op == "name" and t.attr("name") == name) or any(walk(a) for a in t.args)
-
-    return walk(term)
 
 
 # -- checking -------------------------------------------------------------------------------
@@ -317,36 +309,20 @@ class _Checker:
             names[target] = Term("one_hot", (label,), (classes,), True, (("classes", classes),))
         if "N" not in names:
             names["N"] = ops.const(sp.Integer(samples))
-        for name in [*self.model.leaves, *(n for n, _ in self.model.values)]:
-            if name in self.model.labels:
-                continue
+        for alias, name in self.model.adjoint_names().items():
             shape, batched = self.model.shape(name), self.model.batched(name)
-            for alias in [f"d_{name}", *_delta_names(name)]:
-                names.setdefault(alias, ops.name(alias, shape, batched))
-        for alias, name in self.model.aliases.items():
-            names.setdefault(f"d_{alias}", names[f"d_{name}"])
+            names.setdefault(alias, ops.name(alias, shape, batched))
         return names
 
     def _claimed(self, system: System, term: Term, samples: int) -> list:
         """The claim's elements per sample, over the system's symbols."""
-        owners: dict[int, str] = {}
-        for n, t in self.model.values:
-            owners.setdefault(id(t), n)
-        adjoint_names = {}
-        for name in system.adjoints:
-            for alias in [f"d_{name}", *_delta_names(name)]:
-                adjoint_names[alias] = name
-        for alias, name in self.model.aliases.items():
-            adjoint_names[f"d_{alias}"] = name
+        adjoint_names = self.model.adjoint_names()
+        cut = system.cutter(system.term_owners)
 
         def leaf(t: Term, n: int):
-            if t.op == "name":
-                label = t.attr("name")
-                if label in system.arrays:
-                    return system.arrays[label][n]
-                return system.adjoints[adjoint_names[label]][n]
-            name = owners.get(id(t))
-            return None if name is None else system.arrays[name][n]
+            if t.op == "name" and t.attr("name") not in system.arrays:
+                return system.adjoints[adjoint_names[t.attr("name")]][n]
+            return cut(t, n)
 
         evaluator = Evaluator(leaf, system.samples)
         return [evaluator.value(term, n) for n in range(samples)]
@@ -474,11 +450,6 @@ class _Checker:
                 if not _zero(system, sp.sympify(c_values[index]), sp.sympify(d_values[index])):
                     return False
         return True
-
-
-def _delta_names(name: str) -> list[str]:
-    match = re.fullmatch(r"z(\d+)", name)
-    return [f"delta{match.group(1)}"] if match else []
 
 
 def _zero(system: System, claimed: sp.Expr, derived: sp.Expr) -> bool:

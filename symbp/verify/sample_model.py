@@ -46,19 +46,22 @@ class SampleModel:
     reduction: str  # how the batch loss combines the samples' losses: "mean" | "sum"
     names: dict[str, Term] = field(default_factory=dict)  # what a formula may read
     aliases: dict[str, str] = field(default_factory=dict)  # another name -> a value's
+    # a layer stack's delta^(k): its name in claims -> the value it is the adjoint of
+    deltas: dict[str, str] = field(default_factory=dict)
 
     @property
     def coupled(self) -> bool:
         """Whether a sample's values read the batch (batch normalization)."""
-        seen: set[int] = set()
+        terms = [t for _, t in self.values] + [self.loss]
+        return any(has_term(t, lambda u: u.op == "batch_mean") for t in terms)
 
-        def walk(term: Term) -> bool:
-            if id(term) in seen:
-                return False
-            seen.add(id(term))
-            return term.op == "batch_mean" or any(walk(a) for a in term.args)
-
-        return any(walk(t) for _, t in self.values) or walk(self.loss)
+    def adjoint_names(self) -> dict[str, str]:
+        """What a claim's formula calls an adjoint -> the value's name: d_NAME for every
+        value but class labels, d_ALIAS, deltaK."""
+        names = {f"d_{n}": n for n in [*self.leaves, *(v for v, _ in self.values)]}
+        names = {a: n for a, n in names.items() if n not in self.labels}
+        names |= {f"d_{alias}": n for alias, n in self.aliases.items()}
+        return names | self.deltas
 
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self.leaves:
@@ -69,6 +72,19 @@ class SampleModel:
         if name in self.leaves:
             return self.leaves[name].batched
         return dict(self.values)[name].batched
+
+
+def has_term(term: Term, found) -> bool:
+    """Whether ``found`` holds for ``term`` or any term below it (each shared term once)."""
+    seen: set[int] = set()
+
+    def walk(t: Term) -> bool:
+        if id(t) in seen:
+            return False
+        seen.add(id(t))
+        return found(t) or any(walk(a) for a in t.args)
+
+    return walk(term)
 
 
 def sample_model(spec) -> SampleModel:
@@ -141,6 +157,7 @@ def _layers(spec: LayerSpec) -> SampleModel:
     leaves["y"] = Leaf(() if labels else (spec.outputs,), "target")
     names = {n: ops.name(n, leaf.shape, leaf.batched) for n, leaf in leaves.items()}
     values: list[tuple[str, Term]] = []
+    deltas: dict[str, str] = {}  # delta^(k), the course's dl/dz^(k)
     current = names["x"]
     for layer in spec.layers:
         k = layer.index
@@ -148,11 +165,13 @@ def _layers(spec: LayerSpec) -> SampleModel:
         if layer.op == "conv2d":
             current = ops.conv2d(current, names[f"W{k}"], bias, layer.stride, layer.padding)
             values.append((f"z{k}", current))
+            deltas[f"delta{k}"] = f"z{k}"
         elif layer.has_params:
             current = ops.matmul(names[f"W{k}"], current)
             if bias is not None:
                 current = ops.elementwise(lambda a, b: a + b, [current, bias], "+")
             values.append((f"z{k}", current))
+            deltas[f"delta{k}"] = f"z{k}"
         elif layer.op in ("maxpool2d", "avgpool2d"):
             current = ops.pool2d(layer.op, current, layer.kernel, layer.stride)
             values.append((f"a{k}", current))
@@ -186,4 +205,5 @@ def _layers(spec: LayerSpec) -> SampleModel:
     last = values[-1][0]
     model.names["yhat"] = dict(values)[last]
     model.aliases["yhat"] = last
+    model.deltas = deltas
     return model

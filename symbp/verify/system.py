@@ -80,7 +80,10 @@ class System:
         self.indicators.append((name, n, marks))
         return np.array([*marks, 1 - sp.Add(*marks)], dtype=object)
 
-    def _cutter(self, owners: dict[int, str]):
+    def cutter(self, owners: dict[int, str]):
+        """A term's own array where it is a leaf or one of ``owners`` (term id -> the
+        value it names), None where it is to be evaluated."""
+
         def leaf(term, n):
             if term.op == "name":
                 return self.arrays[term.attr("name")][n]
@@ -92,7 +95,7 @@ class System:
     def _forward(self) -> None:
         owners: dict[int, str] = {}
         for name, term in self.model.values:
-            evaluator = Evaluator(self._cutter(owners), self.samples)
+            evaluator = Evaluator(self.cutter(owners), self.samples)
             arrays = self._per_sample(name, term.shape, term.batched)
             for n in range(self.samples if term.batched else 1):
                 value = evaluator.value(term, n)
@@ -101,7 +104,8 @@ class System:
             self.arrays[name] = arrays
             self._own(name, arrays)
             owners.setdefault(id(term), name)
-        evaluator = Evaluator(self._cutter(owners), self.samples)
+        self.term_owners = owners  # every named value's term -> its name
+        evaluator = Evaluator(self.cutter(owners), self.samples)
         self.sample_losses = [
             exact(sp.sympify(evaluator.value(self.model.loss, n)[()])) for n in range(self.samples)
         ]
