@@ -18,6 +18,7 @@ from symbp.cli import main
 from symbp.derive import derive
 from symbp.documents import render_document
 from symbp.spec import builtin_names, load, resolve
+from symbp.targets.c.target import supported as c_supported
 from symbp.targets.cuda.target import supported as cuda_supported
 from symbp.targets.numpy.module import render_module, render_tests
 
@@ -205,11 +206,14 @@ def test_regenerate_writes_and_checks_a_folder(tmp_path, capsys):
     folder = tmp_path / "generated"
     assert main(["regenerate", str(folder)]) == 0
     names = sorted(p.name for p in folder.iterdir())
-    # every built-in's module and derivation; the dense ones' CUDA source and loader too
+    # every built-in's module and derivation; the dense ones' CUDA and C sources and
+    # loaders too
     cuda = [n for n in builtin_names() if cuda_supported(derive(load(n)))]
+    c = [n for n in builtin_names() if c_supported(derive(load(n)))]
     assert names == sorted(
         [f"{n}{ext}" for n in builtin_names() for ext in (".py", ".md")]
         + [f"{n}{ext}" for n in cuda for ext in (".cu", "_cuda.py")]
+        + [f"{n}{ext}" for n in c for ext in (".c", "_c.py")]
     )
     assert capsys.readouterr().out == f"wrote {len(names)} files to {folder}\n"
     assert main(["regenerate", "--check", str(folder)]) == 0

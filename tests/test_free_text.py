@@ -22,6 +22,7 @@ from symbp.derive import derive
 from symbp.documents import render_document
 from symbp.errors import SpecError
 from symbp.spec import parse_spec
+from symbp.targets.c.target import render_c, render_c_loader
 from symbp.targets.cuda.target import render_cuda, render_loader
 from symbp.targets.numpy.module import render_module, render_tests
 
@@ -75,7 +76,12 @@ def derivation(template: str, description: str, source: str):
 
 
 def python_outputs(d) -> list[str]:
-    return [render_module(d), render_tests(d, "q"), render_loader(d, "q.cu")]
+    return [
+        render_module(d),
+        render_tests(d, "q"),
+        render_loader(d, "q.cu"),
+        render_c_loader(d, "q.c"),
+    ]
 
 
 @pytest.mark.parametrize("template", [QUADRATIC, LAYERS], ids=["expression", "layers"])
@@ -92,13 +98,13 @@ def test_python_outputs_parse_and_show_the_text(template, text):
         assert word in module_doc
 
 
-def stripped_cuda(source: str, folder) -> str:
-    """The CUDA source with its comments removed by g++'s own preprocessor (directives
-    kept, nothing expanded): what the compiler sees of it."""
+def stripped_cuda(source: str, folder, language: tuple[str, ...] = ("c++", "-std=c++20")) -> str:
+    """The CUDA (or C) source with its comments removed by g++'s own preprocessor
+    (directives kept, nothing expanded): what the compiler sees of it."""
     path = folder / "m.cu"
     path.write_text(source, encoding="utf-8")
     result = subprocess.run(
-        ["g++", "-x", "c++", "-std=c++20", "-fpreprocessed", "-dD", "-E", "-P", "-w", str(path)],
+        ["g++", "-x", *language, "-fpreprocessed", "-dD", "-E", "-P", "-w", str(path)],
         capture_output=True,
         text=True,
         check=True,
@@ -113,6 +119,16 @@ def test_cuda_source_holds_the_text_only_in_comments(template, text, tmp_path):
     benign = render_cuda(derivation(template, "plain words", source="q.toml"))
     hostile = render_cuda(derivation(template, text, source=f"{text}.toml"))
     assert stripped_cuda(hostile, tmp_path) == stripped_cuda(benign, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to strip comments")
+@pytest.mark.parametrize("template", [QUADRATIC, LAYERS], ids=["expression", "layers"])
+@pytest.mark.parametrize("text", HOSTILE)
+def test_c_source_holds_the_text_only_in_comments(template, text, tmp_path):
+    benign = render_c(derivation(template, "plain words", source="q.toml"))
+    hostile = render_c(derivation(template, text, source=f"{text}.toml"))
+    c99 = ("c", "-std=c99")
+    assert stripped_cuda(hostile, tmp_path, c99) == stripped_cuda(benign, tmp_path, c99)
 
 
 @pytest.mark.parametrize("template", [QUADRATIC, LAYERS], ids=["expression", "layers"])
