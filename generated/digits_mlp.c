@@ -16,7 +16,7 @@
 // features), parameters one contiguous array. The whole training loop (epochs, batches,
 // NumPy's permutations, the optimizer) runs in one call of symbp_train. C99 and libm only.
 // Do not edit: regenerate with
-//     symbp generate digits_mlp.toml --target c
+//     symbp generate digits_mlp.toml --target c --dtype float32
 //
 // Build a trainer:   cc -std=c99 -O3 -march=native digits_mlp.c -lm -o digits_mlp && ./digits_mlp X.npy Y.npy
 // Build a library:   cc -std=c99 -O3 -march=native -fPIC -shared -DSYMBP_NO_MAIN digits_mlp.c -o digits_mlp.so
@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef double real;
+typedef float real;
 
 // the model's sizes
 #define SYMBP_PARAMS 4810  // parameters, one contiguous array
@@ -46,10 +46,10 @@ typedef double real;
 // s = softmax(z) over one row of K features, the row maximum shifted out
 static inline void symbp_softmax_row(const real* z, real* s, const int K) {
     real m = z[0];
-    for (int k = 1; k < K; ++k) m = fmax(m, z[k]);
+    for (int k = 1; k < K; ++k) m = fmaxf(m, z[k]);
     real total = 0;
     for (int k = 0; k < K; ++k) {
-        s[k] = exp(z[k] - m);
+        s[k] = expf(z[k] - m);
         total += s[k];
     }
     for (int k = 0; k < K; ++k) s[k] /= total;
@@ -58,13 +58,13 @@ static inline void symbp_softmax_row(const real* z, real* s, const int K) {
 // -sum_k y_k log softmax(z)_k = logsumexp(z) - y . z, the row maximum shifted out
 static inline real symbp_cross_entropy_row(const real* z, const real* y, const int K) {
     real m = z[0];
-    for (int k = 1; k < K; ++k) m = fmax(m, z[k]);
+    for (int k = 1; k < K; ++k) m = fmaxf(m, z[k]);
     real total = 0, dot = 0;
     for (int k = 0; k < K; ++k) {
-        total += exp(z[k] - m);
+        total += expf(z[k] - m);
         dot += y[k] * z[k];
     }
-    return m + log(total) - dot;
+    return m + logf(total) - dot;
 }
 
 // dl/dz = (softmax(z) - y) times the sample's adjoint g: the fused, stable gradient
@@ -336,8 +336,9 @@ typedef struct symbp_model {
 static void symbp_run_forward(symbp_model* m, const int N, const real* restrict _x, const real* restrict _params, real* restrict _out) {
     real* restrict _w_v_A1 = m->_w_v_A1;
     real* restrict _w_v_Z1 = m->_w_v_Z1;
+    real* restrict _scratch = m->scratch;
     // forward_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64, m->scratch);
+    symbp_gemm(0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64, _scratch);
     // forward_s2: Z1, A1, over N x 64
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 64; ++_j) {
@@ -345,12 +346,12 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* restrict 
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4096 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // forward_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _out, 10, m->scratch);
+    symbp_gemm(0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _out, 10, _scratch);
     // forward_s4: Z2, over N x 10
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 10; ++_j) {
@@ -370,8 +371,9 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
     real* restrict _w_v_Z1 = m->_w_v_Z1;
     real* restrict _w_v_Z2 = m->_w_v_Z2;
     real* restrict _w_v_l_n = m->_w_v_l_n;
+    real* restrict _scratch = m->scratch;
     // loss_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64, m->scratch);
+    symbp_gemm(0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64, _scratch);
     // loss_s2: Z1, A1, over N x 64
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 64; ++_j) {
@@ -379,12 +381,12 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4096 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // loss_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _w_v_Z2, 10, m->scratch);
+    symbp_gemm(0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _w_v_Z2, 10, _scratch);
     // loss_s4: Z2, over N x 10
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 10; ++_j) {
@@ -417,8 +419,9 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
     real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
     real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
     real* restrict _w_v_l_n = m->_w_v_l_n;
+    real* restrict _scratch = m->scratch;
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64, m->scratch);
+    symbp_gemm(0, 1, N, 64, 64, _x, 64, _params, 64, _w_v_Z1, 64, _scratch);
     // grads_s2: Z1, A1, over N x 64
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 64; ++_j) {
@@ -426,12 +429,12 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4096 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _w_v_Z2, 10, m->scratch);
+    symbp_gemm(0, 1, N, 10, 64, _w_v_A1, 64, _params + 4160, 64, _w_v_Z2, 10, _scratch);
     // grads_s4: Z2, over N x 10
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 10; ++_j) {
@@ -444,7 +447,7 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
     }
     // grads_s5: l_n, d_Z2, one sample (row of features) at a time
     for (long _n = 0; _n < N; ++_n) {
-        const real v_d_l_n = 1.0/((double)N);
+        const real v_d_l_n = 1.0F/((float)N);
         _w_v_l_n[_n] = symbp_cross_entropy_row(_w_v_Z2 + _n * 10, _y + _n * 10, 10);
         symbp_cross_entropy_vjp_row(_w_v_Z2 + _n * 10, _y + _n * 10, v_d_l_n, _w_v_d_Z2 + _n * 10, 10);
     }
@@ -455,20 +458,20 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s7: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 64, 10, _w_v_d_Z2, 10, _params + 4160, 64, _w_v_d_A1, 64, m->scratch);
+    symbp_gemm(0, 0, N, 64, 10, _w_v_d_Z2, 10, _params + 4160, 64, _w_v_d_A1, 64, _scratch);
     // grads_s8: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 10, 64, N, _w_v_d_Z2, 10, _w_v_A1, 64, _grads + 4160, 64, m->scratch);
+    symbp_gemm(1, 0, 10, 64, N, _w_v_d_Z2, 10, _w_v_A1, 64, _grads + 4160, 64, _scratch);
     // grads_s9: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 10, _grads + 4800);
     // grads_s10: d_Z1, over N x 64
     for (long _i = 0; _i < N * 64; ++_i) {
         const real v_A1 = _w_v_A1[_i];
         const real v_d_A1 = _w_v_d_A1[_i];
-        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0 : 0.0);
+        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0F : 0.0F);
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s11: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 64, 64, N, _w_v_d_Z1, 64, _x, 64, _grads, 64, m->scratch);
+    symbp_gemm(1, 0, 64, 64, N, _w_v_d_Z1, 64, _x, 64, _grads, 64, _scratch);
     // grads_s12: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 64, _grads + 4096);
 }
@@ -497,9 +500,9 @@ static void symbp_optimizer(real* restrict _params, const real* restrict _grads,
         real g = _grads[_e];
         real exp_avg = _state[0L * SYMBP_PARAMS + _e];
         real exp_avg_sq = _state[1L * SYMBP_PARAMS + _e];
-        exp_avg = 0.9*exp_avg + 0.09999999999999998*g;
-        exp_avg_sq = 0.999*exp_avg_sq + 0.0010000000000000009*(g*g);
-        p = -exp_avg*step_size/(1e-08 + sqrt(exp_avg_sq)/bias_correction2_sqrt) + p;
+        exp_avg = 0.9F*exp_avg + 0.09999999999999998F*g;
+        exp_avg_sq = 0.999F*exp_avg_sq + 0.0010000000000000009F*(g*g);
+        p = -exp_avg*step_size/(1e-08F + sqrtf(exp_avg_sq)/bias_correction2_sqrt) + p;
         (void)g;
         _params[_e] = p;
         _state[0L * SYMBP_PARAMS + _e] = exp_avg;
@@ -611,6 +614,10 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
         m->order_size = m->order ? n : 0;
         if (m->order == NULL) return -3;
     }
+    real* const P = params;
+    real* const S = state;
+    real* const G = m->grads;
+    real* const L = m->loss;
     symbp_pcg64 generator;
     symbp_pcg64_load(&generator, rng);
     int64_t steps = *step;
@@ -630,13 +637,13 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
                 x = m->batch_x;
                 y = m->batch_y;
             }
-symbp_run_grads(m, N, x, y, params, m->grads, m->loss);
-            total += (double)m->loss[0] * N;
+symbp_run_grads(m, N, x, y, P, G, L);
+            total += (double)L[0] * N;
             steps += 1;
             double step_size;
             double bias_correction2_sqrt;
             symbp_step_scalars((double)steps, lr, &step_size, &bias_correction2_sqrt);
-            symbp_optimizer(params, m->grads, state, (real)step_size, (real)bias_correction2_sqrt);
+            symbp_optimizer(P, G, S, (real)step_size, (real)bias_correction2_sqrt);
         }
         losses[epoch] = total / n;
     }
@@ -665,8 +672,8 @@ void symbp_init_params(real* params, const uint64_t seed) {
 
 // the optimizer's initial state (SYMBP_STATE_BUFFERS x SYMBP_PARAMS)
 void symbp_init_state(real* state) {
-    for (int e = 0; e < SYMBP_PARAMS; ++e) state[0 * SYMBP_PARAMS + e] = 0.0;  // exp_avg
-    for (int e = 0; e < SYMBP_PARAMS; ++e) state[1 * SYMBP_PARAMS + e] = 0.0;  // exp_avg_sq
+    for (int e = 0; e < SYMBP_PARAMS; ++e) state[0 * SYMBP_PARAMS + e] = 0.0F;  // exp_avg
+    for (int e = 0; e < SYMBP_PARAMS; ++e) state[1 * SYMBP_PARAMS + e] = 0.0F;  // exp_avg_sq
 }
 
 #ifndef SYMBP_NO_MAIN

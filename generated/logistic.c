@@ -327,10 +327,13 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 1;
-    real* restrict _w_v_d_w1_n = m->_w_v_d_w1_n;
-    real* restrict _w_v_d_w2_n = m->_w_v_d_w2_n;
-    real* restrict _w_v_d_z = m->_w_v_d_z;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_d_w1_n[1];
+    real _w_v_d_w2_n[1];
+    real _w_v_d_z[1];
+    real _w_v_l_n[1];
     // grads_s1: z, yhat, t1, c1, l_n, d_yhat, d_z, d_w1_n, d_w2_n, over N
     for (long _i = 0; _i < N; ++_i) {
         const real v_b = _params[2];
@@ -389,10 +392,13 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 4;
-    real* restrict _w_v_d_w1_n = m->_w_v_d_w1_n;
-    real* restrict _w_v_d_w2_n = m->_w_v_d_w2_n;
-    real* restrict _w_v_d_z = m->_w_v_d_z;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_d_w1_n[4];
+    real _w_v_d_w2_n[4];
+    real _w_v_d_z[4];
+    real _w_v_l_n[4];
     // grads_s1: z, yhat, t1, c1, l_n, d_yhat, d_z, d_w1_n, d_w2_n, over N
     for (long _i = 0; _i < N; ++_i) {
         const real v_b = _params[2];
@@ -575,6 +581,15 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
         m->order_size = m->order ? n : 0;
         if (m->order == NULL) return -3;
     }
+    // parameters, optimizer state, gradients and loss in local arrays: a model this small
+    // trains in registers (copied back at the end)
+    real _lp[SYMBP_PARAMS], _ls[SYMBP_STATE_BUFFERS * SYMBP_PARAMS + 1], _lg[SYMBP_PARAMS], _ll[1];
+    for (long e = 0; e < SYMBP_PARAMS; ++e) _lp[e] = params[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) _ls[e] = state[e];
+    real* const P = _lp;
+    real* const S = _ls;
+    real* const G = _lg;
+    real* const L = _ll;
     symbp_pcg64 generator;
     symbp_pcg64_load(&generator, rng);
     int64_t steps = *step;
@@ -594,18 +609,20 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
                 x = m->batch_x;
                 y = m->batch_y;
             }
-if (N == 1) symbp_run_grads_1(m, x, y, params, m->grads, m->loss);
-else if (N == 4) symbp_run_grads_4(m, x, y, params, m->grads, m->loss);
-else symbp_run_grads(m, N, x, y, params, m->grads, m->loss);
-            total += (double)m->loss[0] * N;
+if (N == 1) symbp_run_grads_1(m, x, y, P, G, L);
+else if (N == 4) symbp_run_grads_4(m, x, y, P, G, L);
+else symbp_run_grads(m, N, x, y, P, G, L);
+            total += (double)L[0] * N;
             steps += 1;
             double step_size;
             double bias_correction2_sqrt;
             symbp_step_scalars((double)steps, lr, &step_size, &bias_correction2_sqrt);
-            symbp_optimizer(params, m->grads, state, (real)step_size, (real)bias_correction2_sqrt);
+            symbp_optimizer(P, G, S, (real)step_size, (real)bias_correction2_sqrt);
         }
         losses[epoch] = total / n;
     }
+    for (long e = 0; e < SYMBP_PARAMS; ++e) params[e] = _lp[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) state[e] = _ls[e];
     symbp_pcg64_store(&generator, rng);
     *step = steps;
     return 0;

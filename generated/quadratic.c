@@ -311,10 +311,13 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 1;
-    real* restrict _w_v_d_w1_n = m->_w_v_d_w1_n;
-    real* restrict _w_v_d_w2_n = m->_w_v_d_w2_n;
-    real* restrict _w_v_d_yhat = m->_w_v_d_yhat;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_d_w1_n[1];
+    real _w_v_d_w2_n[1];
+    real _w_v_d_yhat[1];
+    real _w_v_l_n[1];
     // grads_s1: t1, yhat, t2, l_n, d_yhat, d_w1_n, d_w2_n, over N
     for (long _i = 0; _i < N; ++_i) {
         const real v_b = _params[2];
@@ -476,6 +479,15 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
         m->order_size = m->order ? n : 0;
         if (m->order == NULL) return -3;
     }
+    // parameters, optimizer state, gradients and loss in local arrays: a model this small
+    // trains in registers (copied back at the end)
+    real _lp[SYMBP_PARAMS], _ls[SYMBP_STATE_BUFFERS * SYMBP_PARAMS + 1], _lg[SYMBP_PARAMS], _ll[1];
+    for (long e = 0; e < SYMBP_PARAMS; ++e) _lp[e] = params[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) _ls[e] = state[e];
+    real* const P = _lp;
+    real* const S = _ls;
+    real* const G = _lg;
+    real* const L = _ll;
     symbp_pcg64 generator;
     symbp_pcg64_load(&generator, rng);
     int64_t steps = *step;
@@ -495,14 +507,16 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
                 x = m->batch_x;
                 y = m->batch_y;
             }
-if (N == 1) symbp_run_grads_1(m, x, y, params, m->grads, m->loss);
-else symbp_run_grads(m, N, x, y, params, m->grads, m->loss);
-            total += (double)m->loss[0] * N;
+if (N == 1) symbp_run_grads_1(m, x, y, P, G, L);
+else symbp_run_grads(m, N, x, y, P, G, L);
+            total += (double)L[0] * N;
             steps += 1;
-            symbp_optimizer(params, m->grads, state, (real)lr);
+            symbp_optimizer(P, G, S, (real)lr);
         }
         losses[epoch] = total / n;
     }
+    for (long e = 0; e < SYMBP_PARAMS; ++e) params[e] = _lp[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) state[e] = _ls[e];
     symbp_pcg64_store(&generator, rng);
     *step = steps;
     return 0;

@@ -53,7 +53,7 @@ INITIAL_VALUES = {
     "b": 1.0,
 }
 
-_REAL = ctypes.POINTER(ctypes.c_float if DTYPE == np.float32 else ctypes.c_double)
+_REAL = ctypes.c_void_p  # arrays pass as their data's address (DTYPE, C order)
 _library = None
 _models: dict[str, object] = {}  # the workspace kept between calls, and its capacity
 
@@ -136,8 +136,8 @@ def _model(rows: int):
     return library, _models["model"]
 
 
-def _real(array: np.ndarray):
-    return array.ctypes.data_as(_REAL)
+def _real(array: np.ndarray) -> int:
+    return array.ctypes.data
 
 
 def _matrix(A, columns: int, what: str, names: tuple[str, ...] = ()) -> np.ndarray:

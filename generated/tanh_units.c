@@ -391,15 +391,18 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 1;
-    real* restrict _w_v_c1 = m->_w_v_c1;
-    real* restrict _w_v_c2 = m->_w_v_c2;
-    real* restrict _w_v_d_a1_n = m->_w_v_d_a1_n;
-    real* restrict _w_v_d_a2_n = m->_w_v_d_a2_n;
-    real* restrict _w_v_d_v3_n = m->_w_v_d_v3_n;
-    real* restrict _w_v_d_yhat = m->_w_v_d_yhat;
-    real* restrict _w_v_g1 = m->_w_v_g1;
-    real* restrict _w_v_g2 = m->_w_v_g2;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_c1[1];
+    real _w_v_c2[1];
+    real _w_v_d_a1_n[1];
+    real _w_v_d_a2_n[1];
+    real _w_v_d_v3_n[1];
+    real _w_v_d_yhat[1];
+    real _w_v_g1[1];
+    real _w_v_g2[1];
+    real _w_v_l_n[1];
     // grads_s1: h1, h2, yhat, t1, l_n, d_yhat, c1, d_h2, g1, c2, d_h1, g2, d_a1_n, d_a2_n, d_v3_n, over N
     for (long _i = 0; _i < N; ++_i) {
         const real v_a1 = _params[0];
@@ -504,15 +507,18 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_8(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 8;
-    real* restrict _w_v_c1 = m->_w_v_c1;
-    real* restrict _w_v_c2 = m->_w_v_c2;
-    real* restrict _w_v_d_a1_n = m->_w_v_d_a1_n;
-    real* restrict _w_v_d_a2_n = m->_w_v_d_a2_n;
-    real* restrict _w_v_d_v3_n = m->_w_v_d_v3_n;
-    real* restrict _w_v_d_yhat = m->_w_v_d_yhat;
-    real* restrict _w_v_g1 = m->_w_v_g1;
-    real* restrict _w_v_g2 = m->_w_v_g2;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_c1[8];
+    real _w_v_c2[8];
+    real _w_v_d_a1_n[8];
+    real _w_v_d_a2_n[8];
+    real _w_v_d_v3_n[8];
+    real _w_v_d_yhat[8];
+    real _w_v_g1[8];
+    real _w_v_g2[8];
+    real _w_v_l_n[8];
     // grads_s1: h1, h2, yhat, t1, l_n, d_yhat, c1, d_h2, g1, c2, d_h1, g2, d_a1_n, d_a2_n, d_v3_n, over N
     for (long _i = 0; _i < N; ++_i) {
         const real v_a1 = _params[0];
@@ -752,6 +758,15 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
         m->order_size = m->order ? n : 0;
         if (m->order == NULL) return -3;
     }
+    // parameters, optimizer state, gradients and loss in local arrays: a model this small
+    // trains in registers (copied back at the end)
+    real _lp[SYMBP_PARAMS], _ls[SYMBP_STATE_BUFFERS * SYMBP_PARAMS + 1], _lg[SYMBP_PARAMS], _ll[1];
+    for (long e = 0; e < SYMBP_PARAMS; ++e) _lp[e] = params[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) _ls[e] = state[e];
+    real* const P = _lp;
+    real* const S = _ls;
+    real* const G = _lg;
+    real* const L = _ll;
     symbp_pcg64 generator;
     symbp_pcg64_load(&generator, rng);
     int64_t steps = *step;
@@ -771,17 +786,19 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
                 x = m->batch_x;
                 y = m->batch_y;
             }
-if (N == 1) symbp_run_grads_1(m, x, y, params, m->grads, m->loss);
-else if (N == 8) symbp_run_grads_8(m, x, y, params, m->grads, m->loss);
-else symbp_run_grads(m, N, x, y, params, m->grads, m->loss);
-            total += (double)m->loss[0] * N;
+if (N == 1) symbp_run_grads_1(m, x, y, P, G, L);
+else if (N == 8) symbp_run_grads_8(m, x, y, P, G, L);
+else symbp_run_grads(m, N, x, y, P, G, L);
+            total += (double)L[0] * N;
             steps += 1;
             double damp;
             symbp_step_scalars((double)steps, lr, &damp);
-            symbp_optimizer(params, m->grads, state, (real)damp, (real)lr);
+            symbp_optimizer(P, G, S, (real)damp, (real)lr);
         }
         losses[epoch] = total / n;
     }
+    for (long e = 0; e < SYMBP_PARAMS; ++e) params[e] = _lp[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) state[e] = _ls[e];
     symbp_pcg64_store(&generator, rng);
     *step = steps;
     return 0;

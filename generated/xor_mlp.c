@@ -16,7 +16,7 @@
 // features), parameters one contiguous array. The whole training loop (epochs, batches,
 // NumPy's permutations, the optimizer) runs in one call of symbp_train. C99 and libm only.
 // Do not edit: regenerate with
-//     symbp generate xor_mlp.toml --target c
+//     symbp generate xor_mlp.toml --target c --dtype float32
 //
 // Build a trainer:   cc -std=c99 -O3 -march=native xor_mlp.c -lm -o xor_mlp && ./xor_mlp
 // Build a library:   cc -std=c99 -O3 -march=native -fPIC -shared -DSYMBP_NO_MAIN xor_mlp.c -o xor_mlp.so
@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef double real;
+typedef float real;
 
 // the model's sizes
 #define SYMBP_PARAMS 9  // parameters, one contiguous array
@@ -46,13 +46,13 @@ typedef double real;
 // 1 / (1 + exp(-z)) without overflow for large |z|: e = exp(-|z|) is the exp the stable
 // softplus computes too, so that the compiler computes it once for both
 static inline real symbp_sigmoid(const real z) {
-    const real e = exp(-fabs(z));
+    const real e = expf(-fabsf(z));
     return z >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 
 // log(1 + exp(z)) = max(z, 0) + log(1 + exp(-|z|)), without overflow
 static inline real symbp_softplus(const real z) {
-    return fmax(z, (real)0) + log1p(exp(-fabs(z)));
+    return fmaxf(z, (real)0) + log1pf(expf(-fabsf(z)));
 }
 
 // The tile of columns a row of C is computed in: four rows of C over SYMBP_TILE columns
@@ -317,8 +317,9 @@ typedef struct symbp_model {
 static void symbp_run_forward(symbp_model* m, const int N, const real* restrict _x, const real* restrict _params, real* restrict _out) {
     real* restrict _w_v_A1 = m->_w_v_A1;
     real* restrict _w_v_Z1 = m->_w_v_Z1;
+    real* restrict _scratch = m->scratch;
     // forward_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, m->scratch);
+    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, _scratch);
     // forward_s2: Z1, A1, over N x 2
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 2; ++_j) {
@@ -326,12 +327,12 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* restrict 
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // forward_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _out, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _out, 1, _scratch);
     // forward_s4: Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Z2_gemm = _out[_i];
@@ -348,8 +349,9 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
     real* restrict _w_v_Z1 = m->_w_v_Z1;
     real* restrict _w_v_Z2 = m->_w_v_Z2;
     real* restrict _w_v_l_n = m->_w_v_l_n;
+    real* restrict _scratch = m->scratch;
     // loss_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, m->scratch);
+    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, _scratch);
     // loss_s2: Z1, A1, over N x 2
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 2; ++_j) {
@@ -357,12 +359,12 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // loss_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, _scratch);
     // loss_s4: Z2, l_n, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
@@ -390,8 +392,9 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
     real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
     real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
     real* restrict _w_v_l_n = m->_w_v_l_n;
+    real* restrict _scratch = m->scratch;
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, m->scratch);
+    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, _scratch);
     // grads_s2: Z1, A1, over N x 2
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 2; ++_j) {
@@ -399,12 +402,12 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, _scratch);
     // grads_s4: Z2, l_n, d_Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
@@ -412,7 +415,7 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
         const real v_b2 = _params[8];
         const real v_Z2 = v_Z2_gemm + v_b2;
         const real v_l_n = -v_Y*v_Z2 + symbp_softplus(v_Z2);
-        const real v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((double)N);
+        const real v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((float)N);
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
     }
@@ -423,20 +426,20 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s6: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2, m->scratch);
+    symbp_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2, _scratch);
     // grads_s7: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2, m->scratch);
+    symbp_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2, _scratch);
     // grads_s8: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 1, _grads + 8);
     // grads_s9: d_Z1, over N x 2
     for (long _i = 0; _i < N * 2; ++_i) {
         const real v_A1 = _w_v_A1[_i];
         const real v_d_A1 = _w_v_d_A1[_i];
-        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0 : 0.0);
+        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0F : 0.0F);
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s10: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2, m->scratch);
+    symbp_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2, _scratch);
     // grads_s11: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 2, _grads + 4);
 }
@@ -446,15 +449,19 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 1;
-    real* restrict _w_v_A1 = m->_w_v_A1;
-    real* restrict _w_v_Z1 = m->_w_v_Z1;
-    real* restrict _w_v_Z2 = m->_w_v_Z2;
-    real* restrict _w_v_d_A1 = m->_w_v_d_A1;
-    real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
-    real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_A1[2];
+    real _w_v_Z1[2];
+    real _w_v_Z2[1];
+    real _w_v_d_A1[2];
+    real _w_v_d_Z1[2];
+    real _w_v_d_Z2[1];
+    real _w_v_l_n[1];
+    real _scratch[7];
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, m->scratch);
+    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, _scratch);
     // grads_s2: Z1, A1, over N x 2
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 2; ++_j) {
@@ -462,12 +469,12 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, _scratch);
     // grads_s4: Z2, l_n, d_Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
@@ -475,7 +482,7 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
         const real v_b2 = _params[8];
         const real v_Z2 = v_Z2_gemm + v_b2;
         const real v_l_n = -v_Y*v_Z2 + symbp_softplus(v_Z2);
-        const real v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((double)N);
+        const real v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((float)N);
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
     }
@@ -486,20 +493,20 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s6: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2, m->scratch);
+    symbp_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2, _scratch);
     // grads_s7: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2, m->scratch);
+    symbp_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2, _scratch);
     // grads_s8: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 1, _grads + 8);
     // grads_s9: d_Z1, over N x 2
     for (long _i = 0; _i < N * 2; ++_i) {
         const real v_A1 = _w_v_A1[_i];
         const real v_d_A1 = _w_v_d_A1[_i];
-        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0 : 0.0);
+        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0F : 0.0F);
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s10: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2, m->scratch);
+    symbp_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2, _scratch);
     // grads_s11: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 2, _grads + 4);
 }
@@ -509,15 +516,19 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 4;
-    real* restrict _w_v_A1 = m->_w_v_A1;
-    real* restrict _w_v_Z1 = m->_w_v_Z1;
-    real* restrict _w_v_Z2 = m->_w_v_Z2;
-    real* restrict _w_v_d_A1 = m->_w_v_d_A1;
-    real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
-    real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_A1[8];
+    real _w_v_Z1[8];
+    real _w_v_Z2[4];
+    real _w_v_d_A1[8];
+    real _w_v_d_Z1[8];
+    real _w_v_d_Z2[4];
+    real _w_v_l_n[4];
+    real _scratch[13];
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, m->scratch);
+    symbp_gemm(0, 1, N, 2, 2, _x, 2, _params, 2, _w_v_Z1, 2, _scratch);
     // grads_s2: Z1, A1, over N x 2
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 2; ++_j) {
@@ -525,12 +536,12 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmax(v_Z1, 0.0);
+            const real v_A1 = fmaxf(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 2, _w_v_A1, 2, _params + 6, 2, _w_v_Z2, 1, _scratch);
     // grads_s4: Z2, l_n, d_Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
@@ -538,7 +549,7 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
         const real v_b2 = _params[8];
         const real v_Z2 = v_Z2_gemm + v_b2;
         const real v_l_n = -v_Y*v_Z2 + symbp_softplus(v_Z2);
-        const real v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((double)N);
+        const real v_d_Z2 = (-v_Y + symbp_sigmoid(v_Z2))/((float)N);
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
     }
@@ -549,20 +560,20 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s6: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2, m->scratch);
+    symbp_gemm(0, 0, N, 2, 1, _w_v_d_Z2, 1, _params + 6, 2, _w_v_d_A1, 2, _scratch);
     // grads_s7: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2, m->scratch);
+    symbp_gemm(1, 0, 1, 2, N, _w_v_d_Z2, 1, _w_v_A1, 2, _grads + 6, 2, _scratch);
     // grads_s8: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 1, _grads + 8);
     // grads_s9: d_Z1, over N x 2
     for (long _i = 0; _i < N * 2; ++_i) {
         const real v_A1 = _w_v_A1[_i];
         const real v_d_A1 = _w_v_d_A1[_i];
-        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0 : 0.0);
+        const real v_d_Z1 = v_d_A1*((v_A1 > 0) ? 1.0F : 0.0F);
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s10: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2, m->scratch);
+    symbp_gemm(1, 0, 2, 2, N, _w_v_d_Z1, 2, _x, 2, _grads, 2, _scratch);
     // grads_s11: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 2, _grads + 4);
 }
@@ -689,6 +700,15 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
         m->order_size = m->order ? n : 0;
         if (m->order == NULL) return -3;
     }
+    // parameters, optimizer state, gradients and loss in local arrays: a model this small
+    // trains in registers (copied back at the end)
+    real _lp[SYMBP_PARAMS], _ls[SYMBP_STATE_BUFFERS * SYMBP_PARAMS + 1], _lg[SYMBP_PARAMS], _ll[1];
+    for (long e = 0; e < SYMBP_PARAMS; ++e) _lp[e] = params[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) _ls[e] = state[e];
+    real* const P = _lp;
+    real* const S = _ls;
+    real* const G = _lg;
+    real* const L = _ll;
     symbp_pcg64 generator;
     symbp_pcg64_load(&generator, rng);
     int64_t steps = *step;
@@ -708,15 +728,17 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
                 x = m->batch_x;
                 y = m->batch_y;
             }
-if (N == 1) symbp_run_grads_1(m, x, y, params, m->grads, m->loss);
-else if (N == 4) symbp_run_grads_4(m, x, y, params, m->grads, m->loss);
-else symbp_run_grads(m, N, x, y, params, m->grads, m->loss);
-            total += (double)m->loss[0] * N;
+if (N == 1) symbp_run_grads_1(m, x, y, P, G, L);
+else if (N == 4) symbp_run_grads_4(m, x, y, P, G, L);
+else symbp_run_grads(m, N, x, y, P, G, L);
+            total += (double)L[0] * N;
             steps += 1;
-            symbp_optimizer(params, m->grads, state, (real)lr);
+            symbp_optimizer(P, G, S, (real)lr);
         }
         losses[epoch] = total / n;
     }
+    for (long e = 0; e < SYMBP_PARAMS; ++e) params[e] = _lp[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) state[e] = _ls[e];
     symbp_pcg64_store(&generator, rng);
     *step = steps;
     return 0;

@@ -7,7 +7,7 @@ The whole of train() runs in one C call. xor_mlp.c, beside this file, is compile
 the machine's C compiler ($CC, else cc, gcc or clang) on first use and cached beside
 it, keyed by a hash of the source and the flags. Standard library and NumPy only.
 Do not edit: regenerate with
-    symbp generate xor_mlp.toml --target c
+    symbp generate xor_mlp.toml --target c --dtype float32
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-DTYPE = np.float64
+DTYPE = np.float32
 SOURCE = Path(__file__).with_name("xor_mlp.c")
 CFLAGS = ("-std=c99", "-O3", "-fno-math-errno", "-fPIC", "-shared")
 NATIVE = "-march=native"  # left out where the compiler refuses it
@@ -55,7 +55,7 @@ FAN_IN = {
     "b2": 2,
 }
 
-_REAL = ctypes.POINTER(ctypes.c_float if DTYPE == np.float32 else ctypes.c_double)
+_REAL = ctypes.c_void_p  # arrays pass as their data's address (DTYPE, C order)
 _library = None
 _models: dict[str, object] = {}  # the workspace kept between calls, and its capacity
 
@@ -138,8 +138,8 @@ def _model(rows: int):
     return library, _models["model"]
 
 
-def _real(array: np.ndarray):
-    return array.ctypes.data_as(_REAL)
+def _real(array: np.ndarray) -> int:
+    return array.ctypes.data
 
 
 def _matrix(A, columns: int, what: str, names: tuple[str, ...] = ()) -> np.ndarray:

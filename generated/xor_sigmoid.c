@@ -14,7 +14,7 @@
 // features), parameters one contiguous array. The whole training loop (epochs, batches,
 // NumPy's permutations, the optimizer) runs in one call of symbp_train. C99 and libm only.
 // Do not edit: regenerate with
-//     symbp generate xor_sigmoid.toml --target c
+//     symbp generate xor_sigmoid.toml --target c --dtype float32
 //
 // Build a trainer:   cc -std=c99 -O3 -march=native xor_sigmoid.c -lm -o xor_sigmoid && ./xor_sigmoid
 // Build a library:   cc -std=c99 -O3 -march=native -fPIC -shared -DSYMBP_NO_MAIN xor_sigmoid.c -o xor_sigmoid.so
@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef double real;
+typedef float real;
 
 // the model's sizes
 #define SYMBP_PARAMS 17  // parameters, one contiguous array
@@ -44,7 +44,7 @@ typedef double real;
 // 1 / (1 + exp(-z)) without overflow for large |z|: e = exp(-|z|) is the exp the stable
 // softplus computes too, so that the compiler computes it once for both
 static inline real symbp_sigmoid(const real z) {
-    const real e = exp(-fabs(z));
+    const real e = expf(-fabsf(z));
     return z >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 
@@ -311,8 +311,9 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* restrict 
     real* restrict _w_v_A1 = m->_w_v_A1;
     real* restrict _w_v_Z1 = m->_w_v_Z1;
     real* restrict _w_v_Z2 = m->_w_v_Z2;
+    real* restrict _scratch = m->scratch;
     // forward_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, m->scratch);
+    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, _scratch);
     // forward_s2: Z1, A1, over N x 4
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 4; ++_j) {
@@ -320,12 +321,12 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* restrict 
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[8 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = tanh(v_Z1);
+            const real v_A1 = tanhf(v_Z1);
             _w_v_A1[_i] = v_A1;
         }
     }
     // forward_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, _scratch);
     // forward_s4: Z2, A2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Z2_gemm = _w_v_Z2[_i];
@@ -343,8 +344,9 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
     real* restrict _w_v_Z1 = m->_w_v_Z1;
     real* restrict _w_v_Z2 = m->_w_v_Z2;
     real* restrict _w_v_l_n = m->_w_v_l_n;
+    real* restrict _scratch = m->scratch;
     // loss_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, m->scratch);
+    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, _scratch);
     // loss_s2: Z1, A1, over N x 4
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 4; ++_j) {
@@ -352,12 +354,12 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[8 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = tanh(v_Z1);
+            const real v_A1 = tanhf(v_Z1);
             _w_v_A1[_i] = v_A1;
         }
     }
     // loss_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, _scratch);
     // loss_s4: Z2, A2, c1, c2, l_n, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
@@ -367,7 +369,7 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*log(fmax(v_A2, 3.720075976020836e-44)) + v_c1*log(fmax(v_c2, 3.720075976020836e-44)));
+        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
         _w_v_l_n[_i] = v_l_n;
     }
     // loss_s5: L, sums over the batch
@@ -388,8 +390,9 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
     real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
     real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
     real* restrict _w_v_l_n = m->_w_v_l_n;
+    real* restrict _scratch = m->scratch;
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, m->scratch);
+    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, _scratch);
     // grads_s2: Z1, A1, over N x 4
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 4; ++_j) {
@@ -397,24 +400,24 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[8 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = tanh(v_Z1);
+            const real v_A1 = tanhf(v_Z1);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, _scratch);
     // grads_s4: Z2, A2, c1, c2, l_n, d_A2, d_Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
         const real v_Z2_gemm = _w_v_Z2[_i];
         const real v_b2 = _params[16];
-        const real v_c3 = exp(-100);
+        const real v_c3 = expf(-100);
         const real v_Z2 = v_Z2_gemm + v_b2;
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*log(fmax(v_A2, 3.720075976020836e-44)) + v_c1*log(fmax(v_c2, 3.720075976020836e-44)));
-        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0 : 0.0)/fmax(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0 : 0.0)/fmax(v_c2, v_c3))/((double)N);
+        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
+        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
         const real v_d_Z2 = v_A2*v_c2*v_d_A2;
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
@@ -426,9 +429,9 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s6: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4, m->scratch);
+    symbp_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4, _scratch);
     // grads_s7: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4, m->scratch);
+    symbp_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4, _scratch);
     // grads_s8: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 1, _grads + 16);
     // grads_s9: d_Z1, over N x 4
@@ -439,7 +442,7 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s10: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2, m->scratch);
+    symbp_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2, _scratch);
     // grads_s11: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 4, _grads + 8);
 }
@@ -449,15 +452,19 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 1;
-    real* restrict _w_v_A1 = m->_w_v_A1;
-    real* restrict _w_v_Z1 = m->_w_v_Z1;
-    real* restrict _w_v_Z2 = m->_w_v_Z2;
-    real* restrict _w_v_d_A1 = m->_w_v_d_A1;
-    real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
-    real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_A1[4];
+    real _w_v_Z1[4];
+    real _w_v_Z2[1];
+    real _w_v_d_A1[4];
+    real _w_v_d_Z1[4];
+    real _w_v_d_Z2[1];
+    real _w_v_l_n[1];
+    real _scratch[13];
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, m->scratch);
+    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, _scratch);
     // grads_s2: Z1, A1, over N x 4
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 4; ++_j) {
@@ -465,24 +472,24 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[8 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = tanh(v_Z1);
+            const real v_A1 = tanhf(v_Z1);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, _scratch);
     // grads_s4: Z2, A2, c1, c2, l_n, d_A2, d_Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
         const real v_Z2_gemm = _w_v_Z2[_i];
         const real v_b2 = _params[16];
-        const real v_c3 = exp(-100);
+        const real v_c3 = expf(-100);
         const real v_Z2 = v_Z2_gemm + v_b2;
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*log(fmax(v_A2, 3.720075976020836e-44)) + v_c1*log(fmax(v_c2, 3.720075976020836e-44)));
-        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0 : 0.0)/fmax(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0 : 0.0)/fmax(v_c2, v_c3))/((double)N);
+        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
+        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
         const real v_d_Z2 = v_A2*v_c2*v_d_A2;
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
@@ -494,9 +501,9 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s6: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4, m->scratch);
+    symbp_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4, _scratch);
     // grads_s7: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4, m->scratch);
+    symbp_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4, _scratch);
     // grads_s8: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 1, _grads + 16);
     // grads_s9: d_Z1, over N x 4
@@ -507,7 +514,7 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s10: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2, m->scratch);
+    symbp_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2, _scratch);
     // grads_s11: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 4, _grads + 8);
 }
@@ -517,15 +524,19 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
 // (the same code with N a constant, which the compiler folds into the loops and divisions)
 static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const real* restrict _y, const real* restrict _params, real* restrict _grads, real* restrict _loss) {
     const int N = 4;
-    real* restrict _w_v_A1 = m->_w_v_A1;
-    real* restrict _w_v_Z1 = m->_w_v_Z1;
-    real* restrict _w_v_Z2 = m->_w_v_Z2;
-    real* restrict _w_v_d_A1 = m->_w_v_d_A1;
-    real* restrict _w_v_d_Z1 = m->_w_v_d_Z1;
-    real* restrict _w_v_d_Z2 = m->_w_v_d_Z2;
-    real* restrict _w_v_l_n = m->_w_v_l_n;
+    (void)m;
+    // the workspace on the stack: after inlining into the training loop, the compiler
+    // keeps what it can of it in registers
+    real _w_v_A1[16];
+    real _w_v_Z1[16];
+    real _w_v_Z2[4];
+    real _w_v_d_A1[16];
+    real _w_v_d_Z1[16];
+    real _w_v_d_Z2[4];
+    real _w_v_l_n[4];
+    real _scratch[25];
     // grads_s1: Z1 = X W1^T
-    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, m->scratch);
+    symbp_gemm(0, 1, N, 4, 2, _x, 2, _params, 2, _w_v_Z1, 4, _scratch);
     // grads_s2: Z1, A1, over N x 4
     for (long _n = 0; _n < N; ++_n) {
         for (long _j = 0; _j < 4; ++_j) {
@@ -533,24 +544,24 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[8 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = tanh(v_Z1);
+            const real v_A1 = tanhf(v_Z1);
             _w_v_A1[_i] = v_A1;
         }
     }
     // grads_s3: Z2 = A1 W2^T
-    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, m->scratch);
+    symbp_gemm(0, 1, N, 1, 4, _w_v_A1, 4, _params + 12, 4, _w_v_Z2, 1, _scratch);
     // grads_s4: Z2, A2, c1, c2, l_n, d_A2, d_Z2, over N x 1
     for (long _i = 0; _i < N; ++_i) {
         const real v_Y = _y[_i];
         const real v_Z2_gemm = _w_v_Z2[_i];
         const real v_b2 = _params[16];
-        const real v_c3 = exp(-100);
+        const real v_c3 = expf(-100);
         const real v_Z2 = v_Z2_gemm + v_b2;
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*log(fmax(v_A2, 3.720075976020836e-44)) + v_c1*log(fmax(v_c2, 3.720075976020836e-44)));
-        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0 : 0.0)/fmax(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0 : 0.0)/fmax(v_c2, v_c3))/((double)N);
+        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
+        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
         const real v_d_Z2 = v_A2*v_c2*v_d_A2;
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
@@ -562,9 +573,9 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
         _loss[0] = (real)(total / (double)(N));
     }
     // grads_s6: d_A1 = d_Z2 W2
-    symbp_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4, m->scratch);
+    symbp_gemm(0, 0, N, 4, 1, _w_v_d_Z2, 1, _params + 12, 4, _w_v_d_A1, 4, _scratch);
     // grads_s7: d_W2 = d_Z2^T A1
-    symbp_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4, m->scratch);
+    symbp_gemm(1, 0, 1, 4, N, _w_v_d_Z2, 1, _w_v_A1, 4, _grads + 12, 4, _scratch);
     // grads_s8: d_b2 = column sums of d_Z2
     symbp_colsums(_w_v_d_Z2, N, 1, _grads + 16);
     // grads_s9: d_Z1, over N x 4
@@ -575,7 +586,7 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
         _w_v_d_Z1[_i] = v_d_Z1;
     }
     // grads_s10: d_W1 = d_Z1^T X
-    symbp_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2, m->scratch);
+    symbp_gemm(1, 0, 4, 2, N, _w_v_d_Z1, 4, _x, 2, _grads, 2, _scratch);
     // grads_s11: d_b1 = column sums of d_Z1
     symbp_colsums(_w_v_d_Z1, N, 4, _grads + 8);
 }
@@ -702,6 +713,15 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
         m->order_size = m->order ? n : 0;
         if (m->order == NULL) return -3;
     }
+    // parameters, optimizer state, gradients and loss in local arrays: a model this small
+    // trains in registers (copied back at the end)
+    real _lp[SYMBP_PARAMS], _ls[SYMBP_STATE_BUFFERS * SYMBP_PARAMS + 1], _lg[SYMBP_PARAMS], _ll[1];
+    for (long e = 0; e < SYMBP_PARAMS; ++e) _lp[e] = params[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) _ls[e] = state[e];
+    real* const P = _lp;
+    real* const S = _ls;
+    real* const G = _lg;
+    real* const L = _ll;
     symbp_pcg64 generator;
     symbp_pcg64_load(&generator, rng);
     int64_t steps = *step;
@@ -721,15 +741,17 @@ int symbp_train(symbp_model* m, const int n, const real* X, const real* Y, real*
                 x = m->batch_x;
                 y = m->batch_y;
             }
-if (N == 1) symbp_run_grads_1(m, x, y, params, m->grads, m->loss);
-else if (N == 4) symbp_run_grads_4(m, x, y, params, m->grads, m->loss);
-else symbp_run_grads(m, N, x, y, params, m->grads, m->loss);
-            total += (double)m->loss[0] * N;
+if (N == 1) symbp_run_grads_1(m, x, y, P, G, L);
+else if (N == 4) symbp_run_grads_4(m, x, y, P, G, L);
+else symbp_run_grads(m, N, x, y, P, G, L);
+            total += (double)L[0] * N;
             steps += 1;
-            symbp_optimizer(params, m->grads, state, (real)lr);
+            symbp_optimizer(P, G, S, (real)lr);
         }
         losses[epoch] = total / n;
     }
+    for (long e = 0; e < SYMBP_PARAMS; ++e) params[e] = _lp[e];
+    for (long e = 0; e < SYMBP_STATE_BUFFERS * SYMBP_PARAMS; ++e) state[e] = _ls[e];
     symbp_pcg64_store(&generator, rng);
     *step = steps;
     return 0;

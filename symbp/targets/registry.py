@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..spec.layers import LayerSpec
+
 
 @dataclass(frozen=True)
 class GenerateOptions:
@@ -34,6 +36,12 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {}
+
+
+def default_dtype(spec) -> str:
+    """Every target's dtype unless told: float64 for expression models (checked to the
+    last digit), float32 for layer stacks."""
+    return "float32" if isinstance(spec, LayerSpec) else "float64"
 
 
 def register(target: Target) -> None:

@@ -21,6 +21,7 @@ def _check_options(options: GenerateOptions) -> None:
 def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
     from ...errors import SpecError
     from ...spec import check_module_name
+    from ..registry import default_dtype
     from .target import render_c, render_c_loader, unsupported
 
     problem = unsupported(derivation)
@@ -30,7 +31,7 @@ def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
     if path.suffix != ".c" or not path.stem.isidentifier():
         raise SpecError(str(path), "", "the C source path must end in .c and name a module")
     check_module_name(f"{path.stem}_c", str(path), "-o")
-    dtype = options.dtype or "float64"
+    dtype = options.dtype or default_dtype(derivation.spec)
     return {
         path: render_c(derivation, dtype),
         path.with_name(f"{path.stem}_c.py"): render_c_loader(derivation, path.name, dtype),
@@ -38,7 +39,7 @@ def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
 
 
 def _builtin_files(name: str, derivation) -> dict[str, str]:
-    """The float64 .c and its loader, where the target stages every op."""
+    """The .c and its loader (the NumPy module's dtype), where the target stages every op."""
     from .target import render_c, render_c_loader, supported
 
     if not supported(derivation):

@@ -19,6 +19,7 @@ from ...derive import Derivation
 from ...errors import SpecError
 from ...ir.graph import BATCH
 from ...templating import environment
+from ..registry import default_dtype
 from .printer import CPrinter
 from .stages import StagedProgram
 from .stages import unsupported as unstaged
@@ -72,14 +73,27 @@ class CTarget(StagedProgram):
                 for b in ("_x", "_y", "_params", "_grads", "_loss", "_out")
                 if b not in entry["buffers"]
             ]
-            entry["uses_model"] = bool(entry["local_buffers"]) or any(
-                s["kind"] == "gemm" for s in entry["stages"]
-            )
+            entry["has_gemm"] = any(s["kind"] == "gemm" for s in entry["stages"])
+            entry["uses_model"] = bool(entry["local_buffers"]) or entry["has_gemm"]
         # batch sizes the training loop has a step of its own for: one sample, and the
         # spec's batch size (for small models only: each is a copy of the grads code)
         small = self.param_count <= 4096
         context["fixed_batches"] = sorted({1, self.spec.train.batch_size}) if small else []
         context["scratch"] = {"per_sample": scratch[0], "fixed": scratch[1]}
+        # each workspace buffer's elements as (per sample, fixed)
+        sizes = {
+            f"_w_{w['name']}": (w["count"], 0) if w["batched"] else (0, w["count"])
+            for w in context["work"]
+        }
+        sizes["_scal"] = (0, context["scalar_slots"])
+        context["buffer_sizes"] = sizes
+        # fixed batch sizes whose whole workspace fits on the stack (at most 32 KiB of it)
+        context["local_batches"] = [
+            size
+            for size in context["fixed_batches"]
+            if sum(a * size + b for a, b in sizes.values()) + scratch[0] * size + scratch[1] <= 4096
+        ]
+        context["local_params"] = self.param_count <= 256
         context["fan_in"] = {p["name"]: p["init"].get("fan_in", 1) for p in context["params"]}
         return context
 
@@ -108,13 +122,13 @@ def unsupported(derivation: Derivation) -> SpecError | None:
 
 def render_c(derivation: Derivation, dtype: str | None = None) -> str:
     """The .c source of a model: the C API (training loop included) and a main."""
-    context = CTarget(derivation, dtype or "float64").context()
+    context = CTarget(derivation, dtype or default_dtype(derivation.spec)).context()
     return environment(__package__).get_template("model.c.j2").render(context)
 
 
 def render_c_loader(derivation: Derivation, c_name: str, dtype: str | None = None) -> str:
     """The loader beside the .c: the NumPy module's contract, the work done in C."""
-    context = CTarget(derivation, dtype or "float64").context()
+    context = CTarget(derivation, dtype or default_dtype(derivation.spec)).context()
     context["c_name"] = c_name
     context["cflags"] = list(CFLAGS)
     context["native"] = NATIVE

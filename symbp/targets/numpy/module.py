@@ -25,6 +25,7 @@ from ...program.memory import plan_buffers
 from ...program.statements import Assign, BatchMean, BatchSum, Call, Statement
 from ...spec.layers import LayerSpec
 from ...templating import environment
+from ..registry import default_dtype
 from .float_step import float_step_context, max_batch
 from .graph_module import graph_context
 from .inplace import Constants, InplacePrinter
@@ -351,11 +352,6 @@ def _names_in(lines: list[dict]) -> set[str]:
         ]
     )
     return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
-
-
-def default_dtype(spec) -> str:
-    """float64 for expression models (checked to the last digit), float32 for layer stacks."""
-    return "float32" if isinstance(spec, LayerSpec) else "float64"
 
 
 def render_module(derivation: Derivation, dtype: str | None = None, *, options: str = "") -> str:
