@@ -8,7 +8,8 @@ Two course runs, every contender from the same start and in the same order:
 - XOR: the 2-2-1 ReLU network with BCE-with-logits, full-batch SGD, lr 0.1, 10000
   epochs, float32, from the module's init_params(0).
 
-Contenders, timed interleaved in alternating order with a pause after each run:
+Contenders, timed interleaved in blocks of three calls in alternating order, with a
+pause after each block; the first call of a block is left out (steady state):
 
 (a) the C target: ``symbp generate SPEC --target c``, the loader's train() (the whole
     loop in one C call; the library compiled before timing);
@@ -17,7 +18,9 @@ Contenders, timed interleaved in alternating order with a pause after each run:
 (d) JAX: the whole training jitted (``lax.fori_loop`` over epochs and samples), its
     steady-state call, in a long-lived child process (JAX lives in its own venv: pass
     ``--jax-python``) that times one call per request, so that its runs interleave with
-    the others.
+    the others; the gradient only, as JAX users write the loop;
+(e) the same with each epoch's mean loss kept (``value_and_grad``), the work train()
+    does: it returns the loss curve.
 
 Then, in fresh processes (median wall time of several): symbp end to end (import,
 generate the C file and loader, compile, train, into a new folder each time so that
@@ -126,37 +129,57 @@ import_s = time.perf_counter() - start
 XS, YS, XOR_X, XOR_Y, EPOCHS = json.loads(sys.argv[1])
 start_xor = json.loads(sys.argv[2])
 
-def quadratic():
+def quadratic(losses):
     xs, ys = jnp.array(XS), jnp.array(YS)
-    grad = jax.grad(lambda p, x, y: (x * x * p[0] + x * p[1] + p[2] - y) ** 2)
+    sample = lambda p, x, y: (x * x * p[0] + x * p[1] + p[2] - y) ** 2
+    grad = jax.value_and_grad(sample) if losses else jax.grad(sample)
     @jax.jit
     def train(p):
-        def step(i, p):
-            g = grad(p, xs[i], ys[i])
-            return tuple(a - 0.0005 * b for a, b in zip(p, g))
-        return jax.lax.fori_loop(0, EPOCHS, lambda _, p: jax.lax.fori_loop(0, 5, step, p), p)
+        def step(i, carry):
+            p, total = carry
+            if losses:
+                l, g = grad(p, xs[i], ys[i])
+                total = total + l
+            else:
+                g = grad(p, xs[i], ys[i])
+            return tuple(a - 0.0005 * b for a, b in zip(p, g)), total
+        def epoch(e, carry):
+            p, curve = carry
+            p, total = jax.lax.fori_loop(0, 5, step, (p, jnp.float64(0)))
+            return p, curve.at[e].set(total / 5) if losses else curve
+        return jax.lax.fori_loop(0, EPOCHS, epoch, (p, jnp.zeros(EPOCHS)))
     p0 = tuple(jnp.float64(1.0) for _ in range(3))
-    return lambda: [float(v) for v in jax.block_until_ready(train(p0))]
+    return lambda: [float(v) for v in jax.block_until_ready(train(p0))[0]]
 
-def xor():
+def xor(losses):
     X = jnp.array(XOR_X, jnp.float32)
     Y = jnp.array(XOR_Y, jnp.float32)[:, None]
     def loss(p):
         W1, b1, W2, b2 = p
         z = jax.nn.relu(X @ W1.T + b1) @ W2.T + b2
         return jnp.mean(jax.nn.softplus(z) - Y * z)
-    grad = jax.grad(loss)
+    grad = jax.value_and_grad(loss) if losses else jax.grad(loss)
     @jax.jit
     def train(p):
-        def epoch(_, p):
-            return tuple(a - jnp.float32(0.1) * b for a, b in zip(p, grad(p)))
-        return jax.lax.fori_loop(0, EPOCHS, epoch, p)
+        def epoch(e, carry):
+            p, curve = carry
+            if losses:
+                value, g = grad(p)
+                curve = curve.at[e].set(value)
+            else:
+                g = grad(p)
+            return tuple(a - jnp.float32(0.1) * b for a, b in zip(p, g)), curve
+        return jax.lax.fori_loop(0, EPOCHS, epoch, (p, jnp.zeros(EPOCHS, jnp.float32)))
     p0 = tuple(jnp.array(start_xor[k], jnp.float32) for k in ("W1", "b1", "W2", "b2"))
     def run():
-        return jnp.concatenate([jnp.ravel(v) for v in jax.block_until_ready(train(p0))]).tolist()
+        params = jax.block_until_ready(train(p0))[0]
+        return jnp.concatenate([jnp.ravel(v) for v in params]).tolist()
     return run
 
-runs = {"quadratic": quadratic(), "xor": xor()}
+runs = {
+    "quadratic": quadratic(False), "xor": xor(False),
+    "quadratic+losses": quadratic(True), "xor+losses": xor(True),
+}
 first = {}
 for name, run in runs.items():
     start = time.perf_counter()
@@ -265,14 +288,19 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:9.3f} ms"
 
 
-def interleave(contenders: dict, repeats: int) -> tuple[dict, dict]:
+def interleave(contenders: dict, repeats: int, block: int = 3) -> tuple[dict, dict]:
+    """Blocks of ``block`` calls per contender, in alternating order, with a pause after
+    each block (BLAS and XLA threads spin for a moment after work); the first call of a
+    block, slowed by a core just woken, is left out: the figures are steady state."""
     times = {k: [] for k in contenders}
     results = {}
     keys = list(contenders)
     for r in range(repeats):
         for key in keys if r % 2 == 0 else reversed(keys):
-            seconds, results[key] = contenders[key]()
-            times[key].append(seconds)
+            for call in range(block):
+                seconds, results[key] = contenders[key]()
+                if call > 0 or block == 1:
+                    times[key].append(seconds)
             time.sleep(PAUSE_S)
     return times, results
 
@@ -349,13 +377,15 @@ def course_runs(folder: Path, args, jax: JaxChild | None) -> bool:
     ):
         if jax is not None:
             contenders["d"] = lambda name=name: jax(name)
+            contenders["e"] = lambda name=name: jax(name + "+losses")
         times, results = interleave(contenders, args.repeats)
-        print(f"\n{name}: medians of {args.repeats} interleaved runs")
+        print(f"\n{name}: medians of {args.repeats} interleaved blocks, steady state")
         labels = {
             "a": "(a) C target train()",
             "b": "(b) NumPy module train()",
             "c": "(c) hand-written " + ("plain floats" if name == "quadratic" else "NumPy"),
             "d": "(d) JAX jitted loop, steady state",
+            "e": "(e) JAX jitted loop with per-epoch losses",
         }
         for key in times:
             print(f"  {labels[key]:<40} {ms(med(times[key]))}")
@@ -369,7 +399,7 @@ def course_runs(folder: Path, args, jax: JaxChild | None) -> bool:
         tolerance = 1e-9 if name == "quadratic" else 2e-3
         for key, value in results.items():
             error = float(np.max(np.abs(np.asarray(value) - results["a"])))
-            agree = error <= (1e-4 if key == "d" or key == "c" else tolerance)
+            agree = error <= (1e-4 if key in "cde" else tolerance)
             ok &= agree
             verdict = "ok" if agree else "MISMATCH"
             print(f"  final parameters {key} vs a: max difference {error:.2e} {verdict}")
@@ -427,7 +457,7 @@ def crossover(folder: Path, args) -> None:
         def run(module, params=params, X=X, Y=Y):
             return timed(lambda: module.train(params, X, Y, epochs=1, shuffle=False))
 
-        times, _ = interleave({"c": run(c), "np": run(numpy_module)}, args.step_repeats)
+        times, _ = interleave({"c": run(c), "np": run(numpy_module)}, args.step_repeats, 2)
         tc, tn = med(times["c"]) / 64, med(times["np"]) / 64
         label = "-".join(map(str, widths))
         print(f"  {label:<22} {ms(tc)} {ms(tn)} {tn / tc:9.2f}x")

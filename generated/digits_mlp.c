@@ -43,6 +43,11 @@ typedef float real;
 //   W2: offset 4160, shape (10, 64)
 //   b2: offset 4800, shape (10,)
 
+// fmax without the call: the larger value, the other one where one is NaN
+static inline real symbp_max(const real a, const real b) {
+    return (a > b || b != b) ? a : b;
+}
+
 // s = softmax(z) over one row of K features, the row maximum shifted out
 static inline void symbp_softmax_row(const real* z, real* s, const int K) {
     real m = z[0];
@@ -346,7 +351,7 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* restrict 
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4096 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
@@ -381,7 +386,7 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4096 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
@@ -429,7 +434,7 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4096 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import math
 import os
 import shlex
 import shutil
@@ -191,7 +192,7 @@ def _flat(params: dict) -> np.ndarray:
 def _unflat(flat: np.ndarray) -> dict:
     params, offset = {}, 0
     for name, shape in PARAM_SHAPES.items():
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         params[name] = flat[offset : offset + size].reshape(shape).copy()
         offset += size
     return params
@@ -264,24 +265,18 @@ def train(
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not np.isfinite(lr) or lr <= 0:
+    if not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     flat = _flat(params)
     state = np.zeros(max(1, STATE_BUFFERS * PARAMS), dtype=DTYPE)
     for b, value in enumerate(STATE_INIT):
         state[b * PARAMS : (b + 1) * PARAMS] = value
-    words = np.random.default_rng(seed).bit_generator.state
-    rng = np.array(
-        [
-            words["state"]["state"] >> 64,
-            words["state"]["state"] & (2**64 - 1),
-            words["state"]["inc"] >> 64,
-            words["state"]["inc"] & (2**64 - 1),
-            words["has_uint32"],
-            words["uinteger"],
-        ],
-        dtype=np.uint64,
-    )
+    rng = np.zeros(6, dtype=np.uint64)
+    if shuffle:  # numpy.random.default_rng(seed)'s state, drawn from in C
+        words = np.random.default_rng(seed).bit_generator.state
+        state_128, inc_128 = words["state"]["state"], words["state"]["inc"]
+        rng[:] = [state_128 >> 64, state_128 & (2**64 - 1), inc_128 >> 64, inc_128 & (2**64 - 1)]
+        rng[4:] = [words["has_uint32"], words["uinteger"]]
     step = np.zeros(1, dtype=np.int64)
     losses = np.zeros(max(1, epochs), dtype=np.float64)
     library, model = _model(min(batch_size, len(X)))
@@ -300,7 +295,7 @@ def train(
             int(bool(shuffle)),
             rng.ctypes.data,
             step.ctypes.data,
-            losses[first:].ctypes.data,
+            losses.ctypes.data + first * losses.itemsize,
         )
         if status != 0:
             raise RuntimeError(f"symbp_train failed ({status})")

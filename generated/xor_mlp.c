@@ -43,6 +43,11 @@ typedef float real;
 //   W2: offset 6, shape (1, 2)
 //   b2: offset 8, shape (1,)
 
+// fmax without the call: the larger value, the other one where one is NaN
+static inline real symbp_max(const real a, const real b) {
+    return (a > b || b != b) ? a : b;
+}
+
 // 1 / (1 + exp(-z)) without overflow for large |z|: e = exp(-|z|) is the exp the stable
 // softplus computes too, so that the compiler computes it once for both
 static inline real symbp_sigmoid(const real z) {
@@ -50,9 +55,9 @@ static inline real symbp_sigmoid(const real z) {
     return z >= 0 ? 1 / (1 + e) : e / (1 + e);
 }
 
-// log(1 + exp(z)) = max(z, 0) + log(1 + exp(-|z|)), without overflow
+// log(1 + exp(z)) = max(z, 0) + log(1 + exp(-|z|)), without overflow (NaN gives NaN)
 static inline real symbp_softplus(const real z) {
-    return fmaxf(z, (real)0) + log1pf(expf(-fabsf(z)));
+    return (z > 0 ? z : (real)0) + log1pf(expf(-fabsf(z)));
 }
 
 // The tile of columns a row of C is computed in: four rows of C over SYMBP_TILE columns
@@ -327,7 +332,7 @@ static void symbp_run_forward(symbp_model* m, const int N, const real* restrict 
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
@@ -359,7 +364,7 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
@@ -402,7 +407,7 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
@@ -469,7 +474,7 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }
@@ -536,7 +541,7 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
             const real v_Z1_gemm = _w_v_Z1[_i];
             const real v_b1 = _params[4 + _j];
             const real v_Z1 = v_Z1_gemm + v_b1;
-            const real v_A1 = fmaxf(v_Z1, 0.0F);
+            const real v_A1 = symbp_max(v_Z1, 0.0F);
             _w_v_A1[_i] = v_A1;
         }
     }

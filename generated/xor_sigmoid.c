@@ -41,6 +41,11 @@ typedef float real;
 //   W2: offset 12, shape (1, 4)
 //   b2: offset 16, shape (1,)
 
+// fmax without the call: the larger value, the other one where one is NaN
+static inline real symbp_max(const real a, const real b) {
+    return (a > b || b != b) ? a : b;
+}
+
 // 1 / (1 + exp(-z)) without overflow for large |z|: e = exp(-|z|) is the exp the stable
 // softplus computes too, so that the compiler computes it once for both
 static inline real symbp_sigmoid(const real z) {
@@ -369,7 +374,7 @@ static void symbp_run_loss(symbp_model* m, const int N, const real* restrict _x,
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
+        const real v_l_n = -(v_Y*logf(symbp_max(v_A2, 3.720075976020836e-44F)) + v_c1*logf(symbp_max(v_c2, 3.720075976020836e-44F)));
         _w_v_l_n[_i] = v_l_n;
     }
     // loss_s5: L, sums over the batch
@@ -416,8 +421,8 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
-        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
+        const real v_l_n = -(v_Y*logf(symbp_max(v_A2, 3.720075976020836e-44F)) + v_c1*logf(symbp_max(v_c2, 3.720075976020836e-44F)));
+        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/symbp_max(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/symbp_max(v_c2, v_c3))/((float)N);
         const real v_d_Z2 = v_A2*v_c2*v_d_A2;
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
@@ -488,8 +493,8 @@ static void symbp_run_grads_1(symbp_model* m, const real* restrict _x, const rea
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
-        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
+        const real v_l_n = -(v_Y*logf(symbp_max(v_A2, 3.720075976020836e-44F)) + v_c1*logf(symbp_max(v_c2, 3.720075976020836e-44F)));
+        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/symbp_max(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/symbp_max(v_c2, v_c3))/((float)N);
         const real v_d_Z2 = v_A2*v_c2*v_d_A2;
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;
@@ -560,8 +565,8 @@ static void symbp_run_grads_4(symbp_model* m, const real* restrict _x, const rea
         const real v_A2 = symbp_sigmoid(v_Z2);
         const real v_c1 = 1 - v_Y;
         const real v_c2 = 1 - v_A2;
-        const real v_l_n = -(v_Y*logf(fmaxf(v_A2, 3.720075976020836e-44F)) + v_c1*logf(fmaxf(v_c2, 3.720075976020836e-44F)));
-        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/fmaxf(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/fmaxf(v_c2, v_c3))/((float)N);
+        const real v_l_n = -(v_Y*logf(symbp_max(v_A2, 3.720075976020836e-44F)) + v_c1*logf(symbp_max(v_c2, 3.720075976020836e-44F)));
+        const real v_d_A2 = (-v_Y*((v_A2 - v_c3 > 0) ? 1.0F : 0.0F)/symbp_max(v_A2, v_c3) + v_c1*((-(v_A2 + v_c3 - 1) > 0) ? 1.0F : 0.0F)/symbp_max(v_c2, v_c3))/((float)N);
         const real v_d_Z2 = v_A2*v_c2*v_d_A2;
         _w_v_l_n[_i] = v_l_n;
         _w_v_d_Z2[_i] = v_d_Z2;

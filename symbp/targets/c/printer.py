@@ -145,11 +145,15 @@ class CPrinter(C99CodePrinter):
         x = self._print(expr.args[0])
         return f"(({self.ctype})(({x} > 0) - ({x} < 0)))"
 
+    def _minmax(self, name: str) -> str:
+        """The function of the max or min of two values: libm's fmax/fmin."""
+        return f"f{name}{self.fsuffix}"
+
     def _print_MinMax(self, expr, name):
         args = list(expr.args)
         text = self._print(args[0])
         for arg in args[1:]:
-            text = f"f{name}{self.fsuffix}({text}, {self._print(arg)})"
+            text = f"{self._minmax(name)}({text}, {self._print(arg)})"
         return text
 
     def _print_Max(self, expr):
@@ -171,7 +175,7 @@ class CPrinter(C99CodePrinter):
         return self._helper("softplus", expr.args[0])
 
     def _print_relu(self, expr):
-        return f"fmax{self.fsuffix}({self._print(expr.args[0])}, {self.literal(0)})"
+        return f"{self._minmax('max')}({self._print(expr.args[0])}, {self.literal(0)})"
 
     def _print_leaky_relu(self, expr):
         z, slope = expr.args
@@ -180,8 +184,20 @@ class CPrinter(C99CodePrinter):
     def _print_clamped_log(self, expr):
         """log(max(x, e^-100)): torch.nn.BCELoss's clamp of the log at -100."""
         floor = self.literal(float(expr.FLOOR))
-        return f"log{self.fsuffix}(fmax{self.fsuffix}({self._print(expr.args[0])}, {floor}))"
+        maximum = self._minmax("max")
+        return f"log{self.fsuffix}({maximum}({self._print(expr.args[0])}, {floor}))"
 
     def _print_Relational(self, expr):
         lhs, rhs = (self._print(a) for a in expr.args)
         return f"{lhs} {expr.rel_op} {rhs}"
+
+
+class HostPrinter(CPrinter):
+    """The C target's printer: CPrinter with max and min as inline helpers. On a CPU
+    libm's fmax is a function call (the compiler inlines it only where NaN may be
+    ignored); symbp_max has fmax's semantics (the other operand where one is NaN) in a
+    compare and a select. The helpers' bodies live in templates/_helpers.j2."""
+
+    def _minmax(self, name: str) -> str:
+        self.helpers.add(name)
+        return f"symbp_{name}"

@@ -20,7 +20,7 @@ from ...errors import SpecError
 from ...ir.graph import BATCH
 from ...templating import environment
 from ..registry import default_dtype
-from .printer import CPrinter
+from .printer import HostPrinter
 from .stages import StagedProgram
 from .stages import unsupported as unstaged
 
@@ -50,7 +50,7 @@ class CTarget(StagedProgram):
     """Everything the C templates need, from one Derivation."""
 
     TARGET = "C"
-    PRINTER = CPrinter
+    PRINTER = HostPrinter
 
     def context(self) -> dict:
         context = self.common_context()
