@@ -232,6 +232,47 @@ def _loss_and_grads(params, X, Y) -> tuple[float, dict[str, np.ndarray]]:
     return float(L), grads
 
 
+# train()'s default backend: the C module beside this file (NAME_c.py and NAME.c, from
+# `symbp generate SPEC --target c`) where one is there, matches, and a compiler builds it
+C_FASTER = True  # the C target was measured faster for a model this size
+_C_MODULE: dict = {}
+
+
+def _compiled(backend: str | None):
+    """The C module train() hands the run to, or None for this module's own loop."""
+    if backend not in (None, "numpy", "c"):
+        raise ValueError(f"backend must be 'numpy', 'c' or None (the faster), got {backend!r}")
+    if backend == "numpy" or (backend is None and not C_FASTER):
+        return None
+    if "module" not in _C_MODULE:
+        import importlib.util
+        from pathlib import Path
+
+        path = Path(__file__).with_name(f"{Path(__file__).stem}_c.py")
+        module = None
+        if path.exists():
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            if module.DTYPE != DTYPE or module.PARAM_SHAPES != PARAM_SHAPES:
+                module = None  # generated from another spec or dtype
+        _C_MODULE["module"] = module
+    module = _C_MODULE["module"]
+    if module is None:
+        if backend == "c":
+            raise ValueError(
+                "backend='c': no matching C module beside this one (generate it with"
+                " symbp generate SPEC --target c into this folder)"
+            )
+        return None
+    if backend is None:
+        try:
+            module._load()
+        except (RuntimeError, OSError):
+            return None  # no compiler here: this module's loop
+    return module
+
+
 def train(
     params: dict[str, np.ndarray],
     X,
@@ -243,18 +284,26 @@ def train(
     seed: int = TRAIN_DEFAULTS["seed"],
     shuffle: bool = TRAIN_DEFAULTS["shuffle"],
     progress=None,
+    backend: str | None = None,
 ) -> tuple[dict[str, np.ndarray], list[float]]:
     """Mini-batch training with adam; returns new parameters and each epoch's mean loss.
 
     The inputs are not modified. With shuffle the order of each epoch is a permutation
     drawn from numpy.random.default_rng(seed); otherwise samples go in order.
     progress, if given, is called after each epoch with (epoch, that epoch's mean loss).
+    backend: "c" runs the whole training in the C module beside this one (NAME_c.py,
+    from symbp generate SPEC --target c: the same values, see its docs), "numpy" here;
+    by default the C module where it is there and C_FASTER.
     """
     X = _columns(X, INPUTS, "X")
     Y = _columns(Y, TARGETS, "Y")
     _check_rows(X, Y)
     _check_params(params)
     _check_training(epochs, batch_size, lr)
+    compiled = _compiled(backend)
+    if compiled is not None:
+        options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+        return compiled.train(params, X, Y, shuffle=shuffle, progress=progress, **options)
     if batch_size == 1 and DTYPE == np.float64:
         try:
             return _train_per_sample(params, X, Y, epochs, lr, seed, shuffle, progress)

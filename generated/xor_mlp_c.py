@@ -269,7 +269,7 @@ def train(
     if shuffle:  # numpy.random.default_rng(seed)'s state, drawn from in C
         words = np.random.default_rng(seed).bit_generator.state
         state_128, inc_128 = words["state"]["state"], words["state"]["inc"]
-        rng[:] = [state_128 >> 64, state_128 & (2**64 - 1), inc_128 >> 64, inc_128 & (2**64 - 1)]
+        rng[:4] = [state_128 >> 64, state_128 & (2**64 - 1), inc_128 >> 64, inc_128 & (2**64 - 1)]
         rng[4:] = [words["has_uint32"], words["uinteger"]]
     step = np.zeros(1, dtype=np.int64)
     losses = np.zeros(max(1, epochs), dtype=np.float64)

@@ -359,3 +359,62 @@ def test_trainer_runs_clean_under_address_and_undefined_behaviour_sanitizers(tmp
     )
     assert done.returncode == 0, done.stderr
     assert "final loss:" in done.stdout
+
+
+# --- the NumPy module's train(backend=) ---------------------------------------------------
+
+
+def _pair(folder: Path, name: str, dtype: str = "float64", c_dtype: str | None = None):
+    """NAME.py and, beside it, NAME.c and NAME_c.py (of c_dtype): the NumPy module."""
+    derivation = derive(load(name))
+    stem = f"{name}_pair_{next(_unique)}"
+    (folder / f"{stem}.py").write_text(render_module(derivation, dtype), encoding="utf-8")
+    if c_dtype is not None:
+        (folder / f"{stem}.c").write_text(render_c(derivation, c_dtype), encoding="utf-8")
+        loader = render_c_loader(derivation, f"{stem}.c", c_dtype)
+        (folder / f"{stem}_c.py").write_text(loader, encoding="utf-8")
+    return import_file(folder / f"{stem}.py")
+
+
+def test_train_hands_the_run_to_the_c_module_beside_it(tmp_path):
+    module = _pair(tmp_path, "xor_mlp", "float64", "float64")
+    assert module.C_FASTER is True
+    X, Y = module._load_data(None)
+    params = module.init_params(1)
+    options = {"epochs": 4, "batch_size": 3, "shuffle": True, "seed": 2}
+    by_c, losses_c = module.train(params, X, Y, backend="c", **options)
+    by_numpy, losses_numpy = module.train(params, X, Y, backend="numpy", floats=False, **options)
+    assert close(losses_c, losses_numpy, 1e-12)
+    assert all(close(by_c[k], by_numpy[k], 1e-12) for k in by_numpy)
+    default, losses_default = module.train(params, X, Y, **options)
+    assert module._compiled(None) is not None and losses_default == losses_c
+    assert all(np.array_equal(default[k], by_c[k]) for k in by_c)
+
+
+def test_without_a_matching_c_module_train_stays_in_numpy(tmp_path):
+    alone = _pair(tmp_path, "quadratic")
+    assert alone._compiled(None) is None
+    with pytest.raises(ValueError, match="no matching C module beside this one"):
+        alone.train(alone.init_params(0), [1.0], [8.0], backend="c")
+    other_dtype = _pair(tmp_path, "quadratic", "float64", "float32")
+    assert other_dtype._compiled(None) is None
+    with pytest.raises(ValueError, match="backend must be 'numpy', 'c' or None"):
+        alone.train(alone.init_params(0), [1.0], [8.0], backend="cuda")
+
+
+def test_c_is_the_default_only_where_it_was_measured_faster(tmp_path):
+    wide = tmp_path / "wide.toml"
+    wide.write_text(
+        'name = "wide"\n[model]\ninput = 4\nlayers = [{ dense = 128, activation = "relu" },'
+        ' { dense = 3 }]\nloss = "cross_entropy"\n',
+        encoding="utf-8",
+    )
+    derivation = derive(load(str(wide)))
+    (tmp_path / "wide.py").write_text(render_module(derivation, "float32"), encoding="utf-8")
+    (tmp_path / "wide.c").write_text(render_c(derivation, "float32"), encoding="utf-8")
+    (tmp_path / "wide_c.py").write_text(render_c_loader(derivation, "wide.c"), encoding="utf-8")
+    module = import_file(tmp_path / "wide.py")
+    assert module.C_FASTER is False and module._compiled(None) is None
+    assert module._compiled("c") is not None
+    tensor = render_module(derive(load("residual_digits")))
+    assert "backend" not in tensor  # the C target does not take tensor models

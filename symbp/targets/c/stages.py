@@ -37,6 +37,7 @@ from ...optim import t as step_symbol
 from ...optim import update_rule
 from ...program.statements import Assign, BatchMean, BatchSum, Call
 from ...spec.layers import LayerSpec
+from ..comments import comment_table, model_lines
 from ..numpy.printer import ScalarPrinter
 from .printer import CPrinter
 
@@ -590,9 +591,7 @@ class StagedProgram:
     def _comments(self) -> dict[str, tuple[str, ...]]:
         if self.layers:
             return {}
-        from ..numpy.module import _comment_table
-
-        return _comment_table(self.derivation, batched=True)
+        return comment_table(self.derivation, batched=True)
 
     def program_shape(self, symbol, statements, shapes) -> tuple:
         for stmt in statements:
@@ -745,9 +744,7 @@ class StagedProgram:
                 act = f"activation {layer.text or 'identity'}"
                 lines.append(f"  layer {layer.index}: {', '.join(x for x in (dense, act) if x)}")
             return lines
-        from ..numpy.module import _model_lines
-
-        return _model_lines(self.derivation)
+        return model_lines(self.derivation)
 
 
 def unsupported_op(spec, op: str, target: str) -> SpecError:

@@ -120,6 +120,21 @@ def unsupported(derivation: Derivation) -> SpecError | None:
     return unstaged(derivation, "C")
 
 
+# the widest layer up to which the C target's train() is faster than the NumPy module's
+# (benchmarks/c_training.py: 2-9x at widths 16-64, even at 128, NumPy's BLAS 2x faster
+# from 256 on; docs/benchmarks.md)
+FASTER_UP_TO_WIDTH = 64
+
+
+def faster_than_numpy(derivation: Derivation) -> bool:
+    """Whether the C target trains this model faster than the NumPy target (measured):
+    every expression model, dense stacks up to FASTER_UP_TO_WIDTH units wide."""
+    if not supported(derivation):
+        return False
+    widths = getattr(derivation.spec, "widths", None)
+    return widths is None or max(widths) <= FASTER_UP_TO_WIDTH
+
+
 def render_c(derivation: Derivation, dtype: str | None = None) -> str:
     """The .c source of a model: the C API (training loop included) and a main."""
     context = CTarget(derivation, dtype or default_dtype(derivation.spec)).context()

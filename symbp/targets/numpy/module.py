@@ -11,20 +11,21 @@ from __future__ import annotations
 import math
 import pprint
 import re
-import textwrap
 from dataclasses import replace
 
 import sympy as sp
 
 from ... import __version__
 from ...derive import Derivation
-from ...documents.chain import chain_steps
 from ...language.model import TensorModel
 from ...program.flops import program_flops
 from ...program.memory import plan_buffers
 from ...program.statements import Assign, BatchMean, BatchSum, Call, Statement
 from ...spec.layers import LayerSpec
 from ...templating import environment
+from ..comments import comment_table as _comment_table
+from ..comments import model_lines as _model_lines
+from ..comments import wrapped as _wrapped
 from ..registry import default_dtype
 from .float_step import float_step_context, max_batch
 from .graph_module import graph_context
@@ -37,38 +38,6 @@ from .lines import (
     inplace_optimizer_context,
 )
 from .printer import NumpyPrinter, ScalarPrinter, wrap
-
-
-def _comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str, ...]]:
-    """Comments for the adjoints of named values: the chain-rule step of the document
-    (same numbers) that the line implements."""
-    defined = {stmt.target.name for stmt in derivation.program.statements}
-    table: dict[str, tuple[str, ...]] = {}
-    for number, step in enumerate(chain_steps(derivation.spec), 1):
-        terms = " + ".join(
-            sp.sstr(local, order="none")
-            if consumer == "l"
-            else f"dl/d{consumer}*({sp.sstr(local, order='none')})"
-            for consumer, local in step.terms
-        )
-        text = f"step {number}: dl/d{step.name} = {terms}"
-        if step.kind != "param":
-            note = " (over N: L is the mean of l)" if batched else ""
-            table[f"d_{step.name}"] = _wrapped(text + note)
-        elif f"d_{step.name}_n" in defined:
-            table[f"d_{step.name}_n"] = _wrapped(text)
-            table[f"d_{step.name}"] = (
-                f"dL/d{step.name}: the sum of dl/d{step.name} over the batch",
-            )
-        else:
-            table[f"d_{step.name}"] = _wrapped(
-                text + ", summed over the batch" if batched else text
-            )
-    return table
-
-
-def _wrapped(text: str) -> tuple[str, ...]:
-    return tuple(textwrap.wrap(text, 80, subsequent_indent="    ", break_long_words=False))
 
 
 def _scalar_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
@@ -101,21 +70,14 @@ def _literal(value, indent: int) -> str:
     return pprint.pformat(value, width=99 - indent, sort_dicts=False)
 
 
-def _shortened(text: str, limit: int = 300) -> str:
-    """Very long formulas are cut in the docstring; the derivation document has them."""
-    if len(text) <= limit:
-        return text
-    return text[:limit].rstrip() + f" ... ({len(text)} characters in all)"
+def compiled_context(derivation: Derivation) -> dict | None:
+    """Whether train() may hand the run to the C module beside it (docs/c.md), and its
+    default: None where the C target does not take the model."""
+    from ..c.target import faster_than_numpy, supported
 
-
-def _model_lines(derivation: Derivation) -> list[str]:
-    spec = derivation.spec
-    defs = [*spec.lets, *spec.outputs, ("l", spec.loss)]
-    lines = [_shortened(f"{name} = {sp.sstr(expr, order='none')}") for name, expr in defs]
-    if spec.loss_text in ("mse", "l1"):
-        lines[-1] += f"  ({spec.loss_text})"
-    lines.append("L = mean of l over the batch")
-    return lines
+    if not supported(derivation):
+        return None
+    return {"faster": faster_than_numpy(derivation)}
 
 
 def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
@@ -137,6 +99,7 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
     outputs = [{"name": o.name, "batched": bool(shapes.get(o, ()))} for o in program.outputs]
     return {
         "name": spec.name,
+        "compiled": compiled_context(derivation),
         "description": spec.description,
         "source": spec.source,
         "version": __version__,
@@ -184,6 +147,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         floats["array_calls"] = array_calls
     return {
         "name": spec.name,
+        "compiled": compiled_context(derivation),
         "description": spec.description,
         "source": spec.source,
         "version": __version__,
