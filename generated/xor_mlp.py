@@ -405,14 +405,42 @@ def train(
         except (ZeroDivisionError, ValueError, OverflowError):
             pass  # a value floats cannot hold (exp(1000)): the arrays give inf or nan
     # p: every parameter in one flat array, each parameter a view of its part; g and the
-    # optimizer's state likewise, so that the update is one pass over all of them
+    # optimizer's state likewise, so that the update is one pass over all of them. The
+    # arrays and each batch size's workspace are kept between calls (_kept): a call
+    # that trains on one batch pays for its step, not for allocating and first touching
+    # them; a call made while another runs (a thread) gets arrays of its own.
+    kept = _kept.pop() if _kept else _training_arrays()
+    try:
+        return _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progress)
+    finally:
+        _kept.append(kept)
+
+
+_kept: list[dict] = []  # the arrays of train(), between calls
+
+
+def _training_arrays() -> dict:
     p, views = _flat()
+    g, grads = _flat()
+    return {
+        "p": p,
+        "views": views,
+        "g": g,
+        "grads": grads,
+        "tmp0": np.empty_like(p),
+        "workspaces": {},  # batch size -> _buffers(batch size)
+    }
+
+
+def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progress):
+    """train()'s loop on kept arrays: the parameters copied in, the optimizer's state
+    set to its start (every call starts it afresh), the result copied out."""
+    p, views, g, grads = kept["p"], kept["views"], kept["g"], kept["grads"]
     for name, view in views.items():
         view[...] = params[name]
-    g, grads = _flat()
-    tmp0 = np.empty_like(p)
+    tmp0 = kept["tmp0"]
     lr_array = np.asarray(lr, DTYPE)  # an operand: see K_0
-    workspaces: dict[int, dict[str, np.ndarray]] = {}  # batch size -> _buffers(batch size)
+    workspaces: dict[int, dict[str, np.ndarray]] = kept["workspaces"]
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
     for _ in range(epochs):

@@ -159,3 +159,39 @@ def test_plot_without_matplotlib_says_so_before_training(module, monkeypatch, tm
         module.main(["--plot", str(tmp_path / "loss.png"), "--epochs", "1"])
     assert "--plot needs matplotlib, which is not installed" in str(exit_info.value)
     assert not (tmp_path / "loss.png").exists()
+
+
+def test_train_keeps_its_arrays_between_calls_and_returns_copies(tmp_path):
+    """One-batch train() calls reuse the flat parameter, gradient and optimizer arrays
+    and the step's workspace; a call made while another runs (from its progress
+    callback) gets arrays of its own; the results never alias the kept arrays."""
+    from support import import_file
+
+    from symbp.derive import derive
+    from symbp.spec import load
+    from symbp.targets.numpy.module import render_module
+
+    path = tmp_path / "digits_keep.py"
+    path.write_text(render_module(derive(load("digits_mlp")), "float64"), encoding="utf-8")
+    module = import_file(path)
+    rng = np.random.default_rng(0)
+    X, Y = rng.uniform(0, 1, size=(32, 64)), rng.integers(0, 10, size=32)
+    params = module.init_params(0)
+    first, losses = module.train(params, X, Y, epochs=1, batch_size=32)
+    (kept,) = module._kept
+    again, losses_again = module.train(params, X, Y, epochs=1, batch_size=32)
+    assert module._kept == [kept] and kept["p"] is module._kept[0]["p"]
+    assert list(kept["workspaces"]) == [32]
+    assert losses == losses_again
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert all(not np.shares_memory(first[k], kept["p"]) for k in first)
+
+    inner = {}
+
+    def nested(epoch, value):
+        inner["result"] = module.train(params, X, Y, epochs=1, batch_size=32)
+
+    outer, outer_losses = module.train(params, X, Y, epochs=1, batch_size=32, progress=nested)
+    assert len(module._kept) == 2  # the nested call's arrays are kept too
+    assert outer_losses == losses and inner["result"][1] == losses
+    assert all(np.array_equal(outer[k], first[k]) for k in first)
