@@ -13,6 +13,7 @@ Do not edit: regenerate with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import hashlib
 import math
@@ -58,7 +59,10 @@ FAN_IN = {
 
 _REAL = ctypes.c_void_p  # arrays pass as their data's address (DTYPE, C order)
 _library = None
-_models: dict[str, object] = {}  # the workspace kept between calls, and its capacity
+# C workspaces kept between calls, as (capacity in samples, pointer): a call takes one
+# and gives it back, so that a call made while another runs (the C code runs without
+# the GIL) gets a workspace of its own
+_workspaces: list[tuple[int, int]] = []
 
 
 def _compiler() -> list[str]:
@@ -125,18 +129,23 @@ def _load():
     return library
 
 
-def _model(rows: int):
-    """The C workspace for batches of up to rows samples, kept between calls (grown on
-    demand), so that a call costs its arithmetic and not its set-up."""
+@contextlib.contextmanager
+def _workspace(rows: int):
+    """(the library, a C workspace for batches of up to rows samples): kept between
+    calls and grown on demand, so that a call costs its arithmetic, not its set-up."""
     library = _load()
-    if _models.get("capacity", 0) < rows:
-        if "model" in _models:
-            library.symbp_free(_models["model"])
+    capacity, model = _workspaces.pop() if _workspaces else (0, None)
+    if capacity < rows:
+        if model:
+            library.symbp_free(model)
         model = library.symbp_new(rows)
         if not model:
             raise MemoryError(f"symbp: no memory for a workspace of {rows} samples")
-        _models.update(model=model, capacity=rows)
-    return library, _models["model"]
+        capacity = rows
+    try:
+        yield library, model
+    finally:
+        _workspaces.append((capacity, model))
 
 
 def _real(array: np.ndarray) -> int:
@@ -206,9 +215,9 @@ def forward(params: dict[str, np.ndarray], X) -> np.ndarray:
     """The model's output for a batch, shape (N, 1)."""
     X = _inputs(X)
     flat = _flat(params)
-    library, model = _model(len(X))
     out = np.empty((len(X), COLUMNS[2]), dtype=DTYPE)
-    library.symbp_forward(model, len(X), _real(X), _real(flat), _real(out))
+    with _workspace(len(X)) as (library, model):
+        library.symbp_forward(model, len(X), _real(X), _real(flat), _real(out))
     return out
 
 def loss(params: dict[str, np.ndarray], X, Y) -> float:
@@ -216,9 +225,9 @@ def loss(params: dict[str, np.ndarray], X, Y) -> float:
     X = _inputs(X)
     Y = _targets(Y, len(X))
     flat = _flat(params)
-    library, model = _model(len(X))
     value = np.empty(1, dtype=DTYPE)
-    library.symbp_loss(model, len(X), _real(X), _real(Y), _real(flat), _real(value))
+    with _workspace(len(X)) as (library, model):
+        library.symbp_loss(model, len(X), _real(X), _real(Y), _real(flat), _real(value))
     return float(value[0])
 
 
@@ -227,11 +236,11 @@ def loss_and_grads(params: dict[str, np.ndarray], X, Y) -> tuple[float, dict[str
     X = _inputs(X)
     Y = _targets(Y, len(X))
     flat = _flat(params)
-    library, model = _model(len(X))
     value, grads = np.empty(1, dtype=DTYPE), np.empty(PARAMS, dtype=DTYPE)
-    library.symbp_loss_and_grads(
-        model, len(X), _real(X), _real(Y), _real(flat), _real(value), _real(grads)
-    )
+    with _workspace(len(X)) as (library, model):
+        library.symbp_loss_and_grads(
+            model, len(X), _real(X), _real(Y), _real(flat), _real(value), _real(grads)
+        )
     return float(value[0]), _unflat(grads)
 
 
@@ -273,28 +282,28 @@ def train(
         rng[4:] = [words["has_uint32"], words["uinteger"]]
     step = np.zeros(1, dtype=np.int64)
     losses = np.zeros(max(1, epochs), dtype=np.float64)
-    library, model = _model(min(batch_size, len(X)))
-    chunks = [(e, 1) for e in range(epochs)] if progress is not None else [(0, epochs)]
-    for first, count in chunks:
-        status = library.symbp_train(
-            model,
-            len(X),
-            _real(X),
-            _real(Y),
-            _real(flat),
-            _real(state),
-            count,
-            batch_size,
-            float(lr),
-            int(bool(shuffle)),
-            rng.ctypes.data,
-            step.ctypes.data,
-            losses.ctypes.data + first * losses.itemsize,
-        )
-        if status != 0:
-            raise RuntimeError(f"symbp_train failed ({status})")
-        if progress is not None:
-            progress(first + 1, float(losses[first]))
+    with _workspace(min(batch_size, len(X))) as (library, model):
+        chunks = [(e, 1) for e in range(epochs)] if progress is not None else [(0, epochs)]
+        for first, count in chunks:
+            status = library.symbp_train(
+                model,
+                len(X),
+                _real(X),
+                _real(Y),
+                _real(flat),
+                _real(state),
+                count,
+                batch_size,
+                float(lr),
+                int(bool(shuffle)),
+                rng.ctypes.data,
+                step.ctypes.data,
+                losses.ctypes.data + first * losses.itemsize,
+            )
+            if status != 0:
+                raise RuntimeError(f"symbp_train failed ({status})")
+            if progress is not None:
+                progress(first + 1, float(losses[first]))
     return _unflat(flat), losses[:epochs].tolist()
 
 

@@ -418,3 +418,36 @@ def test_c_is_the_default_only_where_it_was_measured_faster(tmp_path):
     assert module._compiled("c") is not None
     tensor = render_module(derive(load("residual_digits")))
     assert "backend" not in tensor  # the C target does not take tensor models
+
+
+def test_concurrent_calls_each_get_a_workspace(tmp_path):
+    """The C code runs without the GIL: calls from threads at once, and a call from
+    train()'s progress callback, each get a workspace of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, _ = build(derive(load("digits_mlp")), tmp_path)
+    rng = np.random.default_rng(0)
+    X, Y = rng.uniform(0, 1, size=(200, 64)), rng.integers(0, 10, size=200)
+    params = c.init_params(0)
+    expected = c.train(params, X, Y, epochs=3, batch_size=16, shuffle=True)
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(
+            pool.map(
+                lambda _: c.train(params, X, Y, epochs=3, batch_size=16, shuffle=True), range(8)
+            )
+        )
+    for trained, losses in runs:
+        assert losses == expected[1]
+        assert all(np.array_equal(trained[k], expected[0][k]) for k in trained)
+    inner = []
+    outer = c.train(
+        params,
+        X,
+        Y,
+        epochs=2,
+        batch_size=16,
+        shuffle=True,
+        progress=lambda e, v: inner.append(c.loss(params, X, Y)),
+    )
+    assert outer[1] == expected[1][:2] and len(inner) == 2
+    assert len(c._workspaces) >= 2
