@@ -18,24 +18,42 @@ def _check_options(options: GenerateOptions) -> None:
         raise SpecError("--tests", "", "generated tests come with --target numpy only")
 
 
-def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
+def source_and_loader(
+    derivation, options: GenerateOptions, *, target: str, suffix: str, dtype: str, render
+) -> dict[Path, str]:
+    """The files of a C-family target: NAME<suffix> (or -o) and NAME_<target>.py beside
+    it, from ``render(derivation, source name, dtype)`` -> (source, loader) texts."""
     from ...errors import SpecError
     from ...spec import check_module_name
+
+    default = Path(f"{derivation.spec.name}{suffix}")
+    path = Path(options.output) if options.output else default
+    if path.suffix != suffix or not path.stem.isidentifier():
+        raise SpecError(
+            str(path),
+            "",
+            f"the {target.upper()} source path must end in {suffix} and name a module",
+        )
+    check_module_name(f"{path.stem}_{target}", str(path), "-o")
+    source, loader = render(derivation, path.name, options.dtype or dtype)
+    return {path: source, path.with_name(f"{path.stem}_{target}.py"): loader}
+
+
+def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
     from ..registry import default_dtype
     from .target import render_c, render_c_loader, unsupported
 
     problem = unsupported(derivation)
     if problem is not None:
         raise problem
-    path = Path(options.output) if options.output else Path(f"{derivation.spec.name}.c")
-    if path.suffix != ".c" or not path.stem.isidentifier():
-        raise SpecError(str(path), "", "the C source path must end in .c and name a module")
-    check_module_name(f"{path.stem}_c", str(path), "-o")
-    dtype = options.dtype or default_dtype(derivation.spec)
-    return {
-        path: render_c(derivation, dtype),
-        path.with_name(f"{path.stem}_c.py"): render_c_loader(derivation, path.name, dtype),
-    }
+    return source_and_loader(
+        derivation,
+        options,
+        target="c",
+        suffix=".c",
+        dtype=default_dtype(derivation.spec),
+        render=lambda d, name, dtype: (render_c(d, dtype), render_c_loader(d, name, dtype)),
+    )
 
 
 def _builtin_files(name: str, derivation) -> dict[str, str]:

@@ -6,33 +6,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..c import _check_options
 from ..registry import GenerateOptions, Target, register
 
 
-def _check_options(options: GenerateOptions) -> None:
-    from ...errors import SpecError
-
-    if options.tests:
-        raise SpecError("--tests", "", "generated tests come with --target numpy only")
-
-
 def _files(derivation, options: GenerateOptions) -> dict[Path, str]:
-    from ...errors import SpecError
-    from ...spec import check_module_name
+    from ..c import source_and_loader
     from .target import render_cuda, render_loader, unsupported
 
     problem = unsupported(derivation)
     if problem is not None:
         raise problem
-    path = Path(options.output) if options.output else Path(f"{derivation.spec.name}.cu")
-    if path.suffix != ".cu" or not path.stem.isidentifier():
-        raise SpecError(str(path), "", "the CUDA source path must end in .cu and name a module")
-    check_module_name(f"{path.stem}_cuda", str(path), "-o")
-    dtype = options.dtype or "float32"
-    return {
-        path: render_cuda(derivation, dtype),
-        path.with_name(f"{path.stem}_cuda.py"): render_loader(derivation, path.name, dtype),
-    }
+    return source_and_loader(
+        derivation,
+        options,
+        target="cuda",
+        suffix=".cu",
+        dtype="float32",
+        render=lambda d, name, dtype: (render_cuda(d, dtype), render_loader(d, name, dtype)),
+    )
 
 
 def _builtin_files(name: str, derivation) -> dict[str, str]:
