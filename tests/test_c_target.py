@@ -451,3 +451,31 @@ def test_concurrent_calls_each_get_a_workspace(tmp_path):
     )
     assert outer[1] == expected[1][:2] and len(inner) == 2
     assert len(c._workspaces) >= 2
+
+
+def test_constants_print_as_c99_literals_not_posix_macros(tmp_path):
+    """erf' = 2/sqrt(pi) exp(-z^2) and (2^z)' = log(2) 2^z: SymPy's C printer writes
+    M_2_SQRTPI and M_LN2, which strict C99 does not define (a fresh Hypothesis example
+    found it); symbp prints literals."""
+    spec = tmp_path / "constants.toml"
+    spec.write_text(
+        'name = "constants"\n[model]\ninputs = ["x"]\ntargets = ["y"]\n'
+        'output = "erf(w*x) + 2**(v*x) + pi*w/sqrt(2)"\nloss = "mse"\n',
+        encoding="utf-8",
+    )
+    derivation = derive(load(str(spec)))
+    for dtype in ("float64", "float32"):
+        source = render_c(derivation, dtype)
+        assert not re.search(r"\bM_[A-Z0-9_]+\b", source)
+        path = tmp_path / f"constants_{dtype}.c"
+        path.write_text(source, encoding="utf-8")
+        done = subprocess.run(
+            [COMPILERS[0], *STRICT, str(path), "-o", str(tmp_path / dtype), "-lm"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    c, numpy_module = build(derivation, tmp_path)
+    params = {"w": np.array(0.7), "v": np.array(-0.3)}
+    X, Y = np.linspace(-1, 1, 6), np.linspace(0, 2, 6)
+    assert_same_module(c, numpy_module, params, X, Y, "float64", batches=(4,))

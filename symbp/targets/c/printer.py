@@ -45,6 +45,9 @@ class CPrinter(C99CodePrinter):
         self.fsuffix = "f" if dtype == "float32" else ""  # expf vs exp
         self.helpers: set[str] = set()
         self.prefix = prefix  # "" only for symbp's own code (the optimizer's functions)
+        # constants as literals of the printer's type, never <math.h>'s M_PI or
+        # M_2_SQRTPI: those are POSIX, not C99 (strict -std=c99 does not define them)
+        self.math_macros = {}
 
     # --- names ---------------------------------------------------------------------
 
