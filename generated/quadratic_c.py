@@ -4,7 +4,7 @@ The NumPy module's contract (PARAM_SHAPES, init_params, forward, loss, loss_and_
 train, main): swap `import quadratic` for `import quadratic_c` and the calls stay the
 same, with the same values (the same initial parameters and permutations per seed).
 The whole of train() runs in one C call. quadratic.c, beside this file, is compiled with
-the machine's C compiler ($CC, else cc, gcc or clang) on first use and cached beside
+the machine's C compiler ($CC, else clang, cc or gcc) on first use and cached beside
 it, keyed by a hash of the source and the flags. Standard library and NumPy only.
 Do not edit: regenerate with
     symbp generate quadratic.toml --target c
@@ -64,10 +64,11 @@ _workspaces: list[tuple[int, int]] = []
 
 
 def _compiler() -> list[str]:
-    """$CC, else the first of cc, gcc and clang on PATH."""
+    """$CC, else the first of clang, cc and gcc on PATH (clang first: its code for these
+    loops was measured faster, 0.64 against 0.8-1.0 ms for the XOR run)."""
     if os.environ.get("CC"):
         return shlex.split(os.environ["CC"])
-    for name in ("cc", "gcc", "clang"):
+    for name in ("clang", "cc", "gcc"):
         found = shutil.which(name)
         if found:
             return [found]
