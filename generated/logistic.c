@@ -479,7 +479,6 @@ static void symbp_optimizer(real* restrict _params, const real* restrict _grads,
         exp_avg = 0.9*exp_avg + 0.09999999999999998*g;
         exp_avg_sq = 0.999*exp_avg_sq + 0.0010000000000000009*(g*g);
         p = -exp_avg*step_size/(1e-08 + sqrt(exp_avg_sq)/bias_correction2_sqrt) + p;
-        (void)g;
         _params[_e] = p;
         _state[0L * SYMBP_PARAMS + _e] = exp_avg;
         _state[1L * SYMBP_PARAMS + _e] = exp_avg_sq;

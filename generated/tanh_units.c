@@ -642,7 +642,6 @@ static void symbp_optimizer(real* restrict _params, const real* restrict _grads,
         momentum_buffer = damp*g + 0.9*momentum_buffer;
         g = momentum_buffer;
         p = -g*lr + p;
-        (void)g;
         _params[_e] = p;
         _state[0L * SYMBP_PARAMS + _e] = momentum_buffer;
     }

@@ -609,7 +609,6 @@ static void symbp_optimizer(real* restrict _params, const real* restrict _grads,
         real p = _params[_e];
         real g = _grads[_e];
         p = -g*lr + p;
-        (void)g;
         _params[_e] = p;
     }
 }

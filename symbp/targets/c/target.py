@@ -31,6 +31,15 @@ CFLAGS = ("-std=c99", "-O3", "-fno-math-errno", "-fPIC", "-shared")
 NATIVE = "-march=native"  # tried first; left out where the compiler refuses it
 
 
+# each entry point's buffer arguments (after the workspace and N), in order
+ARGUMENTS = {
+    "forward": ("_x", "_params", "_out"),
+    "loss": ("_x", "_y", "_params", "_loss"),
+    "grads": ("_x", "_y", "_params", "_grads", "_loss"),
+}
+READ_ONLY = ("_x", "_y", "_params")
+
+
 def _uses(name: str, texts) -> bool:
     return any(re.search(rf"\b{name}\b", text) for text in texts)
 
@@ -67,12 +76,12 @@ class CTarget(StagedProgram):
                         extra = _product(stage["n"], stage["k"])
                         need = (need[0] + extra[0], need[1] + extra[1])
                     scratch = (max(scratch[0], need[0]), max(scratch[1], need[1]))
-            # the entry's arguments it does not read, cast to void for -Wextra
-            entry["unused"] = [
-                b
-                for b in ("_x", "_y", "_params", "_grads", "_loss", "_out")
-                if b not in entry["buffers"]
-            ]
+            # the entry's buffer arguments, and those it does not read (cast to void)
+            arguments = ARGUMENTS[entry["name"]]
+            entry["arguments"] = ", ".join(
+                f"{'const ' if b in READ_ONLY else ''}real* restrict {b}" for b in arguments
+            )
+            entry["unused"] = [b for b in arguments if b not in entry["buffers"]]
             entry["has_gemm"] = any(s["kind"] == "gemm" for s in entry["stages"])
             entry["uses_model"] = bool(entry["local_buffers"]) or entry["has_gemm"]
         # batch sizes the training loop has a step of its own for: one sample, and the
@@ -100,13 +109,11 @@ class CTarget(StagedProgram):
     @staticmethod
     def _loop(stage: dict) -> None:
         """How a map stage loops: over samples and features (N x k), over samples (N),
-        or over a parameter-sized space; which of _i, _n, _j its loads and stores read."""
+        or over a parameter-sized space; whether its loads and stores read the flat
+        index _i (the planner says whether they read the row _n and column _j)."""
         texts = [i["load"] for i in stage["inputs"]] + [o["store"] for o in stage["outputs"]]
-        space = stage["space"].split(" x ")
-        stage["batched"] = space[0] == BATCH
+        stage["batched"] = stage["space"].split(" x ")[0] == BATCH
         stage["uses_i"] = _uses("_i", texts)
-        stage["uses_n"] = _uses("_n", texts) or stage["uses_row"]
-        stage["uses_j"] = _uses("_j", texts) or stage["uses_col"]
 
 
 def supported(derivation: Derivation) -> bool:
