@@ -506,12 +506,17 @@ def _loss_and_grads_into(
 def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A zeroed flat array for all parameters, and each parameter's view of its part."""
     flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
+    return flat, _views(flat)
+
+
+def _views(flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Each parameter's view of its part of a flat array of all parameters."""
     views, offset = {}, 0
     for name, shape in PARAM_SHAPES.items():
         size = int(np.prod(shape))
         views[name] = flat[offset : offset + size].reshape(shape)
         offset += size
-    return flat, views
+    return views
 
 
 def train(
@@ -569,18 +574,20 @@ def _training_arrays() -> dict:
 
 def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progress):
     """train()'s loop on kept arrays: the parameters copied in, the optimizer's state
-    set to its start (every call starts it afresh), the result copied out."""
+    started afresh by the first step (which writes it without reading it), the last
+    step's parameters written into a new array that is handed back."""
     p, views, g, grads = kept["p"], kept["views"], kept["g"], kept["grads"]
     for name, view in views.items():
         view[...] = params[name]
-    exp_avg = kept["exp_avg"]
-    exp_avg.fill(0.0)
-    exp_avg_sq = kept["exp_avg_sq"]
-    exp_avg_sq.fill(0.0)
+    exp_avg = kept["exp_avg"]  # the first step writes it, from its start 0.0
+    exp_avg_sq = kept["exp_avg_sq"]  # the first step writes it, from its start 0.0
     tmp0 = kept["tmp0"]
     workspaces: dict[int, dict[str, np.ndarray]] = kept["workspaces"]
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
+    # the last step writes the parameters into a fresh array, handed back without a copy
+    steps = epochs * -(-n // batch_size)
+    p_next = p if steps else p.copy()
     for _ in range(epochs):
         order = rng.permutation(n) if shuffle else None
         total = 0.0
@@ -599,6 +606,8 @@ def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progr
                 X_batch, Y_batch = X[start:stop], Y[start:stop]
             total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
+            if step == steps:
+                p_next = np.empty_like(p)
             # the same update in fewer passes over memory, equal up to rounding:
             #   m' <- 0.9 m' + g  (m' = m / (1 - 0.9))
             #   v' <- 0.999 v' + g^2  (v' = v / (1 - 0.999))
@@ -607,20 +616,36 @@ def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progr
             k = 0.031622776601683805/math.sqrt(1 - 0.999**step)
             step_size = 0.09999999999999998*lr/(k*(1 - 0.9**step))
             eps_k = 1e-08/k
-            np.multiply(exp_avg, K_0_9, out=exp_avg)
-            np.add(exp_avg, g, out=exp_avg)
-            np.square(g, out=tmp0)
-            np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
-            np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
-            np.sqrt(exp_avg_sq, out=tmp0)
-            np.add(tmp0, eps_k, out=tmp0)
-            np.divide(exp_avg, tmp0, out=tmp0)
-            np.multiply(tmp0, step_size, out=tmp0)
-            np.subtract(p, tmp0, out=p)
+            if step > 1:
+                np.multiply(exp_avg, K_0_9, out=exp_avg)
+                np.add(exp_avg, g, out=exp_avg)
+                np.square(g, out=tmp0)
+                np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
+                np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
+                np.sqrt(exp_avg_sq, out=tmp0)
+                np.add(tmp0, eps_k, out=tmp0)
+                np.divide(exp_avg, tmp0, out=tmp0)
+                np.multiply(tmp0, step_size, out=tmp0)
+                np.subtract(p, tmp0, out=p_next)
+            elif steps > 1:  # the first step: the state at its start, not read
+                np.copyto(exp_avg, g)
+                np.square(g, out=exp_avg_sq)
+                np.sqrt(exp_avg_sq, out=tmp0)
+                np.add(tmp0, eps_k, out=tmp0)
+                np.divide(exp_avg, tmp0, out=tmp0)
+                np.multiply(tmp0, step_size, out=tmp0)
+                np.subtract(p, tmp0, out=p_next)
+            else:  # the only step: its state is not kept
+                np.square(g, out=exp_avg_sq)
+                np.sqrt(exp_avg_sq, out=tmp0)
+                np.add(tmp0, eps_k, out=tmp0)
+                np.divide(g, tmp0, out=tmp0)
+                np.multiply(tmp0, step_size, out=tmp0)
+                np.subtract(p, tmp0, out=p_next)
         losses.append(total / n)
         if progress is not None:
             progress(len(losses), losses[-1])
-    return {name: view.copy() for name, view in views.items()}, losses
+    return _views(p_next), losses
 
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""

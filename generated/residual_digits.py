@@ -369,11 +369,12 @@ def train(
     for name, view in views.items():
         view[...] = params[name]
     g, grads = _flat()
-    exp_avg = np.full_like(p, 0.0)
-    exp_avg_sq = np.full_like(p, 0.0)
+    exp_avg = np.empty_like(p)  # the first step writes it, from its start 0.0
+    exp_avg_sq = np.empty_like(p)  # the first step writes it, from its start 0.0
     tmp0 = np.empty_like(p)
     rng = np.random.default_rng(seed)
     step, losses = 0, []
+    steps = epochs * -(-size // batch_size)  # the update's form depends on it
     for _ in range(epochs):
         order = rng.permutation(size) if shuffle else None
         total = 0.0
@@ -394,20 +395,36 @@ def train(
             k = 0.031622776601683805/math.sqrt(1 - 0.999**step)
             step_size = 0.09999999999999998*lr/(k*(1 - 0.9**step))
             eps_k = 1e-08/k
-            np.multiply(exp_avg, K_0_9, out=exp_avg)
-            np.add(exp_avg, g, out=exp_avg)
-            np.square(g, out=tmp0)
-            np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
-            np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
-            np.sqrt(exp_avg_sq, out=tmp0)
-            np.add(tmp0, eps_k, out=tmp0)
-            np.divide(exp_avg, tmp0, out=tmp0)
-            np.multiply(tmp0, step_size, out=tmp0)
-            np.subtract(p, tmp0, out=p)
+            if step > 1:
+                np.multiply(exp_avg, K_0_9, out=exp_avg)
+                np.add(exp_avg, g, out=exp_avg)
+                np.square(g, out=tmp0)
+                np.multiply(exp_avg_sq, K_0_999, out=exp_avg_sq)
+                np.add(exp_avg_sq, tmp0, out=exp_avg_sq)
+                np.sqrt(exp_avg_sq, out=tmp0)
+                np.add(tmp0, eps_k, out=tmp0)
+                np.divide(exp_avg, tmp0, out=tmp0)
+                np.multiply(tmp0, step_size, out=tmp0)
+                np.subtract(p, tmp0, out=p)
+            elif steps > 1:  # the first step: the state at its start, not read
+                np.copyto(exp_avg, g)
+                np.square(g, out=exp_avg_sq)
+                np.sqrt(exp_avg_sq, out=tmp0)
+                np.add(tmp0, eps_k, out=tmp0)
+                np.divide(exp_avg, tmp0, out=tmp0)
+                np.multiply(tmp0, step_size, out=tmp0)
+                np.subtract(p, tmp0, out=p)
+            else:  # the only step: its state is not kept
+                np.square(g, out=exp_avg_sq)
+                np.sqrt(exp_avg_sq, out=tmp0)
+                np.add(tmp0, eps_k, out=tmp0)
+                np.divide(g, tmp0, out=tmp0)
+                np.multiply(tmp0, step_size, out=tmp0)
+                np.subtract(p, tmp0, out=p)
         losses.append(total / size)
         if progress is not None:
             progress(len(losses), losses[-1])
-    return {name: view.copy() for name, view in views.items()}, losses
+    return views, losses  # p is this call's own: no copy
 
 
 def _take(data: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:

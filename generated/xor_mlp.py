@@ -316,12 +316,17 @@ def _loss_and_grads_into(
 def _flat() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A zeroed flat array for all parameters, and each parameter's view of its part."""
     flat = np.zeros(sum(int(np.prod(shape)) for shape in PARAM_SHAPES.values()), DTYPE)
+    return flat, _views(flat)
+
+
+def _views(flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Each parameter's view of its part of a flat array of all parameters."""
     views, offset = {}, 0
     for name, shape in PARAM_SHAPES.items():
         size = int(np.prod(shape))
         views[name] = flat[offset : offset + size].reshape(shape)
         offset += size
-    return flat, views
+    return views
 
 
 # train()'s default backend: the C module beside this file (NAME_c.py and NAME.c, from
@@ -434,7 +439,8 @@ def _training_arrays() -> dict:
 
 def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progress):
     """train()'s loop on kept arrays: the parameters copied in, the optimizer's state
-    set to its start (every call starts it afresh), the result copied out."""
+    started afresh by the first step (which writes it without reading it), the last
+    step's parameters written into a new array that is handed back."""
     p, views, g, grads = kept["p"], kept["views"], kept["g"], kept["grads"]
     for name, view in views.items():
         view[...] = params[name]
@@ -443,6 +449,9 @@ def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progr
     workspaces: dict[int, dict[str, np.ndarray]] = kept["workspaces"]
     rng = np.random.default_rng(seed)
     n, step, losses = len(X), 0, []
+    # the last step writes the parameters into a fresh array, handed back without a copy
+    steps = epochs * -(-n // batch_size)
+    p_next = p if steps else p.copy()
     for _ in range(epochs):
         order = rng.permutation(n) if shuffle else None
         total = 0.0
@@ -461,12 +470,14 @@ def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progr
                 X_batch, Y_batch = X[start:stop], Y[start:stop]
             total += _loss_and_grads_into(views, grads, work, X_batch, Y_batch) * (stop - start)
             step += 1
+            if step == steps:
+                p_next = np.empty_like(p)
             np.multiply(g, lr_array, out=tmp0)
-            np.subtract(p, tmp0, out=p)
+            np.subtract(p, tmp0, out=p_next)
         losses.append(total / n)
         if progress is not None:
             progress(len(losses), losses[-1])
-    return {name: view.copy() for name, view in views.items()}, losses
+    return _views(p_next), losses
 
 
 def _train_floats(params, X, Y, epochs, batch_size, lr, seed, shuffle, progress=None):

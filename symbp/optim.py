@@ -250,3 +250,39 @@ def memory_lean(rule: UpdateRule) -> UpdateRule:
         f"   with k = sqrt(1 - {b2}) / sqrt(1 - {b2}^t)",
     )
     return replace(rule, step_scalars=scalars, updates=updates, formulas=words)
+
+
+def first_step(rule: UpdateRule) -> UpdateRule:
+    """The rule on a run's first step, where every state buffer still holds its initial
+    value: a read of a buffer before the step writes it becomes that value (Adam's
+    m' <- beta1 m' + g becomes m' <- g), so that a target need not fill the buffers
+    before training, nor read them on that step. Equal to ``rule`` at that step bit for
+    bit: beta1 * 0 + g is g exactly, in any floating-point type."""
+    fresh: dict[sp.Expr, sp.Expr] = {
+        _sym(b): _num(rule.initial(b)) if rule.initial(b) else sp.Integer(0) for b in rule.state
+    }
+    updates = []
+    for target, expr in rule.updates:
+        updates.append((target, expr.xreplace(fresh)))
+        fresh.pop(target, None)
+    if fresh:  # a buffer the rule never writes would be read unset on the next step
+        raise ValueError(f"{rule.name}: state {sorted(s.name for s in fresh)} is never written")
+    return replace(rule, updates=tuple(updates))
+
+
+def last_step(rule: UpdateRule) -> UpdateRule:
+    """The rule on a step after which its state is never read (the last step of a
+    training run that hands back only the parameters): a buffer whose new value is a
+    copy of another array (Adam's m' <- g on the first step) is not written, and the
+    expressions after it read that array instead, one pass over memory fewer. Other
+    buffers are still written: each is the one array that value needs anyway."""
+    updates = list(rule.updates)
+    for index, (target, value) in reversed(list(enumerate(updates))):
+        later = updates[index + 1 :]
+        if target.name not in rule.state or not value.is_Symbol:
+            continue
+        if any(t in (target, value) for t, _ in later):
+            continue  # the buffer or the array it copies is written again after
+        updates[index + 1 :] = [(t, e.xreplace({target: value})) for t, e in later]
+        del updates[index]
+    return replace(rule, updates=tuple(updates))

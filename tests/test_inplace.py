@@ -211,3 +211,50 @@ def test_memory_lean_leaves_other_rules_alone():
     for name in ("sgd", "momentum", "adagrad", "rmsprop"):
         rule = update_rule(name, {})
         assert memory_lean(rule) is rule
+
+
+RULES = [
+    ("sgd", {}),
+    ("momentum", {"dampening": 0.3, "weight_decay": 0.01}),
+    ("momentum", {"nesterov": True}),
+    ("adagrad", {"initial_accumulator_value": 0.1, "lr_decay": 0.01}),
+    ("rmsprop", {"centered": True, "momentum": 0.5}),
+    ("adam", {}),
+    ("adam", {"weight_decay": 0.01}),
+]
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["letter", "lean"])
+@pytest.mark.parametrize(("name", "options"), RULES)
+def test_first_and_only_step_forms_equal_the_rule_from_its_start(name, options, lean):
+    """first_step is the rule on step 1 from the state's start, exactly, without reading
+    the state; last_step of it leaves the same parameter and drops only copies."""
+    from symbp.optim import first_step, g, last_step, memory_lean, p, t, update_rule
+
+    rule = update_rule(name, options)
+    rule = memory_lean(rule) if lean else rule
+    first, only = first_step(rule), last_step(first_step(rule))
+    states = {sp.Symbol(b, real=True) for b in rule.state}
+    lr = sp.Symbol("lr", real=True)
+    rng = np.random.default_rng(len(name))
+    for grad, param in rng.normal(size=(4, 2)):
+
+        def run(form, start):
+            values = {p: param, g: grad, lr: 0.01, t: 1, **start}
+            for symbol, expr in form.step_scalars:
+                values[symbol] = float(expr.subs(values))
+            for symbol, expr in form.updates:  # an unset buffer read: float() raises
+                values[symbol] = float(expr.subs(values))
+            return values
+
+        start = {s: rule.initial(s.name) for s in states}
+        reference = run(rule, start)
+        unread = run(first, {})  # raises if the first step reads a state buffer
+        lean_only = run(only, {})
+        assert unread[p] == reference[p]  # bit for bit
+        assert all(unread[s] == reference[s] for s in states)
+        assert lean_only[p] == reference[p]
+    dropped = {t for t, _ in first.updates} - {t for t, _ in only.updates}
+    assert all(dict(first.updates)[s].is_Symbol for s in dropped)  # only copies go
+    if name == "adam" and lean:
+        assert dropped == {sp.Symbol("exp_avg", real=True)}  # m' = g on the only step

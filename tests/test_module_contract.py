@@ -186,6 +186,18 @@ def test_train_keeps_its_arrays_between_calls_and_returns_copies(tmp_path):
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert all(not np.shares_memory(first[k], kept["p"]) for k in first)
 
+    # a run of several steps leaves its Adam state in the kept arrays; the next call's
+    # first step must not read it, and no result may change when a later call runs
+    several, several_losses = module.train(params, X, Y, epochs=3, batch_size=8, shuffle=True)
+    held = {k: v.copy() for k, v in several.items()}
+    after, after_losses = module.train(params, X, Y, epochs=1, batch_size=32)
+    assert after_losses == losses and all(np.array_equal(after[k], first[k]) for k in first)
+    repeat, repeat_losses = module.train(params, X, Y, epochs=3, batch_size=8, shuffle=True)
+    assert repeat_losses == several_losses
+    assert all(np.array_equal(repeat[k], held[k]) for k in held)
+    assert all(np.array_equal(several[k], held[k]) for k in held)  # not overwritten
+    assert all(not np.shares_memory(repeat[k], kept["p"]) for k in repeat)
+
     inner = {}
 
     def nested(epoch, value):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ...derive import Derivation
-from ...optim import OPTIMIZERS, memory_lean, update_rule
+from ...optim import OPTIMIZERS, first_step, last_step, memory_lean, update_rule
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
 from ...program.statements import Assign, BatchSum, Call, Statement
@@ -80,26 +80,58 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
     }
 
 
-def inplace_optimizer_context(derivation: Derivation, constants: Constants | None = None) -> dict:
+def inplace_optimizer_context(
+    derivation: Derivation, constants: Constants | None = None, result: str = "p"
+) -> dict:
     """The optimizer's update over all parameters at once, printed in place: ``p`` and
     ``g`` are the flat arrays of every parameter and gradient, each state buffer one flat
-    array too."""
+    array too. The new parameters go into ``result``: ``p`` itself, or a name the module
+    binds to ``p`` on every step but the last (see docs/design.md).
+
+    ``branches`` are the update's forms by step: from the second step on; on the first
+    (the state still at its initial value, so never filled nor read); on a run's only step
+    (and its state not kept). Branches that print the same lines are one."""
     spec = derivation.spec
     rule = memory_lean(update_rule(spec.train.optimizer, spec.train.options))
-    tensors = {param_symbol.name, grad_symbol.name, *rule.state}
+    tensors = {param_symbol.name, grad_symbol.name, result, *rule.state}
     used = 0
-    lines = []
-    for target, expr in rule.updates:
-        printer = InplacePrinter(
-            tensors, lambda k: f"tmp{k}", constants=constants, arrays={"lr": LR_ARRAY}
-        )
-        lines += printer.assign(target.name, expr)
-        used = max(used, printer.scratch_used)
+
+    def lines_of(form) -> list[str]:
+        nonlocal used
+        lines = []
+        for target, expr in form.updates:
+            printer = InplacePrinter(
+                tensors, lambda k: f"tmp{k}", constants=constants, arrays={"lr": LR_ARRAY}
+            )
+            if target == param_symbol and result != param_symbol.name:
+                lines += printer.assign(result, expr, aliases=frozenset({param_symbol.name}))
+            else:
+                lines += printer.assign(target.name, expr)
+            used = max(used, printer.scratch_used)
+        return lines
+
+    first, only = first_step(rule), last_step(first_step(rule))
+    forms = [
+        ("step > 1", "", lines_of(rule)),
+        ("steps > 1", "the first step: the state at its start, not read", lines_of(first)),
+        ("", "the only step: its state is not kept", lines_of(only)),
+    ]
+    branches: list[dict] = []
+    for test, comment, lines in forms:
+        if branches and branches[-1]["lines"] == lines:
+            branches[-1]["test"] = f"{branches[-1]['test']} or {test}" if test else ""
+            continue
+        branches.append({"test": test, "comment": comment, "lines": lines})
+    keywords = ["if", *["elif"] * (len(branches) - 2), "else"] if len(branches) > 1 else [""]
+    for branch, keyword in zip(branches, keywords, strict=True):
+        branch["keyword"] = keyword
+    everything = [line for branch in branches for line in branch["lines"]]
     scalars = ScalarPrinter()
     return {
         "formulas": rule.formulas,
         "step_scalars": [Line(s.name, scalars.doprint(e)) for s, e in rule.step_scalars],
-        "lines": lines,
-        "lr_array": LR_ARRAY if any(LR_ARRAY in line for line in lines) else None,
+        "branches": branches,
+        "lines": branches[0]["lines"],  # from the second step on
+        "lr_array": LR_ARRAY if any(LR_ARRAY in line for line in everything) else None,
         "scratch": [f"tmp{k}" for k in range(used)],
     }

@@ -139,7 +139,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
     optimizer = _optimizer_context(derivation, {})
     constants = Constants()
     step = inplace_step_context(derivation, constants)
-    inplace = inplace_optimizer_context(derivation, constants)
+    inplace = inplace_optimizer_context(derivation, constants, result="p_next")
     floats = float_step_context(derivation)
     # the array step's NumPy calls, its update's and train()'s few per step
     array_calls = sum(len(line["code"]) for line in step["lines"]) + len(inplace["lines"]) + 3
