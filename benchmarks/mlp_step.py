@@ -10,8 +10,9 @@ At batch sizes 32, 128 and 1024 this script times that step for:
     CLI, ``symbp generate SPEC --target numpy --dtype float32 -o FILE``, into a
     temporary directory at the start). Two ways:
     (a)  ``train(params, X, Y, epochs=1, batch_size=N, lr=1e-3, shuffle=False)`` on
-         exactly one batch of N rows: one step, with Adam's state made fresh by every
-         call (and the parameters copied in and out, as train() does);
+         exactly one batch of N rows, as a user streaming data calls it: one step, with
+         Adam's state made fresh by every call (its first step, which reads no state)
+         and the parameters copied in;
     (a') ``loss_and_grads(params, X, Y)`` followed by the same in-place Adam update as
          (b) uses, applied parameter by parameter;
     (a'') train() on 64 copies of the batch (one epoch of 64 steps per call, so that
