@@ -239,7 +239,7 @@ def test_first_and_only_step_forms_equal_the_rule_from_its_start(name, options, 
     rng = np.random.default_rng(len(name))
     for grad, param in rng.normal(size=(4, 2)):
 
-        def run(form, start):
+        def run(form, start, grad=grad, param=param):
             values = {p: param, g: grad, lr: 0.01, t: 1, **start}
             for symbol, expr in form.step_scalars:
                 values[symbol] = float(expr.subs(values))
