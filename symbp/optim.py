@@ -40,7 +40,7 @@ class UpdateRule:
         return any(t in e.free_symbols for e in exprs)
 
 
-BOOLEAN_OPTIONS = {"nesterov", "centered"}
+BOOLEAN_OPTIONS = {"nesterov", "centered", "amsgrad", "maximize"}
 
 
 def _num(value) -> sp.Expr:
@@ -66,17 +66,27 @@ class Optimizer:
     described: str  # how documents name it
     defaults: dict[str, object]
     build: Callable[..., tuple[str, ...]]
+    # weight decay as torch.optim.AdamW's, p <- p (1 - lr wd), not as a term of g
+    decoupled: bool = False
 
 
 OPTIMIZERS: dict[str, Optimizer] = {}
 
 
-def optimizer(name: str, torch_class: str, defaults: dict[str, object], described: str = ""):
-    """Register the decorated rule builder as optimizer ``name``."""
+def optimizer(
+    name: str,
+    torch_class: str,
+    defaults: dict[str, object],
+    described: str = "",
+    decoupled: bool = False,
+):
+    """Register the decorated rule builder as optimizer ``name``. Every torch.optim
+    optimizer takes ``maximize`` (ascend instead of descend), so every entry does."""
 
     def register(build):
         text = described or f"torch.optim.{torch_class}"
-        OPTIMIZERS[name] = Optimizer(name, torch_class, text, defaults, build)
+        options = {**defaults, "maximize": False}
+        OPTIMIZERS[name] = Optimizer(name, torch_class, text, options, build, decoupled)
         return build
 
     return register
@@ -173,7 +183,10 @@ def _rmsprop(opts, lr, updates, scalars, words) -> tuple[str, ...]:
     return tuple(state)
 
 
-@optimizer("adam", "Adam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0})
+_ADAM_DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False}
+
+
+@optimizer("adam", "Adam", {**_ADAM_DEFAULTS, "weight_decay": 0.0})
 def _adam(opts, lr, updates, scalars, words) -> tuple[str, ...]:
     beta1, beta2 = (_num(b) for b in opts["betas"])
     m, v = _sym("exp_avg"), _sym("exp_avg_sq")
@@ -182,18 +195,114 @@ def _adam(opts, lr, updates, scalars, words) -> tuple[str, ...]:
     scalars.append((bc2_sqrt, sp.sqrt(1 - beta2**t)))
     updates.append((m, beta1 * m + (1 - beta1) * g))
     updates.append((v, beta2 * v + (1 - beta2) * g * g))
+    b1, b2 = opts["betas"]
+    words += [f"m <- {b1} m + (1 - {b1}) g", f"v <- {b2} v + (1 - {b2}) g^2"]
+    state = ["exp_avg", "exp_avg_sq"]
+    if opts["amsgrad"]:
+        vmax = _sym("max_exp_avg_sq")
+        updates.append((vmax, sp.Max(vmax, v)))
+        words.append("v_max <- max(v_max, v)  (amsgrad)")
+        state.append("max_exp_avg_sq")
+        v = vmax
     updates.append((p, p - step_size * m / (sp.sqrt(v) / bc2_sqrt + _num(opts["eps"]))))
+    which = "v_max" if opts["amsgrad"] else "v"
+    words.append(f"p <- p - lr / (1 - {b1}^t) * m / (sqrt({which}) / sqrt(1 - {b2}^t) + eps)")
+    return tuple(state)
+
+
+optimizer("adamw", "AdamW", {**_ADAM_DEFAULTS, "weight_decay": 1e-2}, decoupled=True)(_adam)
+
+
+_ADAMAX_DEFAULTS = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+
+
+@optimizer("adamax", "Adamax", _ADAMAX_DEFAULTS)
+def _adamax(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    beta1, beta2 = (_num(b) for b in opts["betas"])
+    m, u = _sym("exp_avg"), _sym("exp_inf")
+    clr = _sym("clr")
+    scalars.append((clr, lr / (1 - beta1**t)))
+    updates.append((m, beta1 * m + (1 - beta1) * g))
+    updates.append((u, sp.Max(beta2 * u, sp.Abs(g) + _num(opts["eps"]))))
+    updates.append((p, p - clr * m / u))
+    b1, b2 = opts["betas"]
+    words += [
+        f"m <- {b1} m + (1 - {b1}) g",
+        f"u <- max({b2} u, |g| + eps)",
+        f"p <- p - lr / (1 - {b1}^t) * m / u",
+    ]
+    return ("exp_avg", "exp_inf")
+
+
+@optimizer("adadelta", "Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0})
+def _adadelta(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    rho, eps = _num(opts["rho"]), _num(opts["eps"])
+    sq, acc = _sym("square_avg"), _sym("acc_delta")
+    updates.append((sq, rho * sq + (1 - rho) * g * g))
+    # g now holds the step delta, which the accumulator and the parameter both read
+    updates.append((g, sp.sqrt(acc + eps) / sp.sqrt(sq + eps) * g))
+    updates.append((acc, rho * acc + (1 - rho) * g * g))
+    updates.append((p, p - lr * g))
+    r = opts["rho"]
+    words += [
+        f"v <- {r} v + (1 - {r}) g^2",
+        "delta = sqrt(u + eps) / sqrt(v + eps) * g",
+        f"u <- {r} u + (1 - {r}) delta^2",
+        "p <- p - lr delta",
+    ]
+    return ("square_avg", "acc_delta")
+
+
+@optimizer("radam", "RAdam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0})
+def _radam(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    """torch.optim.RAdam: Adam's step rectified by the variance of its adaptive rate
+    where that variance is tractable (rho_t > 5), plain momentum SGD before."""
+    beta1, beta2 = (_num(b) for b in opts["betas"])
+    m, v = _sym("exp_avg"), _sym("exp_avg_sq")
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t, rect = _sym("rho_t"), _sym("rect")
+    adaptive, plain = _sym("adaptive_lr"), _sym("plain_lr")
+    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+    scalars.append((rho_t, rho_inf - 2 * t * beta2**t / bc2))
+    on = rho_t > 5
+    tractable = (rho_t - 4) * (rho_t - 2) * rho_inf
+    rectifier = sp.sqrt(tractable / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    scalars.append((rect, sp.Piecewise((rectifier, on), (0, True))))
+    scalars.append((adaptive, sp.Piecewise((lr / bc1 * rect * sp.sqrt(bc2), on), (0, True))))
+    scalars.append((plain, sp.Piecewise((0, on), (lr / bc1, True))))
+    updates.append((m, beta1 * m + (1 - beta1) * g))
+    updates.append((v, beta2 * v + (1 - beta2) * g * g))
+    updates.append((p, p - m * (adaptive / (sp.sqrt(v) + _num(opts["eps"])) + plain)))
     b1, b2 = opts["betas"]
     words += [
         f"m <- {b1} m + (1 - {b1}) g",
         f"v <- {b2} v + (1 - {b2}) g^2",
-        f"p <- p - lr / (1 - {b1}^t) * m / (sqrt(v) / sqrt(1 - {b2}^t) + eps)",
+        f"rho_t = rho_inf - 2 t {b2}^t / (1 - {b2}^t), rho_inf = 2 / (1 - {b2}) - 1",
+        f"p <- p - lr / (1 - {b1}^t) * m * r_t sqrt(1 - {b2}^t) / (sqrt(v) + eps) if rho_t > 5",
+        f"p <- p - lr / (1 - {b1}^t) * m otherwise",
+        "   with r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))",
     ]
     return ("exp_avg", "exp_avg_sq")
 
 
 # optimizer -> option defaults, as torch.optim (what a spec's [train] may set)
 DEFAULTS: dict[str, dict[str, object]] = {n: o.defaults for n, o in OPTIMIZERS.items()}
+
+
+def reserved_names() -> tuple[set[str], set[str]]:
+    """(per-step scalar names, state buffer names) of every optimizer with every option
+    that adds one switched on: the names a generated module binds for its optimizer, so
+    a model may not take them (the spec checks; the buffers also as prefixes, exp_avg_w1).
+    """
+    scalars, buffers = {"step"}, set()
+    for name, entry in OPTIMIZERS.items():
+        richest = {k: True for k, v in entry.defaults.items() if isinstance(v, bool)}
+        richest |= {k: 0.5 for k in ("momentum", "weight_decay") if k in entry.defaults}
+        for options in ({}, richest):
+            rule = update_rule(name, options)
+            scalars |= {s.name for s, _ in rule.step_scalars}
+            buffers |= set(rule.state)
+    return scalars, buffers
 
 
 def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
@@ -205,7 +314,13 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
     updates: list[tuple[sp.Symbol, sp.Expr]] = []
     scalars: list[tuple[sp.Symbol, sp.Expr]] = []
     words: list[str] = []
-    if wd:
+    if opts["maximize"]:
+        updates.append((g, -g))
+        words.append("g <- -g  (maximize)")
+    if wd and entry.decoupled:
+        updates.append((p, p * (1 - lr * _num(wd))))
+        words.append(f"p <- p (1 - lr {wd})  (decoupled weight decay)")
+    elif wd:
         updates.append((g, g + _num(wd) * p))
         words.append(f"g <- g + {wd} p  (weight decay)")
     state = entry.build(opts, lr, updates, scalars, words)
@@ -223,10 +338,10 @@ def memory_lean(rule: UpdateRule) -> UpdateRule:
         p <- p - (lr (1 - beta1) / (1 - beta1^t) / k) m' / (sqrt(v') + eps / k).
     Other rules are already one pass per term and come back unchanged.
     """
-    if rule.name != "adam":
+    if rule.name not in ("adam", "adamw"):
         return rule
     beta1, beta2 = (_num(b) for b in rule.options["betas"])
-    m, v = _sym("exp_avg"), _sym("exp_avg_sq")
+    m, v, vmax = _sym("exp_avg"), _sym("exp_avg_sq"), _sym("max_exp_avg_sq")
     lr, k = _sym("lr"), _sym("k")
     step_size, eps = _sym("step_size"), _sym("eps_k")
     scalars = (
@@ -234,19 +349,25 @@ def memory_lean(rule: UpdateRule) -> UpdateRule:
         (step_size, lr * (1 - beta1) / (1 - beta1**t) / k),
         (eps, _num(rule.options["eps"]) / k),
     )
-    decay = rule.updates[:-3]  # weight decay, if any, stays first
+    first = [target for target, _ in rule.updates].index(m)
+    decay = rule.updates[:first]  # maximize and weight decay, if any, stay first
+    amsgrad = [(vmax, sp.Max(vmax, v))] if rule.options["amsgrad"] else []
+    denominator = vmax if amsgrad else v
     updates = (
         *decay,
         (m, beta1 * m + g),
         (v, beta2 * v + g * g),
-        (p, p - step_size * m / (sp.sqrt(v) + eps)),
+        *amsgrad,
+        (p, p - step_size * m / (sp.sqrt(denominator) + eps)),
     )
     b1, b2 = rule.options["betas"]
+    which = "v_max'" if amsgrad else "v'"
     words = (
         *rule.formulas[: len(decay)],
         f"m' <- {b1} m' + g  (m' = m / (1 - {b1}))",
         f"v' <- {b2} v' + g^2  (v' = v / (1 - {b2}))",
-        f"p <- p - lr (1 - {b1}) / (1 - {b1}^t) / k * m' / (sqrt(v') + eps / k)",
+        *(["v_max' <- max(v_max', v')  (amsgrad)"] if amsgrad else []),
+        f"p <- p - lr (1 - {b1}) / (1 - {b1}^t) / k * m' / (sqrt({which}) + eps / k)",
         f"   with k = sqrt(1 - {b2}) / sqrt(1 - {b2}^t)",
     )
     return replace(rule, step_scalars=scalars, updates=updates, formulas=words)

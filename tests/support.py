@@ -284,3 +284,27 @@ class TorchModel:
 
 def _as_list(value):
     return [value] if isinstance(value, str) else value
+
+
+# every optimizer of the registry (tests check that none is missing), with options
+# that take each branch of its rule
+OPTIMIZER_CASES = {
+    "sgd": "momentum = 0.5\nnesterov = true\nweight_decay = 0.01\nmaximize = true\n",
+    "momentum": "dampening = 0.2\n",
+    "adagrad": "lr_decay = 0.1\ninitial_accumulator_value = 0.1\n",
+    "rmsprop": "centered = true\nmomentum = 0.5\n",
+    "adam": "amsgrad = true\nweight_decay = 0.01\n",
+    "adamw": "amsgrad = true\n",
+    "adamax": "weight_decay = 0.01\n",
+    "adadelta": "rho = 0.8\n",
+    "radam": "betas = [0.8, 0.9]\n",
+}
+
+
+def optimizer_stack(name: str) -> str:
+    """A small tanh stack trained by optimizer ``name`` with its OPTIMIZER_CASES options."""
+    return (
+        'name = "opt"\n[model]\ninput = 3\nlayers = [{ dense = 4, activation = "tanh" },'
+        ' { dense = 2 }]\nloss = "mse"\n[train]\n'
+        f'optimizer = "{name}"\nlr = 0.05\n{OPTIMIZER_CASES[name]}'
+    )

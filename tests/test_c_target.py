@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import import_file
+from support import OPTIMIZER_CASES, import_file, optimizer_stack
 
 from symbp.check import random_point
 from symbp.derive import derive
@@ -479,3 +479,27 @@ def test_constants_print_as_c99_literals_not_posix_macros(tmp_path):
     params = {"w": np.array(0.7), "v": np.array(-0.3)}
     X, Y = np.linspace(-1, 1, 6), np.linspace(0, 2, 6)
     assert_same_module(c, numpy_module, params, X, Y, "float64", batches=(4,))
+
+
+def test_every_optimizer_of_the_registry_has_a_case():
+    from symbp.optim import OPTIMIZERS
+
+    assert set(OPTIMIZER_CASES) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
+def test_every_optimizer_equals_numpy_and_compiles_strictly(tmp_path, name):
+    """The rule as C: 3 epochs of mini-batches (RAdam past its rectification point)
+    equal the NumPy module's, and the source compiles under -Werror."""
+    derivation = derive(parse_spec(optimizer_stack(name), "opt.toml"))
+    c, numpy_module = build(derivation, tmp_path)
+    params, X, Y = random_point(numpy_module, np.random.default_rng(2), 8)
+    assert_same_module(c, numpy_module, params, X, Y, "float64", batches=(1, 3))
+    compiler = (COMPILERS or ["cc"])[0]
+    source = next(tmp_path.glob("opt_*.c"))
+    done = subprocess.run(
+        [compiler, *STRICT, "-DSYMBP_NO_MAIN", "-c", str(source), "-o", str(tmp_path / "o.o")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from layer_strategies import LayerDef, Stack, random_batch, random_params, stacks
 from strategies import models
-from support import REPO, import_file
+from support import OPTIMIZER_CASES, REPO, import_file, optimizer_stack
 
 from symbp import cli
 from symbp.derive import derive
@@ -186,6 +186,28 @@ def test_builtin_emulation_matches_numpy(folder, name, dtype):
         assert relative(got_losses, expected_losses) < 10 * tolerance
         for k, v in expected_params.items():
             assert relative(got_params[k], v) < 10 * tolerance, k
+    emu.close()
+
+
+@needs_gxx
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
+def test_every_optimizer_in_emulation_matches_numpy(folder, name):
+    """The optimizer kernel of every registry entry (per-element rule, step scalars on
+    the host): 3 epochs of batches of 1 and 3 equal the NumPy module's."""
+    derivation = derive(parse_spec(optimizer_stack(name), "opt.toml"))
+    module = numpy_module(derivation, folder, "float64")
+    emu = emulated(derivation, folder, "float64", module)
+    rng = np.random.default_rng(4)
+    X, Y = batch_for(module, rng, n=6)
+    params = module.init_params(1)
+    for batch in (1, 3):
+        expected, expected_losses = module.train(
+            params, X, Y, epochs=3, batch_size=batch, lr=0.05, shuffle=False
+        )
+        got, got_losses = emu.train(params, X, Y, epochs=3, batch_size=batch, lr=0.05)
+        assert relative(got_losses, expected_losses) < 1e-10, batch
+        for k, v in expected.items():
+            assert relative(got[k], v) < 1e-10, (k, batch)
     emu.close()
 
 

@@ -357,6 +357,26 @@ OPTIMIZERS = {
         (("weight_decay", 0.01),),
         lambda p, lr: torch.optim.Adam(p, lr=lr, weight_decay=0.01),
     ),
+    "adam_amsgrad_maximize": (
+        (("amsgrad", True), ("maximize", True)),
+        lambda p, lr: torch.optim.Adam(p, lr=lr, amsgrad=True, maximize=True),
+    ),
+    "adamw": (
+        (("amsgrad", True),),
+        lambda p, lr: torch.optim.AdamW(p, lr=lr, amsgrad=True),
+    ),
+    "adamax": (
+        (("weight_decay", 0.01),),
+        lambda p, lr: torch.optim.Adamax(p, lr=lr, weight_decay=0.01),
+    ),
+    "adadelta": (
+        (("rho", 0.8),),
+        lambda p, lr: torch.optim.Adadelta(p, lr=lr, rho=0.8),
+    ),
+    "radam": (
+        (("betas", (0.8, 0.9)),),
+        lambda p, lr: torch.optim.RAdam(p, lr=lr, betas=(0.8, 0.9)),
+    ),
 }
 
 

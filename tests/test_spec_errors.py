@@ -312,7 +312,26 @@ CASES = [
         "unknown-optimizer",
         QUADRATIC + '[train]\noptimizer = "lbfgs"\n',
         "train.optimizer",
-        "unknown optimizer 'lbfgs' (known: sgd, momentum, adagrad, rmsprop, adam)",
+        "unknown optimizer 'lbfgs' (known: sgd, momentum, adagrad, rmsprop, adam, adamw, adamax,"
+        " adadelta, radam)",
+    ),
+    (
+        "adadelta-rho",
+        QUADRATIC + '[train]\noptimizer = "adadelta"\nrho = 1.5\n',
+        "train.rho",
+        "must be in [0, 1] (as torch.optim.Adadelta)",
+    ),
+    (
+        "amsgrad-not-bool",
+        QUADRATIC + '[train]\noptimizer = "adamw"\namsgrad = 1\n',
+        "train.amsgrad",
+        "expected true or false, got 1",
+    ),
+    (
+        "amsgrad-on-sgd",
+        QUADRATIC + '[train]\noptimizer = "sgd"\namsgrad = true\n',
+        "train.amsgrad",
+        "unknown option for optimizer 'sgd'",
     ),
     (
         "unknown-optimizer-option",

@@ -373,6 +373,17 @@ OPTIMIZERS = {
         lambda p, lr: torch.optim.RMSprop(p, lr=lr, centered=True, momentum=0.9),
     ),
     "adam": ("weight_decay = 0.01\n", lambda p, lr: torch.optim.Adam(p, lr=lr, weight_decay=0.01)),
+    "adam_amsgrad": (
+        "amsgrad = true\nmaximize = true\n",
+        lambda p, lr: torch.optim.Adam(p, lr=lr, amsgrad=True, maximize=True),
+    ),
+    "adamw": ("", lambda p, lr: torch.optim.AdamW(p, lr=lr)),
+    "adamax": ("", lambda p, lr: torch.optim.Adamax(p, lr=lr)),
+    "adadelta": ("rho = 0.8\n", lambda p, lr: torch.optim.Adadelta(p, lr=lr, rho=0.8)),
+    "radam": (
+        "weight_decay = 0.01\n",
+        lambda p, lr: torch.optim.RAdam(p, lr=lr, weight_decay=0.01),
+    ),
 }
 
 

@@ -184,6 +184,32 @@ OPTIMIZERS = [
     ("adam", "adam", {}, 0.05),
     ("adam-wd", "adam", {"weight_decay": 0.01}, 0.05),
     ("adam-betas-eps", "adam", {"betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.1}, 0.05),
+    ("adam-amsgrad-wd", "adam", {"amsgrad": True, "weight_decay": 0.01}, 0.05),
+    ("adam-maximize", "adam", {"maximize": True}, 0.01),
+    (
+        "sgd-maximize-momentum-wd",
+        "sgd",
+        {"maximize": True, "momentum": 0.5, "weight_decay": 0.1},
+        0.01,
+    ),
+    ("adamw", "adamw", {}, 0.05),
+    (
+        "adamw-amsgrad-wd-betas",
+        "adamw",
+        {"amsgrad": True, "weight_decay": 0.1, "betas": [0.8, 0.9]},
+        0.05,
+    ),
+    ("adamax", "adamax", {}, 0.05),
+    (
+        "adamax-wd-betas-eps",
+        "adamax",
+        {"weight_decay": 0.01, "betas": [0.8, 0.99], "eps": 1e-4},
+        0.05,
+    ),
+    ("adadelta", "adadelta", {}, 1.0),
+    ("adadelta-rho-wd-eps", "adadelta", {"rho": 0.5, "weight_decay": 0.01, "eps": 1e-4}, 0.5),
+    ("radam", "radam", {}, 0.05),  # per sample, the rectified step from t = 6 on
+    ("radam-betas-wd", "radam", {"betas": [0.8, 0.9], "weight_decay": 0.01}, 0.05),
 ]
 
 TORCH_OPTIMIZERS = {
@@ -192,6 +218,10 @@ TORCH_OPTIMIZERS = {
     "adagrad": ("Adagrad", {}),
     "rmsprop": ("RMSprop", {}),
     "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "adamax": ("Adamax", {}),
+    "adadelta": ("Adadelta", {}),
+    "radam": ("RAdam", {}),
 }
 
 

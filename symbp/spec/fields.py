@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import SpecError, way_out
-from ..optim import BOOLEAN_OPTIONS, DEFAULTS
+from ..optim import BOOLEAN_OPTIONS, DEFAULTS, reserved_names
 from .formula import is_identifier
 
 # Names the generated code itself uses; a model may not take them.
@@ -47,23 +47,12 @@ RESERVED = frozenset(dir(builtins)) | {
     "OPTIMIZER_OPTIONS",
     "DATA",
     "PREDICT_AT",
-    # per-step scalars of the optimizers
-    "step_size",
-    "bias_correction2_sqrt",
-    "clr",
-    "damp",
-    "step",
 }
-# optimizer state per parameter (exp_avg_w1, ...), adjoints (d_w1) and private helpers
-RESERVED_PREFIXES = (
-    "_",
-    "d_",
-    "momentum_buffer",
-    "sum_",
-    "square_avg",
-    "grad_avg",
-    "exp_avg",
-)
+_STEP_SCALARS, _BUFFERS = reserved_names()
+RESERVED |= _STEP_SCALARS  # the optimizers' per-step scalars (step_size, clr, ...)
+# optimizer state per parameter (exp_avg_w1, ...), adjoints (d_w1) and private helpers;
+# Adagrad's buffer "sum" as sum_ (sum itself is a builtin, summary a fine name)
+RESERVED_PREFIXES = ("_", "d_", "sum_", *sorted(_BUFFERS - {"sum"}))
 
 
 def _check_name(name: object, source: str, where: str, *, outputs_named: bool = False) -> None:
@@ -192,6 +181,8 @@ def _train_table(doc, source) -> TrainSpec:
                 raise SpecError(source, where, "must be a finite non-negative number")
             if key == "eps" and number == 0:
                 raise SpecError(source, where, "must be positive (the update divides by it)")
+            if key == "rho" and number > 1:
+                raise SpecError(source, where, "must be in [0, 1] (as torch.optim.Adadelta)")
             if key == "lr":
                 if number == 0:
                     raise SpecError(source, where, "must be positive")

@@ -99,11 +99,12 @@ def inplace_optimizer_context(
     def lines_of(form) -> list[str]:
         nonlocal used
         lines = []
-        for target, expr in form.updates:
+        last = max(k for k, (target, _) in enumerate(form.updates) if target == param_symbol)
+        for k, (target, expr) in enumerate(form.updates):
             printer = InplacePrinter(
                 tensors, lambda k: f"tmp{k}", constants=constants, arrays={"lr": LR_ARRAY}
             )
-            if target == param_symbol and result != param_symbol.name:
+            if k == last and result != param_symbol.name:  # the new parameters
                 lines += printer.assign(result, expr, aliases=frozenset({param_symbol.name}))
             else:
                 lines += printer.assign(target.name, expr)
