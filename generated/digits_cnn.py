@@ -62,7 +62,11 @@ TRAIN_DEFAULTS = {
 #   v <- 0.999 v + (1 - 0.999) g^2
 #   p <- p - lr / (1 - 0.9^t) * m / (sqrt(v) / sqrt(1 - 0.999^t) + eps)
 OPTIMIZER = "adam"
-OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999), 'eps': 1e-08, 'amsgrad': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999),
+                     'eps': 1e-08,
+                     'amsgrad': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = None  # the spec has no [data]: pass --data FILE.npz with arrays X and Y
 
 

@@ -56,7 +56,11 @@ TRAIN_DEFAULTS = {
 # torch.optim.SGD semantics:
 #   p <- p - lr g
 OPTIMIZER = "sgd"
-OPTIMIZER_OPTIONS = {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'momentum': 0.0,
+                     'dampening': 0.0,
+                     'nesterov': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = {
     "x": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [2.0, -1.0, 0.5],
      [-1.0, 0.5, 2.0]],

@@ -53,7 +53,11 @@ TRAIN_DEFAULTS = {
 #   v <- 0.999 v + (1 - 0.999) g^2
 #   p <- p - lr / (1 - 0.9^t) * m / (sqrt(v) / sqrt(1 - 0.999^t) + eps)
 OPTIMIZER = "adam"
-OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999), 'eps': 1e-08, 'amsgrad': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999),
+                     'eps': 1e-08,
+                     'amsgrad': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = {'x1': [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 0.2, 0.8, 1.2, 2.2, 2.8, 3.5],
         'x2': [3.0, 2.5, 2.8, 1.0, 0.5, 0.8, 2.0, 3.2, 2.2, 0.2, 1.5, 0.4],
         'y': [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]}

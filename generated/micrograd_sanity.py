@@ -57,7 +57,11 @@ TRAIN_DEFAULTS = {
 # torch.optim.SGD semantics:
 #   p <- p - lr g
 OPTIMIZER = "sgd"
-OPTIMIZER_OPTIONS = {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'momentum': 0.0,
+                     'dampening': 0.0,
+                     'nesterov': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = None  # the spec has no [data]: pass --data FILE.npz
 
 

@@ -49,7 +49,11 @@ TRAIN_DEFAULTS = {
 # torch.optim.SGD semantics:
 #   p <- p - lr g
 OPTIMIZER = "sgd"
-OPTIMIZER_OPTIONS = {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'momentum': 0.0,
+                     'dampening': 0.0,
+                     'nesterov': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = {'x': [1.0, 2.0, 3.0, 4.0, 5.0], 'y': [8.0, 19.0, 36.0, 59.0, 88.0]}
 PREDICT_AT = {'x': [6.0]}
 

@@ -64,7 +64,11 @@ TRAIN_DEFAULTS = {
 #   g <- b
 #   p <- p - lr g
 OPTIMIZER = "momentum"
-OPTIMIZER_OPTIONS = {'momentum': 0.9, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'momentum': 0.9,
+                     'dampening': 0.0,
+                     'nesterov': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = {'x': [-2.0,
               -1.75,
               -1.5,

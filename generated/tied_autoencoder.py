@@ -64,7 +64,11 @@ TRAIN_DEFAULTS = {
 #   v <- 0.999 v + (1 - 0.999) g^2
 #   p <- p - lr / (1 - 0.9^t) * m / (sqrt(v) / sqrt(1 - 0.999^t) + eps)
 OPTIMIZER = "adam"
-OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999), 'eps': 1e-08, 'amsgrad': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'betas': (0.9, 0.999),
+                     'eps': 1e-08,
+                     'amsgrad': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = {
     "x": [[0.5, 0.25, 0.0, -0.25, -0.5, 0.1], [-0.4, 0.1, 0.3, 0.2, 0.1, -0.3],
      [0.2, 0.3, 0.2, -0.1, -0.3, -0.1], [-0.1, -0.3, -0.2, 0.1, 0.3, 0.1],

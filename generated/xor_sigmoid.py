@@ -52,7 +52,11 @@ TRAIN_DEFAULTS = {
 # torch.optim.SGD semantics:
 #   p <- p - lr g
 OPTIMIZER = "sgd"
-OPTIMIZER_OPTIONS = {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'maximize': False}
+OPTIMIZER_OPTIONS = {'momentum': 0.0,
+                     'dampening': 0.0,
+                     'nesterov': False,
+                     'weight_decay': 0.0,
+                     'maximize': False}
 DATA = {'X': [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], 'Y': [[0.0], [1.0], [1.0], [0.0]]}
 # train() runs on Python floats (_train_floats) up to this batch size, where symbp
 # estimates that NumPy's per-call overhead costs more than the float arithmetic: the

@@ -4,6 +4,7 @@ place over one flat array of all parameters)."""
 
 from __future__ import annotations
 
+import pprint
 from dataclasses import dataclass
 
 import sympy as sp
@@ -72,6 +73,10 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
         "name": rule.name,
         "torch_class": OPTIMIZERS[rule.name].torch_class,
         "options": options,
+        # the dict as Python, wrapped to fit after "OPTIMIZER_OPTIONS = "
+        "options_text": pprint.pformat(options, width=79, sort_dicts=False).replace(
+            "\n", "\n" + " " * 20
+        ),
         "formulas": rule.formulas,
         "state": [{"name": b, "init": rule.initial(b)} for b in rule.state],
         "step_scalars": step_scalars,
