@@ -15,6 +15,13 @@ import sympy as sp
 
 p, g = sp.symbols("p g", real=True)
 t = sp.Symbol("step", real=True)  # the step counter, 1 on the first step
+# the Euclidean norm of the whole gradient, every parameter's together, at this step: a
+# target computes it before the step scalars where a rule reads it (clip_grad_norm)
+grad_norm = sp.Symbol("grad_norm", real=True)
+
+# options of [train] that every optimizer takes: torch.nn.utils' gradient clipping,
+# applied to the gradient before the optimizer's step (as a torch loop calls it)
+CLIPPING = ("clip_grad_norm", "clip_grad_value")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,11 @@ class UpdateRule:
 
     def initial(self, buffer: str) -> float:
         return self.state_init[self.state.index(buffer)] if self.state_init else 0.0
+
+    @property
+    def reads_grad_norm(self) -> bool:
+        """Whether a target must compute grad_norm before the step scalars."""
+        return any(grad_norm in e.free_symbols for _, e in self.step_scalars)
 
     @property
     def counts_steps(self) -> bool:
@@ -294,11 +306,11 @@ def reserved_names() -> tuple[set[str], set[str]]:
     that adds one switched on: the names a generated module binds for its optimizer, so
     a model may not take them (the spec checks; the buffers also as prefixes, exp_avg_w1).
     """
-    scalars, buffers = {"step"}, set()
+    scalars, buffers = {"step", grad_norm.name}, set()
     for name, entry in OPTIMIZERS.items():
         richest = {k: True for k, v in entry.defaults.items() if isinstance(v, bool)}
         richest |= {k: 0.5 for k in ("momentum", "weight_decay") if k in entry.defaults}
-        for options in ({}, richest):
+        for options in ({}, richest, {"clip_grad_norm": 1.0}):
             rule = update_rule(name, options)
             scalars |= {s.name for s, _ in rule.step_scalars}
             buffers |= set(rule.state)
@@ -314,6 +326,18 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
     updates: list[tuple[sp.Symbol, sp.Expr]] = []
     scalars: list[tuple[sp.Symbol, sp.Expr]] = []
     words: list[str] = []
+    if "clip_grad_value" in opts:
+        c = _num(opts["clip_grad_value"])
+        updates.append((g, sp.Min(sp.Max(g, -c), c)))
+        bound = opts["clip_grad_value"]
+        words.append(f"g <- clamp(g, -{bound}, {bound})  (clip_grad_value_)")
+    if "clip_grad_norm" in opts:
+        coef = _sym("clip_coef")
+        # torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped at 1
+        bound = opts["clip_grad_norm"]
+        scalars.append((coef, sp.Min(_num(bound) / (grad_norm + _num(1e-6)), 1)))
+        updates.append((g, coef * g))
+        words.append(f"g <- g min(1, {bound} / (||g|| + 1e-6))  (clip_grad_norm_, all of g)")
     if opts["maximize"]:
         updates.append((g, -g))
         words.append("g <- -g  (maximize)")
@@ -344,7 +368,9 @@ def memory_lean(rule: UpdateRule) -> UpdateRule:
     m, v, vmax = _sym("exp_avg"), _sym("exp_avg_sq"), _sym("max_exp_avg_sq")
     lr, k = _sym("lr"), _sym("k")
     step_size, eps = _sym("step_size"), _sym("eps_k")
+    adams = {_sym("step_size"), _sym("bias_correction2_sqrt")}
     scalars = (
+        *((s, e) for s, e in rule.step_scalars if s not in adams),  # clipping's, if any
         (k, sp.sqrt(1 - beta2) / sp.sqrt(1 - beta2**t)),
         (step_size, lr * (1 - beta1) / (1 - beta1**t) / k),
         (eps, _num(rule.options["eps"]) / k),

@@ -301,10 +301,11 @@ OPTIMIZER_CASES = {
 }
 
 
-def optimizer_stack(name: str) -> str:
-    """A small tanh stack trained by optimizer ``name`` with its OPTIMIZER_CASES options."""
+def optimizer_stack(name: str, extra: str = "") -> str:
+    """A small tanh stack trained by optimizer ``name`` with its OPTIMIZER_CASES options
+    (and ``extra`` lines of [train], such as clipping)."""
     return (
         'name = "opt"\n[model]\ninput = 3\nlayers = [{ dense = 4, activation = "tanh" },'
         ' { dense = 2 }]\nloss = "mse"\n[train]\n'
-        f'optimizer = "{name}"\nlr = 0.05\n{OPTIMIZER_CASES[name]}'
+        f'optimizer = "{name}"\nlr = 0.05\n{OPTIMIZER_CASES[name]}{extra}'
     )

@@ -487,11 +487,15 @@ def test_every_optimizer_of_the_registry_has_a_case():
     assert set(OPTIMIZER_CASES) == set(OPTIMIZERS)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
-def test_every_optimizer_equals_numpy_and_compiles_strictly(tmp_path, name):
-    """The rule as C: 3 epochs of mini-batches (RAdam past its rectification point)
-    equal the NumPy module's, and the source compiles under -Werror."""
-    derivation = derive(parse_spec(optimizer_stack(name), "opt.toml"))
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [(name, "") for name in sorted(OPTIMIZER_CASES)]
+    + [("adam", "clip_grad_norm = 0.1\n"), ("sgd", "clip_grad_value = 0.01\n")],
+)
+def test_every_optimizer_equals_numpy_and_compiles_strictly(tmp_path, name, extra):
+    """The rule as C: 3 epochs of mini-batches (RAdam past its rectification point,
+    clipping's bounds tight) equal the NumPy module's; the source compiles under -Werror."""
+    derivation = derive(parse_spec(optimizer_stack(name, extra), "opt.toml"))
     c, numpy_module = build(derivation, tmp_path)
     params, X, Y = random_point(numpy_module, np.random.default_rng(2), 8)
     assert_same_module(c, numpy_module, params, X, Y, "float64", batches=(1, 3))

@@ -190,11 +190,14 @@ def test_builtin_emulation_matches_numpy(folder, name, dtype):
 
 
 @needs_gxx
-@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
-def test_every_optimizer_in_emulation_matches_numpy(folder, name):
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [(name, "") for name in sorted(OPTIMIZER_CASES)] + [("sgd", "clip_grad_value = 0.01\n")],
+)
+def test_every_optimizer_in_emulation_matches_numpy(folder, name, extra):
     """The optimizer kernel of every registry entry (per-element rule, step scalars on
     the host): 3 epochs of batches of 1 and 3 equal the NumPy module's."""
-    derivation = derive(parse_spec(optimizer_stack(name), "opt.toml"))
+    derivation = derive(parse_spec(optimizer_stack(name, extra), "opt.toml"))
     module = numpy_module(derivation, folder, "float64")
     emu = emulated(derivation, folder, "float64", module)
     rng = np.random.default_rng(4)
@@ -441,6 +444,16 @@ def test_tensor_models_are_refused_in_one_line(tmp_path, capsys):
         " (a model with shapes); --target numpy generates this model\n"
     )
     assert not out.exists()
+
+
+def test_clip_grad_norm_is_refused_in_one_line(tmp_path, capsys):
+    spec = tmp_path / "clipped.toml"
+    spec.write_text(optimizer_stack("adam", "clip_grad_norm = 1.0\n"), encoding="utf-8")
+    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "c.cu")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "clipped.toml: train.clip_grad_norm: the CUDA target has no kernel for" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clipped.toml"]  # nothing written
 
 
 def test_unsupported_layers_are_bad_input(tmp_path, capsys):

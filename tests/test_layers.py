@@ -424,6 +424,52 @@ def test_optimizer_steps_match_torch_optim(folder, case, steps, floats):
 
 
 @needs_torch
+@pytest.mark.parametrize("floats", [False, True], ids=["arrays", "floats"])
+@pytest.mark.parametrize(
+    ("clip", "bound", "optimizer"),
+    [("clip_grad_norm", 0.2, "adam"), ("clip_grad_value", 0.05, "rmsprop")],
+)
+def test_gradient_clipping_matches_torch_nn_utils(folder, clip, bound, optimizer, floats):
+    """clip_grad_norm_ (over all parameters together) and clip_grad_value_ between
+    backward and step, 3 epochs of batches of 2 over 5 samples; the bound is tight
+    enough that clipping changes the run."""
+    train = (("optimizer", optimizer), (clip, bound))
+    stack = Stack(3, (LayerDef(4, "tanh"), LayerDef(2)), "mse", train)
+    module = build(stack, folder)
+    rng = np.random.default_rng(19)
+    params = random_params(stack, rng)
+    X, Y = random_batch(stack, rng, n=5)
+    lr = 0.05
+    trained, losses = module.train(
+        params, X, Y, epochs=3, batch_size=2, lr=lr, shuffle=False, floats=floats
+    )
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    make = torch.optim.Adam if optimizer == "adam" else torch.optim.RMSprop
+    opt = make(list(leaves.values()), lr=lr)
+    apply = getattr(torch.nn.utils, f"{clip}_")
+    tX, tY = torch_tensors(stack, X, Y)
+    expected_losses, clipped = [], 0
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, 5, 2):
+            opt.zero_grad()
+            rows = slice(start, start + 2)
+            value = torch.nn.functional.mse_loss(torch_forward(stack, leaves, tX[rows]), tY[rows])
+            value.backward()
+            norm = torch.sqrt(sum((leaf.grad**2).sum() for leaf in leaves.values()))
+            largest = max(leaf.grad.abs().max() for leaf in leaves.values())
+            clipped += bool(norm > bound if clip == "clip_grad_norm" else largest > bound)
+            apply(list(leaves.values()), bound)
+            opt.step()
+            total += value.item() * len(X[rows])
+        expected_losses.append(total / 5)
+    assert clipped > 0
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-10)
+    for k, leaf in leaves.items():
+        np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@needs_torch
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_minibatches_match_torch_optim(folder, dtype):
     """Batches of 2 over 5 samples (the last one short), 2 epochs, SGD with momentum and

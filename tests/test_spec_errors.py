@@ -328,6 +328,24 @@ CASES = [
         "expected true or false, got 1",
     ),
     (
+        "clip-both",
+        QUADRATIC + "[train]\nclip_grad_norm = 1.0\nclip_grad_value = 0.5\n",
+        "train.clip_grad_value",
+        "choose one of clip_grad_norm and clip_grad_value",
+    ),
+    (
+        "clip-zero",
+        QUADRATIC + "[train]\nclip_grad_norm = 0\n",
+        "train.clip_grad_norm",
+        "must be positive (as torch.nn.utils)",
+    ),
+    (
+        "clip-misspelt",
+        QUADRATIC + "[train]\nclip_grad = 1.0\n",
+        "train.clip_grad",
+        "unknown option for optimizer 'sgd' (did you mean 'clip_grad_norm'",
+    ),
+    (
         "amsgrad-on-sgd",
         QUADRATIC + '[train]\noptimizer = "sgd"\namsgrad = true\n',
         "train.amsgrad",

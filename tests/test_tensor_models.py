@@ -427,6 +427,42 @@ def test_training_follows_torch_optim_batch_by_batch(tmp_path, case, shuffle):
         np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(("clip", "bound"), [("clip_grad_norm", 0.3), ("clip_grad_value", 0.02)])
+def test_gradient_clipping_follows_torch_nn_utils(tmp_path, clip, bound):
+    """AdamW on the residual model with torch.nn.utils' clipping between backward and
+    step: 3 epochs of batches of 4 over 10 samples, float64."""
+    train = f'[train]\noptimizer = "adamw"\n{clip} = {bound}\n'
+    module = generate(spec_of("residual", RESIDUAL + train), tmp_path)
+    rng = np.random.default_rng(8)
+    params = module.init_params(2)
+    X, Y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    trained, losses = module.train(params, X, Y, epochs=3, batch_size=4, lr=0.05, shuffle=False)
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    optimizer = torch.optim.AdamW(list(t.values()), lr=0.05)
+    apply = getattr(torch.nn.utils, f"{clip}_")
+    expected, clipped = [], 0
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, 10, 4):
+            x, y = torch.tensor(X[start : start + 4]), torch.tensor(Y[start : start + 4])
+            optimizer.zero_grad()
+            h1 = torch.tanh(x @ t["W1"].T + t["b1"])
+            h2 = h1 + torch.relu(h1 @ t["W2"].T)
+            value = F.cross_entropy(h2 @ t["W3"].T + t["b3"], y)
+            value.backward()
+            before = [leaf.grad.clone() for leaf in t.values()]
+            apply(list(t.values()), bound)
+            pairs = zip(before, t.values(), strict=True)
+            clipped += any(not torch.equal(b, leaf.grad) for b, leaf in pairs)
+            optimizer.step()
+            total += value.item() * len(x)
+        expected.append(total / 10)
+    assert clipped > 0
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    for k, leaf in t.items():
+        np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
 def test_max_of_one_argument_is_a_reduction_whose_ties_share_the_gradient(tmp_path):
     body = """
 inputs = { x = [4] }

@@ -210,7 +210,13 @@ OPTIMIZERS = [
     ("adadelta-rho-wd-eps", "adadelta", {"rho": 0.5, "weight_decay": 0.01, "eps": 1e-4}, 0.5),
     ("radam", "radam", {}, 0.05),  # per sample, the rectified step from t = 6 on
     ("radam-betas-wd", "radam", {"betas": [0.8, 0.9], "weight_decay": 0.01}, 0.05),
+    ("adam-clip_grad_norm", "adam", {"clip_grad_norm": 0.5}, 0.05),
+    ("sgd-momentum-clip_grad_value", "sgd", {"momentum": 0.9, "clip_grad_value": 0.3}, 0.1),
 ]
+CLIPPING = {  # [train] options that torch applies with torch.nn.utils, not the optimizer
+    "clip_grad_norm": lambda leaves, c: torch.nn.utils.clip_grad_norm_(leaves, c),
+    "clip_grad_value": lambda leaves, c: torch.nn.utils.clip_grad_value_(leaves, c),
+}
 
 TORCH_OPTIMIZERS = {
     "sgd": ("SGD", {}),
@@ -248,7 +254,8 @@ def torch_training(text: str, optimizer: str, options: dict, lr: float, steps, b
         k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in spec.init.items()
     }
     name, defaults = TORCH_OPTIMIZERS[optimizer]
-    kwargs = {**defaults, **options}
+    kwargs = {**defaults, **{k: v for k, v in options.items() if k not in CLIPPING}}
+    clips = [(CLIPPING[k], v) for k, v in options.items() if k in CLIPPING]
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
     opt = getattr(torch.optim, name)(list(leaves.values()), lr=lr, foreach=False, **kwargs)
@@ -259,6 +266,8 @@ def torch_training(text: str, optimizer: str, options: dict, lr: float, steps, b
             reference.batch_loss(
                 leaves, X[start : start + batch_size], Y[start : start + batch_size]
             ).backward()
+            for clip, bound in clips:
+                clip(list(leaves.values()), bound)
             opt.step()
         history.append({k: leaf.item() for k, leaf in leaves.items()})
     return history

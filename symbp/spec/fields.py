@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import SpecError, way_out
-from ..optim import BOOLEAN_OPTIONS, DEFAULTS, reserved_names
+from ..optim import BOOLEAN_OPTIONS, CLIPPING, DEFAULTS, reserved_names
 from .formula import is_identifier
 
 # Names the generated code itself uses; a model may not take them.
@@ -139,7 +139,7 @@ def _train_table(doc, source) -> TrainSpec:
             f"unknown optimizer {optimizer!r}" + way_out(optimizer, DEFAULTS),
         )
     spec.optimizer = optimizer
-    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed"}
+    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", *CLIPPING}
     allowed = general | set(DEFAULTS[optimizer])
     for key, value in table.items():
         where = f"train.{key}"
@@ -181,6 +181,8 @@ def _train_table(doc, source) -> TrainSpec:
                 raise SpecError(source, where, "must be a finite non-negative number")
             if key == "eps" and number == 0:
                 raise SpecError(source, where, "must be positive (the update divides by it)")
+            if key in CLIPPING and number == 0:
+                raise SpecError(source, where, "must be positive (as torch.nn.utils)")
             if key == "rho" and number > 1:
                 raise SpecError(source, where, "must be in [0, 1] (as torch.optim.Adadelta)")
             if key == "lr":
@@ -189,6 +191,10 @@ def _train_table(doc, source) -> TrainSpec:
                 spec.lr = number
             else:
                 spec.options[key] = number
+    if all(key in table for key in CLIPPING):
+        raise SpecError(
+            source, "train.clip_grad_value", "choose one of clip_grad_norm and clip_grad_value"
+        )
     if "lr" not in table:
         spec.lr = float(DEFAULTS[optimizer]["lr"])
     if spec.options.get("nesterov") and not (

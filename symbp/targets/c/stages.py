@@ -32,9 +32,9 @@ from ...errors import SpecError
 from ...ir.graph import BATCH, N
 from ...language.model import TensorModel
 from ...optim import g as grad_symbol
+from ...optim import grad_norm, update_rule
 from ...optim import p as param_symbol
 from ...optim import t as step_symbol
-from ...optim import update_rule
 from ...program.statements import Assign, BatchMean, BatchSum, Call
 from ...spec.layers import LayerSpec
 from ..comments import comment_table, model_lines
@@ -643,6 +643,7 @@ class StagedProgram:
             "grad": p.name(grad_symbol),
             "updates": [{"target": p.name(t), "expr": p.doprint(e)} for t, e in rule.updates],
             "needs_lr": sp.Symbol("lr", real=True) in update_symbols,
+            "grad_norm": host.name(grad_norm) if rule.reads_grad_norm else None,
             "helpers": p.helpers | host.helpers,
         }
 

@@ -66,6 +66,14 @@ def supported(derivation: Derivation) -> bool:
 
 def unsupported(derivation: Derivation) -> SpecError | None:
     """Why the CUDA target cannot generate this model, in the spec's terms, or None."""
+    spec = derivation.spec
+    if "clip_grad_norm" in spec.train.options:  # the norm is a reduction over the device
+        return SpecError(
+            spec.source,
+            "train.clip_grad_norm",
+            "the CUDA target has no kernel for the gradient's norm yet (clip_grad_value"
+            " clips on the GPU); --target numpy or c generates this model",
+        )
     return unstaged(derivation, "CUDA")
 
 

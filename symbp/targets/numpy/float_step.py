@@ -21,8 +21,8 @@ import sympy as sp
 
 from ...ir.graph import BATCH, N
 from ...optim import g as grad_symbol
+from ...optim import grad_norm, update_rule
 from ...optim import p as param_symbol
-from ...optim import update_rule
 from ...program.statements import Assign, BatchMean, BatchSum, Call, Program, Statement
 from .printer import ScalarPrinter, wrap
 
@@ -101,6 +101,9 @@ def float_step_context(derivation) -> dict | None:
     accumulators = [
         element(g, *i).name for p, g in program.grads.items() for i in _indices(shapes[p])
     ]
+    if rule.reads_grad_norm:  # clip_grad_norm: the norm of every gradient element
+        squares = sum(sp.Symbol(name, real=True) ** 2 for name in accumulators)
+        step_scalars.insert(0, line(grad_norm, sp.sqrt(squares), BATCH_INDENT))
     ops = sum(sp.count_ops(e) + 1 for _, e, _ in expander.sample)
     (x,) = program.inputs
     (y,) = program.targets

@@ -97,5 +97,6 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "numpy_helpers": sorted(fh | lh | gh),
         "uses_math": "erf" in (fh | lh | gh)
         or any("math." in e for e in printed)
-        or any("math." in line.expr for line in inplace["step_scalars"]),
+        or any("math." in line.expr for line in inplace["step_scalars"])
+        or bool(inplace["grad_norm"]),
     }

@@ -69,7 +69,16 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
         ]
         per_param.append({"name": param.name, "updates": updates})
     options = {k: v for k, v in rule.options.items() if k != "lr"}
+    # clip_grad_norm's norm of the whole gradient: over the grads dict of arrays, and
+    # over the scalar gradients of the per-sample float loop
+    norm = {}
+    if rule.reads_grad_norm:
+        norm["vector"] = "math.sqrt(sum(float(np.vdot(grad, grad)) for grad in grads.values()))"
+        if scalar_grads:
+            squares = sum(scalar_grads[q] ** 2 for q in derivation.program.params)
+            norm["scalar"] = sca.doprint(sp.sqrt(squares))
     return {
+        "grad_norm": norm,
         "name": rule.name,
         "torch_class": OPTIMIZERS[rule.name].torch_class,
         "options": options,
@@ -135,6 +144,8 @@ def inplace_optimizer_context(
     scalars = ScalarPrinter()
     return {
         "formulas": rule.formulas,
+        # clip_grad_norm's norm of the whole gradient, over the flat array g
+        "grad_norm": "math.sqrt(float(np.dot(g, g)))" if rule.reads_grad_norm else None,
         "step_scalars": [Line(s.name, scalars.doprint(e)) for s, e in rule.step_scalars],
         "branches": branches,
         "lines": branches[0]["lines"],  # from the second step on

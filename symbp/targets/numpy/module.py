@@ -123,7 +123,10 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
         "scalar_loss": sample_loss.name,
         "numpy_helpers": sorted(fh | lh | gh),
         "scalar_helpers": sorted(sh),
-        "uses_math": bool(sh) or "erf" in (fh | lh | gh) or any("math." in e for e in printed),
+        "uses_math": bool(sh)
+        or "erf" in (fh | lh | gh)
+        or any("math." in e for e in printed)
+        or bool(optimizer["grad_norm"]),
     }
 
 
@@ -185,6 +188,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "scalar_helpers": sorted(floats["helpers"]) if floats else [],
         "uses_math": "erf" in (helpers | fh | lh)
         or any("math." in line.expr for line in inplace["step_scalars"])
+        or bool(inplace["grad_norm"])
         or bool(floats and _float_code_uses_math(floats)),
     }
 
