@@ -309,3 +309,50 @@ def optimizer_stack(name: str, extra: str = "") -> str:
         ' { dense = 2 }]\nloss = "mse"\n[train]\n'
         f'optimizer = "{name}"\nlr = 0.05\n{OPTIMIZER_CASES[name]}{extra}'
     )
+
+
+# every schedule of the registry (a test checks that none is missing), and a sequence:
+# the [train] line, and torch.optim.lr_scheduler's equivalent on an optimizer
+def _torch_schedules():
+    import torch.optim.lr_scheduler as s
+
+    return {
+        "step": (
+            'lr_schedule = { name = "step", step_size = 2, gamma = 0.5 }',
+            lambda o: s.StepLR(o, step_size=2, gamma=0.5),
+        ),
+        "exponential": (
+            'lr_schedule = { name = "exponential", gamma = 0.8 }',
+            lambda o: s.ExponentialLR(o, gamma=0.8),
+        ),
+        "cosine": (
+            'lr_schedule = { name = "cosine", T_max = 3, eta_min = 0.001 }',
+            lambda o: s.CosineAnnealingLR(o, T_max=3, eta_min=0.001),
+        ),
+        "linear": (
+            'lr_schedule = { name = "linear", start_factor = 0.25, total_iters = 3 }',
+            lambda o: s.LinearLR(o, start_factor=0.25, total_iters=3),
+        ),
+        "sequence": (
+            'lr_schedule = [{ name = "linear", start_factor = 0.1, total_iters = 2 },'
+            ' { name = "cosine", T_max = 4, milestone = 2 },'
+            ' { name = "step", step_size = 1, gamma = 0.5, milestone = 5 }]',
+            lambda o: s.SequentialLR(
+                o,
+                [
+                    s.LinearLR(o, start_factor=0.1, total_iters=2),
+                    s.CosineAnnealingLR(o, T_max=4),
+                    s.StepLR(o, step_size=1, gamma=0.5),
+                ],
+                milestones=[2, 5],
+            ),
+        ),
+    }
+
+
+def schedule_cases() -> dict:
+    """name -> ([train] line, torch factory); needs torch."""
+    return _torch_schedules()
+
+
+SCHEDULE_NAMES = ("step", "exponential", "cosine", "linear", "sequence")

@@ -456,6 +456,17 @@ def test_clip_grad_norm_is_refused_in_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clipped.toml"]  # nothing written
 
 
+def test_lr_schedules_are_refused_in_one_line(tmp_path, capsys):
+    spec = tmp_path / "scheduled.toml"
+    line = 'lr_schedule = { name = "exponential", gamma = 0.9 }\n'
+    spec.write_text(optimizer_stack("sgd", line), encoding="utf-8")
+    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "s.cu")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "scheduled.toml: train.lr_schedule: the CUDA target has no learning-rate" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scheduled.toml"]  # nothing written
+
+
 def test_unsupported_layers_are_bad_input(tmp_path, capsys):
     convolutional = [
         n for n in builtin_names() if n not in CUDA_BUILTINS and hasattr(load(n), "layers")

@@ -81,9 +81,15 @@ CASES = [
     ),
     (
         "train-option-typo",
+        stack(extra="[train]\nlearning_rate = 1\n"),
+        "train.learning_rate",
+        "unknown option for optimizer 'sgd' (known: batch_size, clip_grad_norm,",
+    ),
+    (
+        "train-schedule-not-a-table",
         stack(extra="[train]\nlr_schedule = 1\n"),
         "train.lr_schedule",
-        "unknown option for optimizer 'sgd' (known: batch_size, dampening, epochs, lr,",
+        'expected a table such as { name = "step", step_size = 10 } or a list of them',
     ),
     (
         "digits-wrong-input",

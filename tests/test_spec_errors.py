@@ -346,6 +346,58 @@ CASES = [
         "unknown option for optimizer 'sgd' (did you mean 'clip_grad_norm'",
     ),
     (
+        "schedule-unknown",
+        QUADRATIC + '[train]\nlr_schedule = { name = "cosin", T_max = 3 }\n',
+        "train.lr_schedule.name",
+        "unknown schedule 'cosin' (did you mean 'cosine'?",
+    ),
+    (
+        "schedule-required-option",
+        QUADRATIC + '[train]\nlr_schedule = { name = "step" }\n',
+        "train.lr_schedule.step_size",
+        "missing (schedule 'step' needs it)",
+    ),
+    (
+        "schedule-option-typo",
+        QUADRATIC + '[train]\nlr_schedule = { name = "step", step_size = 2, gama = 0.5 }\n',
+        "train.lr_schedule.gama",
+        "unknown option for schedule 'step' (did you mean 'gamma'?",
+    ),
+    (
+        "schedule-integer",
+        QUADRATIC + '[train]\nlr_schedule = { name = "cosine", T_max = 2.5 }\n',
+        "train.lr_schedule.T_max",
+        "expected a positive integer, got 2.5",
+    ),
+    (
+        "schedule-first-milestone",
+        QUADRATIC
+        + '[train]\nlr_schedule = [{ name = "exponential", gamma = 0.9, milestone = 2 }]\n',
+        "train.lr_schedule[0].milestone",
+        "the first schedule starts at epoch 0: no milestone",
+    ),
+    (
+        "schedule-missing-milestone",
+        QUADRATIC + '[train]\nlr_schedule = [{ name = "exponential", gamma = 0.9 },'
+        ' { name = "exponential", gamma = 0.5 }]\n',
+        "train.lr_schedule[1].milestone",
+        "missing: the epoch this schedule starts at",
+    ),
+    (
+        "schedule-milestones-in-order",
+        QUADRATIC + '[train]\nlr_schedule = [{ name = "exponential", gamma = 0.9 },'
+        ' { name = "exponential", gamma = 0.5, milestone = 4 },'
+        ' { name = "exponential", gamma = 0.7, milestone = 3 }]\n',
+        "train.lr_schedule[2].milestone",
+        "must come after the previous one (4)",
+    ),
+    (
+        "schedule-factor",
+        QUADRATIC + '[train]\nlr_schedule = { name = "linear", start_factor = 2.0 }\n',
+        "train.lr_schedule.start_factor",
+        "must be at most 1 (as torch)",
+    ),
+    (
         "amsgrad-on-sgd",
         QUADRATIC + '[train]\noptimizer = "sgd"\namsgrad = true\n',
         "train.amsgrad",

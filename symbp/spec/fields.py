@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SpecError, way_out
 from ..optim import BOOLEAN_OPTIONS, CLIPPING, DEFAULTS, reserved_names
+from ..schedules import SCHEDULES, Phase
 from .formula import is_identifier
 
 # Names the generated code itself uses; a model may not take them.
@@ -47,6 +48,10 @@ RESERVED = frozenset(dir(builtins)) | {
     "OPTIMIZER_OPTIONS",
     "DATA",
     "PREDICT_AT",
+    # the learning-rate schedule's function and the names of its loop
+    "learning_rate",
+    "base_lr",
+    "epoch",
 }
 _STEP_SCALARS, _BUFFERS = reserved_names()
 RESERVED |= _STEP_SCALARS  # the optimizers' per-step scalars (step_size, clr, ...)
@@ -81,6 +86,7 @@ class TrainSpec:
     batch_size: int = 1
     shuffle: bool = False
     seed: int = 0
+    lr_schedule: tuple[Phase, ...] = ()  # torch.optim.lr_scheduler's, stepped per epoch
 
 
 def _table(doc: dict, key: str, source: str, *, required=False, prefix="") -> dict:
@@ -139,7 +145,7 @@ def _train_table(doc, source) -> TrainSpec:
             f"unknown optimizer {optimizer!r}" + way_out(optimizer, DEFAULTS),
         )
     spec.optimizer = optimizer
-    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", *CLIPPING}
+    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", "lr_schedule", *CLIPPING}
     allowed = general | set(DEFAULTS[optimizer])
     for key, value in table.items():
         where = f"train.{key}"
@@ -149,7 +155,9 @@ def _train_table(doc, source) -> TrainSpec:
                 where,
                 f"unknown option for optimizer '{optimizer}'" + way_out(key, sorted(allowed)),
             )
-        if key in ("epochs", "batch_size"):
+        if key == "lr_schedule":
+            spec.lr_schedule = _lr_schedule(value, source)
+        elif key in ("epochs", "batch_size"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(
                     source, where, f"expected a positive integer, got {_describe(value)}"
@@ -205,3 +213,65 @@ def _train_table(doc, source) -> TrainSpec:
             source, "train.nesterov", "needs momentum > 0 and dampening = 0 (as torch.optim.SGD)"
         )
     return spec
+
+
+def _lr_schedule(value, source: str) -> tuple[Phase, ...]:
+    """[train] lr_schedule: one table { name = ..., options } or a list of them, each
+    after the first with the epoch it takes over at (milestone), as SequentialLR."""
+    tables = value if isinstance(value, list) else [value]
+    if not tables or not all(isinstance(t, dict) for t in tables):
+        raise SpecError(
+            source,
+            "train.lr_schedule",
+            'expected a table such as { name = "step", step_size = 10 } or a list of them',
+        )
+    phases, last = [], 0
+    for k, table in enumerate(tables):
+        where = "train.lr_schedule" + (f"[{k}]" if isinstance(value, list) else "")
+        name = table.get("name")
+        if not isinstance(name, str) or name not in SCHEDULES:
+            known = ", ".join(SCHEDULES)
+            got = f"unknown schedule {name!r}" if isinstance(name, str) else "a name is needed"
+            hint = way_out(name, SCHEDULES) if isinstance(name, str) else f" (known: {known})"
+            raise SpecError(source, f"{where}.name", got + hint)
+        entry = SCHEDULES[name]
+        allowed = {"name", *entry.defaults, *(["milestone"] if k else [])}
+        options: dict[str, object] = {}
+        for key, item in table.items():
+            if key not in allowed:
+                problem = f"unknown option for schedule '{name}'"
+                if key == "milestone":
+                    problem = "the first schedule starts at epoch 0: no milestone"
+                raise SpecError(source, f"{where}.{key}", problem + way_out(key, sorted(allowed)))
+            if key == "name":
+                continue
+            if key == "milestone" or key in entry.integers:
+                if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                    raise SpecError(
+                        source, f"{where}.{key}", f"expected a positive integer, got {item!r}"
+                    )
+                options[key] = item
+                continue
+            number = finite_number(item, source, f"{where}.{key}")
+            if number < 0 or (key in ("gamma", "start_factor") and number == 0):
+                raise SpecError(source, f"{where}.{key}", "must be positive")
+            if key in ("start_factor", "end_factor") and number > 1:
+                raise SpecError(source, f"{where}.{key}", "must be at most 1 (as torch)")
+            options[key] = number
+        missing = [o for o, d in entry.defaults.items() if d is None and o not in options]
+        if missing:
+            raise SpecError(
+                source, f"{where}.{missing[0]}", f"missing (schedule '{name}' needs it)"
+            )
+        milestone = options.pop("milestone", 0)
+        if k and "milestone" not in table:
+            raise SpecError(
+                source, f"{where}.milestone", "missing: the epoch this schedule starts at"
+            )
+        if k and milestone <= last:
+            raise SpecError(
+                source, f"{where}.milestone", f"must come after the previous one ({last})"
+            )
+        last = milestone
+        phases.append(Phase(name, options, milestone))
+    return tuple(phases)

@@ -36,6 +36,7 @@ from ...optim import grad_norm, update_rule
 from ...optim import p as param_symbol
 from ...optim import t as step_symbol
 from ...program.statements import Assign, BatchMean, BatchSum, Call
+from ...schedules import learning_rates
 from ...spec.layers import LayerSpec
 from ..comments import comment_table, model_lines
 from ..numpy.printer import ScalarPrinter
@@ -647,12 +648,30 @@ class StagedProgram:
             "helpers": p.helpers | host.helpers,
         }
 
+    def schedule(self) -> dict | None:
+        """The spec's learning-rate schedule for the loader (Python) and the standalone
+        trainer (C, in double precision as Python computes it), or None."""
+        phases = self.spec.train.lr_schedule
+        if not phases:
+            return None
+        rates = learning_rates(phases)
+        host = self.PRINTER("float64", prefix="")
+        return {
+            "py": ScalarPrinter().doprint(rates.expr),
+            "c": host.doprint(rates.expr),
+            "words": list(rates.words),
+            "torch": rates.torch_text,
+            "helpers": host.helpers,
+        }
+
     def common_context(self) -> dict:
         """What every C-family template reads: sizes, parameters, entries, optimizer."""
         spec = self.spec
         entries = {name: planner.context() for name, planner in self.entries.items()}
         optimizer = self.optimizer()
         optimizer_helpers = optimizer.pop("helpers")  # the template needs them once, below
+        schedule = self.schedule()
+        optimizer_helpers |= schedule.pop("helpers") if schedule else set()
         widths = spec.widths if self.layers else None
         header = self._header()
         return {
@@ -687,6 +706,7 @@ class StagedProgram:
             "scalar_slots": max(1, *(e["scalar_slots"] for e in entries.values())),
             "entries": entries,
             "optimizer": optimizer,
+            "schedule": schedule,
             "helpers": sorted(self.printer.helpers | optimizer_helpers),
             "row_ops": sorted(
                 {c["op"] for e in entries.values() for s in e["stages"] for c in s.get("calls", [])}

@@ -74,6 +74,13 @@ def unsupported(derivation: Derivation) -> SpecError | None:
             "the CUDA target has no kernel for the gradient's norm yet (clip_grad_value"
             " clips on the GPU); --target numpy or c generates this model",
         )
+    if spec.train.lr_schedule:
+        return SpecError(
+            spec.source,
+            "train.lr_schedule",
+            "the CUDA target has no learning-rate schedules yet; --target numpy or c"
+            " generates this model",
+        )
     return unstaged(derivation, "CUDA")
 
 

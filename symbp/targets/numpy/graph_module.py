@@ -11,7 +11,13 @@ from ... import __version__
 from ...documents.graph import backward_groups, readers
 from ...language.terms import shape_text
 from .inplace import Constants
-from .lines import DTYPES, _optimizer_context, _vector_lines, inplace_optimizer_context
+from .lines import (
+    DTYPES,
+    _optimizer_context,
+    _vector_lines,
+    inplace_optimizer_context,
+    schedule_context,
+)
 
 
 def _array_literal(array: np.ndarray) -> str:
@@ -86,6 +92,7 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "reduction": model.reduction,
         "train": model.train,
         "optimizer": optimizer,
+        "schedule": schedule_context(derivation),
         "inplace_optimizer": inplace,
         "constants": constants.definitions(),
         "data": {k: _array_literal(v) for k, v in model.data.items()} if model.data else None,
@@ -95,7 +102,8 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "grads": [(p.name, g.name) for p, g in program.grads.items()],
         "loss_name": program.loss.name,
         "numpy_helpers": sorted(fh | lh | gh),
-        "uses_math": "erf" in (fh | lh | gh)
+        "uses_math": bool(derivation.spec.train.lr_schedule)
+        or "erf" in (fh | lh | gh)
         or any("math." in e for e in printed)
         or any("math." in line.expr for line in inplace["step_scalars"])
         or bool(inplace["grad_norm"]),

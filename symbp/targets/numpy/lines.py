@@ -5,6 +5,7 @@ place over one flat array of all parameters)."""
 from __future__ import annotations
 
 import pprint
+import textwrap
 from dataclasses import dataclass
 
 import sympy as sp
@@ -14,6 +15,7 @@ from ...optim import OPTIMIZERS, first_step, last_step, memory_lean, update_rule
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
 from ...program.statements import Assign, BatchSum, Call, Statement
+from ...schedules import learning_rates
 from .inplace import Constants, InplacePrinter
 from .printer import NumpyPrinter, ScalarPrinter, wrap
 
@@ -151,4 +153,18 @@ def inplace_optimizer_context(
         "lines": branches[0]["lines"],  # from the second step on
         "lr_array": LR_ARRAY if any(LR_ARRAY in line for line in everything) else None,
         "scratch": [f"tmp{k}" for k in range(used)],
+    }
+
+
+def schedule_context(derivation: Derivation) -> dict | None:
+    """The spec's learning-rate schedule as the module's learning_rate(lr, epoch): its
+    closed form printed for Python floats, in words and as torch writes it."""
+    phases = derivation.spec.train.lr_schedule
+    if not phases:
+        return None
+    rates = learning_rates(phases)
+    return {
+        "expr": wrap(ScalarPrinter().doprint(rates.expr), 4, 11),
+        "words": list(rates.words),
+        "torch": textwrap.wrap(rates.torch_text, 94, break_on_hyphens=False),
     }

@@ -36,6 +36,7 @@ from .lines import (
     _optimizer_context,
     _vector_lines,
     inplace_optimizer_context,
+    schedule_context,
 )
 from .printer import NumpyPrinter, ScalarPrinter, wrap
 
@@ -112,6 +113,7 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
         "loss_batched": bool(shapes.get(program.sample_loss, ())),
         "train": spec.train,
         "optimizer": optimizer,
+        "schedule": schedule_context(derivation),
         "data": _literal(spec.data, 7) if spec.data else None,
         "predict": _literal(spec.predict, 10) if spec.predict else None,
         "forward_lines": forward,
@@ -123,7 +125,8 @@ def module_context(derivation: Derivation, dtype: str = "float64") -> dict:
         "scalar_loss": sample_loss.name,
         "numpy_helpers": sorted(fh | lh | gh),
         "scalar_helpers": sorted(sh),
-        "uses_math": bool(sh)
+        "uses_math": bool(derivation.spec.train.lr_schedule)
+        or bool(sh)
         or "erf" in (fh | lh | gh)
         or any("math." in e for e in printed)
         or bool(optimizer["grad_norm"]),
@@ -172,6 +175,7 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "params": spec.params,
         "train": spec.train,
         "optimizer": optimizer,
+        "schedule": schedule_context(derivation),
         "data": _literal({"X": spec.data[0], "Y": spec.data[1]}, 7) if spec.data else None,
         "forward_lines": forward,
         "loss_lines": loss,
@@ -186,7 +190,8 @@ def layer_context(derivation: Derivation, dtype: str) -> dict:
         "float_batch_max": max_batch(floats, array_calls),
         "numpy_helpers": sorted(helpers | fh | lh | step["helpers"]),
         "scalar_helpers": sorted(floats["helpers"]) if floats else [],
-        "uses_math": "erf" in (helpers | fh | lh)
+        "uses_math": bool(derivation.spec.train.lr_schedule)
+        or "erf" in (helpers | fh | lh)
         or any("math." in line.expr for line in inplace["step_scalars"])
         or bool(inplace["grad_norm"])
         or bool(floats and _float_code_uses_math(floats)),
