@@ -12,19 +12,21 @@ import sys
 import numpy as np
 import pytest
 from support import (
+    OPTIMIZER_CASES,
     REPO,
     SympyReference,
     central_differences,
     data_arrays,
     generate,
     import_file,
+    optimizer_stack,
     relative_error,
 )
 
 from symbp.cli import main as symbp_main
 from symbp.derive import derive
 from symbp.language.model import TensorModel
-from symbp.spec import builtin_names, load
+from symbp.spec import builtin_names, load, parse_spec
 from symbp.spec.expression import ExpressionSpec
 from symbp.targets.numpy.module import render_module, render_tests
 
@@ -120,6 +122,33 @@ def test_generated_module_is_ruff_clean(name, dtype):
     source = render_module(derive(load(name)), dtype)
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--stdin-filename", f"generated/{name}.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "extra"),
+    [(name, "") for name in sorted(OPTIMIZER_CASES)]
+    + [
+        ("adam", "clip_grad_norm = 1.0\n"),
+        (
+            "sgd",
+            'lr_schedule = [{ name = "linear" }, { name = "cosine", T_max = 9, milestone = 5 }]\n',
+        ),
+    ],
+)
+def test_every_optimizer_prints_ruff_clean_code(optimizer, extra):
+    """A stack small enough for the float loop, which prints the rule once per parameter
+    element (the longest lines a rule makes), for each registry entry."""
+    text = optimizer_stack(optimizer, extra)
+    source = render_module(derive(parse_spec(text, "opt.toml")), "float64")
+    assert "def _train_floats" in source
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--stdin-filename", "generated/opt.py", "-"],
         input=source,
         capture_output=True,
         text=True,

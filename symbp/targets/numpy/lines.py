@@ -59,7 +59,10 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
     spec = derivation.spec
     rule = update_rule(spec.train.optimizer, spec.train.options)
     vec, sca = NumpyPrinter(), ScalarPrinter()
-    step_scalars = [Line(s.name, sca.doprint(e)) for s, e in rule.step_scalars]
+    # printed inside the batch loop (12 columns in), wrapped to fit there
+    step_scalars = [
+        Line(s.name, wrap(sca.doprint(e), 12, 15 + len(s.name))) for s, e in rule.step_scalars
+    ]
     vector_updates = [Line(t.name, vec.doprint(e)) for t, e in rule.updates]
     per_param = []
     for param in derivation.program.params if scalar_grads else ():
@@ -148,7 +151,10 @@ def inplace_optimizer_context(
         "formulas": rule.formulas,
         # clip_grad_norm's norm of the whole gradient, over the flat array g
         "grad_norm": "math.sqrt(float(np.dot(g, g)))" if rule.reads_grad_norm else None,
-        "step_scalars": [Line(s.name, scalars.doprint(e)) for s, e in rule.step_scalars],
+        "step_scalars": [
+            Line(s.name, wrap(scalars.doprint(e), 12, 15 + len(s.name)))
+            for s, e in rule.step_scalars
+        ],
         "branches": branches,
         "lines": branches[0]["lines"],  # from the second step on
         "lr_array": LR_ARRAY if any(LR_ARRAY in line for line in everything) else None,

@@ -297,8 +297,9 @@ class ScalarPrinter(_PythonTarget):
 
 
 def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
-    """Break a long printed expression at top-level ``+``/``-`` (then ``*``) inside
-    parentheses so that generated lines stay within ``width`` columns. ``indent`` is the
+    """Break a long printed expression at top-level ``+``/``-`` (then a conditional's
+    ``if``/``else``, then ``*`` and ``/``) inside parentheses so that generated lines stay
+    within ``width`` columns. ``indent`` is the
     statement's indentation, ``start`` the column where the expression begins. A whole
     expression in parentheses, ``-(a + b)``, is broken inside them."""
     if start + len(text) <= width:
@@ -311,7 +312,8 @@ def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
         opening, body = outer.group(1), outer.group(2)
     elif scaled and _balanced(scaled.group(1)):
         body, closing = scaled.group(1), ")" + scaled.group(2)
-    for separators in ((" + ", " - "), ("*",)):
+    # any token boundary inside parentheses is a safe place to break a line
+    for separators in ((" + ", " - "), (" if ", " else "), ("*", "/")):
         pieces = _split_top_level(body, separators)
         if len(pieces) > 1:
             break
@@ -326,6 +328,13 @@ def wrap(text: str, indent: int, start: int, width: int = 99) -> str:
         else:
             current += piece
     lines.append(current)
+    # a piece still too long (a - b*c/(d + e)) is broken inside, one level deeper
+    for k, line in enumerate(lines):
+        if len(pad) + len(line) > width:
+            sign = line[:2] if line[:2] in ("+ ", "- ") else ""
+            inner = wrap(line[len(sign) :], indent + 4, len(pad) + len(sign) + 1, width)
+            if inner != line[len(sign) :]:
+                lines[k] = sign + (inner if inner.startswith("(") else f"({inner})")
     return opening + "\n" + "\n".join(pad + line for line in lines) + "\n" + " " * indent + closing
 
 
