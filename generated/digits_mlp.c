@@ -32,6 +32,7 @@ typedef float real;
 // the model's sizes
 #define SYMBP_PARAMS 4810  // parameters, one contiguous array
 #define SYMBP_STATE_BUFFERS 2  // optimizer buffers, SYMBP_PARAMS each
+#define SYMBP_CARRIED 0  // step scalars kept between steps, after the buffers
 #define SYMBP_INPUTS 64  // columns of X
 #define SYMBP_TARGETS 10  // columns of Y
 #define SYMBP_OUTPUTS 10  // columns of forward's output
@@ -492,9 +493,9 @@ static void symbp_run_grads(symbp_model* m, const int N, const real* restrict _x
 // per-step scalars, in double precision as Python computes them
 static void symbp_step_scalars(const double step, const double lr, double* _step_size, double* _bias_correction2_sqrt) {
     (void)lr;  // where no step scalar reads it
-    const double step_size = lr/(1 - pow(0.9, step));
+const double step_size = lr/(1 - pow(0.9, step));
     *_step_size = step_size;
-    const double bias_correction2_sqrt = sqrt(1 - pow(0.999, step));
+const double bias_correction2_sqrt = sqrt(1 - pow(0.999, step));
     *_bias_correction2_sqrt = bias_correction2_sqrt;
 }
 
@@ -674,7 +675,7 @@ void symbp_init_params(real* params, const uint64_t seed) {
     for (int e = 0; e < 10; ++e) params[4800 + e] = (real)(2.0 * symbp_next_double(&generator) - 1.0) / (real)sqrt(64.0);  // b2
 }
 
-// the optimizer's initial state (SYMBP_STATE_BUFFERS x SYMBP_PARAMS)
+// the optimizer's initial state (SYMBP_STATE_BUFFERS x SYMBP_PARAMS, then SYMBP_CARRIED)
 void symbp_init_state(real* state) {
     for (int e = 0; e < SYMBP_PARAMS; ++e) state[0 * SYMBP_PARAMS + e] = 0.0F;  // exp_avg
     for (int e = 0; e < SYMBP_PARAMS; ++e) state[1 * SYMBP_PARAMS + e] = 0.0F;  // exp_avg_sq
@@ -842,7 +843,7 @@ int main(int argc, char** argv) {
     symbp_model* model = symbp_new((int)(n < batch_size ? n : batch_size));
     symbp_model* whole = symbp_new((int)n);  // the final loss over every sample
     real* params = symbp_array(SYMBP_PARAMS);
-    real* state = symbp_array((long)SYMBP_STATE_BUFFERS * SYMBP_PARAMS);
+    real* state = symbp_array((long)SYMBP_STATE_BUFFERS * SYMBP_PARAMS + SYMBP_CARRIED);
     double* losses = (double*)calloc((size_t)epochs, sizeof(double));
     if (model == NULL || whole == NULL || params == NULL || state == NULL || losses == NULL) return symbp_fail("out of memory");
     symbp_init_params(params, seed);

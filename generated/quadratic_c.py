@@ -38,6 +38,7 @@ PARAM_SHAPES: dict[str, tuple[int, ...]] = {
 }
 PARAMS = 3
 STATE_BUFFERS = 0
+CARRIED_INIT = []
 STATE_INIT = []
 INPUTS = ("x",)
 TARGETS = ("y",)
@@ -273,9 +274,11 @@ def train(
     if not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     flat = _flat(params)
-    state = np.zeros(max(1, STATE_BUFFERS * PARAMS), dtype=DTYPE)
+    # the buffers, then the step scalars kept between steps (CARRIED_INIT)
+    state = np.zeros(max(1, STATE_BUFFERS * PARAMS + len(CARRIED_INIT)), dtype=DTYPE)
     for b, value in enumerate(STATE_INIT):
         state[b * PARAMS : (b + 1) * PARAMS] = value
+    state[STATE_BUFFERS * PARAMS : STATE_BUFFERS * PARAMS + len(CARRIED_INIT)] = CARRIED_INIT
     rng = np.zeros(6, dtype=np.uint64)
     if shuffle:  # numpy.random.default_rng(seed)'s state, drawn from in C
         words = np.random.default_rng(seed).bit_generator.state

@@ -32,6 +32,7 @@ typedef float real;
 // the model's sizes
 #define SYMBP_PARAMS 9  // parameters, one contiguous array
 #define SYMBP_STATE_BUFFERS 0  // optimizer buffers, SYMBP_PARAMS each
+#define SYMBP_CARRIED 0  // step scalars kept between steps, after the buffers
 #define SYMBP_INPUTS 2  // columns of X
 #define SYMBP_TARGETS 1  // columns of Y
 #define SYMBP_OUTPUTS 1  // columns of forward's output
@@ -766,7 +767,7 @@ void symbp_init_params(real* params, const uint64_t seed) {
     for (int e = 0; e < 1; ++e) params[8 + e] = (real)(2.0 * symbp_next_double(&generator) - 1.0) / (real)sqrt(2.0);  // b2
 }
 
-// the optimizer's initial state (SYMBP_STATE_BUFFERS x SYMBP_PARAMS)
+// the optimizer's initial state (SYMBP_STATE_BUFFERS x SYMBP_PARAMS, then SYMBP_CARRIED)
 void symbp_init_state(real* state) {
     (void)state;
 }
@@ -942,7 +943,7 @@ int main(int argc, char** argv) {
     symbp_model* model = symbp_new((int)(n < batch_size ? n : batch_size));
     symbp_model* whole = symbp_new((int)n);  // the final loss over every sample
     real* params = symbp_array(SYMBP_PARAMS);
-    real* state = symbp_array((long)SYMBP_STATE_BUFFERS * SYMBP_PARAMS);
+    real* state = symbp_array((long)SYMBP_STATE_BUFFERS * SYMBP_PARAMS + SYMBP_CARRIED);
     double* losses = (double*)calloc((size_t)epochs, sizeof(double));
     if (model == NULL || whole == NULL || params == NULL || state == NULL || losses == NULL) return symbp_fail("out of memory");
     symbp_init_params(params, seed);

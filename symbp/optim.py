@@ -35,6 +35,9 @@ class UpdateRule:
     updates: tuple[tuple[sp.Symbol, sp.Expr], ...]  # in order; targets are g, state or p
     formulas: tuple[str, ...] = field(default=())  # the rule in words, for comments and docs
     state_init: tuple[float, ...] = field(default=())  # initial value of each buffer
+    # step scalars that read their own previous value (NAdam's mu_product), with their
+    # value before the first step: a target keeps them between steps
+    carried: tuple[tuple[str, float], ...] = field(default=())
 
     def initial(self, buffer: str) -> float:
         return self.state_init[self.state.index(buffer)] if self.state_init else 0.0
@@ -80,6 +83,7 @@ class Optimizer:
     build: Callable[..., tuple[str, ...]]
     # weight decay as torch.optim.AdamW's, p <- p (1 - lr wd), not as a term of g
     decoupled: bool = False
+    carried: tuple[tuple[str, float], ...] = ()  # see UpdateRule.carried
 
 
 OPTIMIZERS: dict[str, Optimizer] = {}
@@ -91,6 +95,7 @@ def optimizer(
     defaults: dict[str, object],
     described: str = "",
     decoupled: bool = False,
+    carried: dict[str, float] | None = None,
 ):
     """Register the decorated rule builder as optimizer ``name``. Every torch.optim
     optimizer takes ``maximize`` (ascend instead of descend), so every entry does."""
@@ -98,7 +103,8 @@ def optimizer(
     def register(build):
         text = described or f"torch.optim.{torch_class}"
         options = {**defaults, "maximize": False}
-        OPTIMIZERS[name] = Optimizer(name, torch_class, text, options, build, decoupled)
+        kept = tuple((carried or {}).items())
+        OPTIMIZERS[name] = Optimizer(name, torch_class, text, options, build, decoupled, kept)
         return build
 
     return register
@@ -297,6 +303,47 @@ def _radam(opts, lr, updates, scalars, words) -> tuple[str, ...]:
     return ("exp_avg", "exp_avg_sq")
 
 
+_NADAM_DEFAULTS = {
+    "lr": 2e-3,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "momentum_decay": 4e-3,
+}
+
+
+@optimizer("nadam", "NAdam", _NADAM_DEFAULTS, carried={"mu_product": 1.0})
+def _nadam(opts, lr, updates, scalars, words) -> tuple[str, ...]:
+    """torch.optim.NAdam: Adam with Nesterov momentum, its momentum warming up by the
+    schedule mu_t; the product of the mu's so far is carried from step to step."""
+    beta1, beta2 = (_num(b) for b in opts["betas"])
+    psi = _num(opts["momentum_decay"])
+    m, v = _sym("exp_avg"), _sym("exp_avg_sq")
+    # distinctive names: a model's own names may not be these (mu is a common one)
+    mu, mu_next, product = _sym("nesterov_mu"), _sym("nesterov_mu_next"), _sym("mu_product")
+    grad_step, avg_step = _sym("grad_step_size"), _sym("avg_step_size")
+    bc2 = _sym("bias_correction2")
+    scalars.append((bc2, 1 - beta2**t))
+    scalars.append((mu, beta1 * (1 - sp.Rational(1, 2) * sp.Float(0.96) ** (t * psi))))
+    scalars.append((mu_next, beta1 * (1 - sp.Rational(1, 2) * sp.Float(0.96) ** ((t + 1) * psi))))
+    scalars.append((product, product * mu))
+    scalars.append((grad_step, lr * (1 - mu) / (1 - product)))
+    scalars.append((avg_step, lr * mu_next / (1 - product * mu_next)))
+    updates.append((m, beta1 * m + (1 - beta1) * g))
+    updates.append((v, beta2 * v + (1 - beta2) * g * g))
+    denominator = sp.sqrt(v / bc2) + _num(opts["eps"])
+    updates.append((p, p - grad_step * g / denominator - avg_step * m / denominator))
+    b1, b2, d = opts["betas"][0], opts["betas"][1], opts["momentum_decay"]
+    words += [
+        f"mu_t = {b1} (1 - 0.96^(t {d}) / 2);  mu_prod <- mu_prod mu_t  (mu_prod = 1 at first)",
+        f"m <- {b1} m + (1 - {b1}) g",
+        f"v <- {b2} v + (1 - {b2}) g^2",
+        f"p <- p - lr (1 - mu_t) / (1 - mu_prod) g / (sqrt(v / (1 - {b2}^t)) + eps)",
+        "       - lr mu_(t+1) / (1 - mu_prod mu_(t+1)) m / (sqrt(v / (1 - b2^t)) + eps)",
+    ]
+    return ("exp_avg", "exp_avg_sq")
+
+
 # optimizer -> option defaults, as torch.optim (what a spec's [train] may set)
 DEFAULTS: dict[str, dict[str, object]] = {n: o.defaults for n, o in OPTIMIZERS.items()}
 
@@ -349,7 +396,9 @@ def update_rule(name: str, options: dict[str, object]) -> UpdateRule:
         words.append(f"g <- g + {wd} p  (weight decay)")
     state = entry.build(opts, lr, updates, scalars, words)
     init = tuple(float(opts["initial_accumulator_value"]) if b == "sum" else 0.0 for b in state)
-    return UpdateRule(name, opts, tuple(state), tuple(scalars), tuple(updates), tuple(words), init)
+    return UpdateRule(
+        name, opts, tuple(state), tuple(scalars), tuple(updates), tuple(words), init, entry.carried
+    )
 
 
 def memory_lean(rule: UpdateRule) -> UpdateRule:

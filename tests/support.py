@@ -7,6 +7,7 @@ formula text evaluated over torch tensors) are written from scratch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import itertools
@@ -298,7 +299,22 @@ OPTIMIZER_CASES = {
     "adamax": "weight_decay = 0.01\n",
     "adadelta": "rho = 0.8\n",
     "radam": "betas = [0.8, 0.9]\n",
+    "nadam": "momentum_decay = 0.01\nweight_decay = 0.01\n",
 }
+
+
+@contextlib.contextmanager
+def torch_float64():
+    """torch's default dtype float64 for a block: torch.optim keeps some scalar state in
+    it (NAdam's mu_product is float32 otherwise), symbp keeps it in double."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def optimizer_stack(name: str, extra: str = "") -> str:

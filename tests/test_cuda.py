@@ -34,6 +34,7 @@ from symbp import cli
 from symbp.derive import derive
 from symbp.functions import clamped_log, leaky_relu, relu, sigmoid, softplus
 from symbp.ir.graph import N
+from symbp.optim import OPTIMIZERS
 from symbp.spec import builtin_names, load, parse_spec
 from symbp.targets.cuda.printer import CudaPrinter
 from symbp.targets.cuda.target import render_cuda, supported
@@ -192,7 +193,8 @@ def test_builtin_emulation_matches_numpy(folder, name, dtype):
 @needs_gxx
 @pytest.mark.parametrize(
     ("name", "extra"),
-    [(name, "") for name in sorted(OPTIMIZER_CASES)] + [("sgd", "clip_grad_value = 0.01\n")],
+    [(name, "") for name in sorted(OPTIMIZER_CASES) if not OPTIMIZERS[name].carried]
+    + [("sgd", "clip_grad_value = 0.01\n")],
 )
 def test_every_optimizer_in_emulation_matches_numpy(folder, name, extra):
     """The optimizer kernel of every registry entry (per-element rule, step scalars on
@@ -454,6 +456,15 @@ def test_clip_grad_norm_is_refused_in_one_line(tmp_path, capsys):
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "clipped.toml: train.clip_grad_norm: the CUDA target has no kernel for" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clipped.toml"]  # nothing written
+
+
+def test_optimizers_with_carried_scalars_are_refused_in_one_line(tmp_path, capsys):
+    spec = tmp_path / "nadam.toml"
+    spec.write_text(optimizer_stack("nadam"), encoding="utf-8")
+    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "n.cu")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "nadam.toml: train.optimizer: the CUDA target has no nadam yet" in err
 
 
 def test_lr_schedules_are_refused_in_one_line(tmp_path, capsys):

@@ -24,7 +24,7 @@ from layer_strategies import (
     torch_loss_and_grads,
     torch_tensors,
 )
-from support import import_file
+from support import import_file, torch_float64
 
 from symbp import cli
 from symbp.check import TOLERANCE, check
@@ -377,6 +377,10 @@ OPTIMIZERS = {
         (("betas", (0.8, 0.9)),),
         lambda p, lr: torch.optim.RAdam(p, lr=lr, betas=(0.8, 0.9)),
     ),
+    "nadam": (
+        (("momentum_decay", 0.01),),
+        lambda p, lr: torch.optim.NAdam(p, lr=lr, momentum_decay=0.01),
+    ),
 }
 
 
@@ -408,12 +412,13 @@ def test_optimizer_steps_match_torch_optim(folder, case, steps, floats):
     optimizer = make(list(leaves.values()), lr)
     tX, tY = torch_tensors(stack, X, Y)
     expected_losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        value = torch.nn.functional.mse_loss(torch_forward(stack, leaves, tX), tY)
-        value.backward()
-        optimizer.step()
-        expected_losses.append(value.item())
+    with torch_float64():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            value = torch.nn.functional.mse_loss(torch_forward(stack, leaves, tX), tY)
+            value.backward()
+            optimizer.step()
+            expected_losses.append(value.item())
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-10, atol=1e-12)
     assert sorted(trained) == sorted(leaves)
     for k, leaf in leaves.items():

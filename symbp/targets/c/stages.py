@@ -625,6 +625,7 @@ class StagedProgram:
         p = self.PRINTER(self.printer.dtype, prefix="")
         host = self.PRINTER("float64", prefix="")
         scalars = [s for s, _ in rule.step_scalars]
+        carried = dict(rule.carried)
         update_symbols = set().union(*(e.free_symbols for _, e in rule.updates))
         uniforms = [s for s in [*scalars, sp.Symbol("lr", real=True)] if s in update_symbols]
         state = [sp.Symbol(b, real=True) for b in rule.state]
@@ -633,7 +634,12 @@ class StagedProgram:
             "formulas": rule.formulas,
             "state": [{"name": p.name(b), "init": p.literal(rule.initial(b.name))} for b in state],
             "step_scalars": [
-                {"name": host.name(s), "expr": host.doprint(e)} for s, e in rule.step_scalars
+                {"name": host.name(s), "expr": host.doprint(e), "carried": s.name in carried}
+                for s, e in rule.step_scalars
+            ],
+            "carried": [
+                {"name": host.name(sp.Symbol(n, real=True)), "init": host.literal(v), "value": v}
+                for n, v in rule.carried
             ],
             "step_name": host.name(step_symbol),
             "py_step_scalars": [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ...derive import Derivation
 from ...errors import SpecError
+from ...optim import OPTIMIZERS
 from ...templating import environment
 from ..c.stages import StagedProgram
 from ..c.stages import unsupported as unstaged
@@ -73,6 +74,13 @@ def unsupported(derivation: Derivation) -> SpecError | None:
             "train.clip_grad_norm",
             "the CUDA target has no kernel for the gradient's norm yet (clip_grad_value"
             " clips on the GPU); --target numpy or c generates this model",
+        )
+    if OPTIMIZERS[spec.train.optimizer].carried:
+        return SpecError(
+            spec.source,
+            "train.optimizer",
+            f"the CUDA target has no {spec.train.optimizer} yet (its kernels take step"
+            " scalars of the step count alone); --target numpy or c generates this model",
         )
     if spec.train.lr_schedule:
         return SpecError(

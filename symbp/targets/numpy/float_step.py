@@ -117,6 +117,7 @@ def float_step_context(derivation) -> dict | None:
         "loss_sum": expander.loss_sum,
         "loss": expander.loss,
         "step_scalars": step_scalars,
+        "carried": list(rule.carried),
         "updates": updates,
         "state": state,
         "helpers": printer.helpers,

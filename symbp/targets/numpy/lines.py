@@ -83,6 +83,7 @@ def _optimizer_context(derivation: Derivation, scalar_grads):
             squares = sum(scalar_grads[q] ** 2 for q in derivation.program.params)
             norm["scalar"] = sca.doprint(sp.sqrt(squares))
     return {
+        "carried": list(rule.carried),
         "grad_norm": norm,
         "name": rule.name,
         "torch_class": OPTIMIZERS[rule.name].torch_class,
@@ -149,6 +150,7 @@ def inplace_optimizer_context(
     scalars = ScalarPrinter()
     return {
         "formulas": rule.formulas,
+        "carried": list(rule.carried),
         # clip_grad_norm's norm of the whole gradient, over the flat array g
         "grad_norm": "math.sqrt(float(np.dot(g, g)))" if rule.reads_grad_norm else None,
         "step_scalars": [
