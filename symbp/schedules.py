@@ -84,6 +84,8 @@ def _exponential(opts, lr, e):
     {"T_max": None, "eta_min": 0.0},
     lambda o, e: (
         f"lr_e = {o['eta_min']} + (lr - {o['eta_min']}) (1 + cos(pi {e} / {o['T_max']})) / 2"
+        if o["eta_min"]
+        else f"lr_e = lr (1 + cos(pi {e} / {o['T_max']})) / 2"
     ),
     integers=("T_max",),
 )

@@ -215,3 +215,37 @@ def test_tensor_model_training_follows_torch_with_its_scheduler(tmp_path):
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
     for k, leaf in t.items():
         np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["stack", "expression", "tensor"])
+def test_documents_state_the_schedule(tmp_path, kind):
+    """The training paragraph of every document format says the schedule, as torch
+    writes it and epoch by epoch; the LaTeX compiles."""
+    from test_document import compile_latex
+
+    from symbp.documents import render_document
+
+    line, _ = schedule_cases()["sequence"]
+    text = (
+        {
+            "stack": STACK.replace("OPT", "adam"),
+            "expression": EXPRESSION.replace("OPT", "sgd"),
+            "tensor": (
+                'name = "scheduled_tensor"\n[model]\ninputs = { x = [3] }\ntargets = { y = [] }\n'
+                'output = "z"\nloss = "(z - y)**2"\n[model.params]\nw = [3]\n'
+                '[model.let]\nz = "dot(w, x)"\n[train]\n'
+            ),
+        }[kind]
+        + line
+        + "\n"
+    )
+    derivation = derive(parse_spec(text, "m.toml"))
+    torch_text = "SequentialLR(optimizer, [LinearLR(optimizer, start_factor=0.1, total_iters=2)"
+    for fmt in ("markdown", "text", "latex"):
+        document = render_document(derivation, fmt)
+        flat = " ".join(document.split())
+        assert "The learning rate changes once per epoch" in flat, fmt
+        assert torch_text in flat.replace("\\_", "_"), fmt
+        assert "lr_e = lr (1 + cos(pi (e - 2) / 4)) / 2 (2 <= e < 5)" in flat, fmt
+    if shutil.which("pdflatex"):
+        compile_latex(render_document(derivation, "latex"), tmp_path)

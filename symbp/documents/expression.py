@@ -19,7 +19,6 @@ import sympy as sp
 from ..derive import Derivation, user_names
 from ..functions import apply_kink_conventions
 from ..losses import LOSSES
-from ..optim import update_rule
 from ..program.statements import Assign, BatchSum, Statement
 from ..spec.expression import ExpressionSpec
 from ..targets.numpy.printer import wrap
@@ -29,14 +28,13 @@ from .layout import finish
 from .notation import (
     CODE_WIDTH,
     KINKS,
-    TORCH_NAMES,
     EquationBuilder,
     Notation,
     Rows,
     _needs_parens,
-    _option_value,
 )
 from .picture import document_graph
+from .training import training_context
 
 TEMPLATES = {
     "text": "derivation.txt.j2",
@@ -78,23 +76,8 @@ def _model(spec: ExpressionSpec, eq: EquationBuilder) -> dict:
 
 
 def _training(spec: ExpressionSpec) -> dict:
-    train = spec.train
-    rule = update_rule(train.optimizer, train.options)
-    options = [(k, _option_value(v)) for k, v in rule.options.items() if k != "lr"]
     samples = len(next(iter(spec.data.values()))) if spec.data else None
-    return {
-        "optimizer": train.optimizer,
-        "torch": TORCH_NAMES[train.optimizer],
-        "formulas": list(rule.formulas),
-        "counts_steps": rule.counts_steps,
-        "options": options,
-        "lr": _option_value(train.lr),
-        "epochs": train.epochs,
-        "batch_size": train.batch_size,
-        "shuffle": train.shuffle,
-        "seed": train.seed,
-        "samples": samples,
-    }
+    return training_context(spec.train, samples)
 
 
 def _readers(spec: ExpressionSpec, steps: list[ChainStep]) -> list[tuple[str, list[int]]]:

@@ -25,9 +25,10 @@ from ..program.statements import Assign, BatchMean, BatchSum, Call
 from ..stats import dag_ops
 from ..templating import environment
 from .layout import finish, wrap_markdown
-from .notation import TORCH_NAMES, latex_name, latex_named
+from .notation import latex_name, latex_named
 from .picture import document_graph
 from .statements import statement_tex, statement_text, symbol_tex
+from .training import training_context
 
 FORMATS = ("text", "markdown", "latex")
 TEMPLATE = "graph.j2"
@@ -311,13 +312,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
             }
             for n in sizes
         ],
-        "train": {
-            "optimizer": model.train.optimizer,
-            "torch": TORCH_NAMES[model.train.optimizer],
-            "lr": model.train.lr,
-            "epochs": model.train.epochs,
-            "batch_size": model.train.batch_size,
-        },
+        "train": {**training_context(model.train, None), "lr": model.train.lr},
     }
 
 

@@ -37,14 +37,13 @@ from .layout import finish
 from .notation import (
     CODE_WIDTH,
     KINKS,
-    TORCH_NAMES,
     Equation,
     EquationBuilder,
     TextNotation,
-    _option_value,
     latex,
 )
 from .picture import document_graph
+from .training import training_context
 
 TEMPLATES = {
     "text": "layers.txt.j2",
@@ -857,23 +856,7 @@ def _network(spec: LayerSpec, eq: _Equations) -> dict:
 
 
 def _training(spec: LayerSpec) -> dict:
-    train = spec.train
-    rule = update_rule(train.optimizer, train.options)
-    options = [(k, _option_value(v)) for k, v in rule.options.items() if k != "lr"]
-    return {
-        "optimizer": train.optimizer,
-        "torch": TORCH_NAMES[train.optimizer],
-        "formulas": list(rule.formulas),
-        "counts_steps": rule.counts_steps,
-        "options": options,
-        "options_text": ", ".join(f"{k} = {v}" for k, v in options),
-        "lr": _option_value(train.lr),
-        "epochs": train.epochs,
-        "batch_size": train.batch_size,
-        "shuffle": train.shuffle,
-        "seed": train.seed,
-        "samples": len(spec.data[0]) if spec.data else None,
-    }
+    return training_context(spec.train, len(spec.data[0]) if spec.data else None)
 
 
 def _loss(spec: LayerSpec, eq: _Equations) -> dict:
