@@ -118,7 +118,7 @@ def test_stack_training_follows_torch_with_its_scheduler(tmp_path, name, optimiz
 
 
 @pytest.mark.parametrize("batch", [1, 3], ids=["per-sample", "batches"])
-@pytest.mark.parametrize("name", ["step", "sequence"])
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
 def test_expression_training_follows_torch_with_its_scheduler(tmp_path, name, batch):
     line, factory = schedule_cases()[name]
     module = module_of(EXPRESSION.replace("OPT", "adam") + line + "\n", tmp_path)
