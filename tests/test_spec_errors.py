@@ -313,7 +313,7 @@ CASES = [
         QUADRATIC + '[train]\noptimizer = "lbfgs"\n',
         "train.optimizer",
         "unknown optimizer 'lbfgs' (known: sgd, momentum, adagrad, rmsprop, adam, adamw, adamax,"
-        " adadelta, radam)",
+        " adadelta, radam, nadam)",
     ),
     (
         "adadelta-rho",
