@@ -765,3 +765,104 @@ def test_xor_trains_to_full_accuracy(folder):
     again, _ = module.train(params, X, Y)
     for k in trained:
         np.testing.assert_array_equal(again[k], trained[k])
+
+
+# --- formula losses over the output vector ------------------------------------------------
+
+VECTOR_LOSSES = [
+    # (the spec's loss, the same loss of torch's (yhat, y) rows, averaged over the batch)
+    ("-sum(y*log(yhat))", lambda p, t: -(t * torch.log(p)).sum(dim=1).mean()),
+    ("mean((yhat - y)**2)", lambda p, t: torch.nn.functional.mse_loss(p, t)),
+    (
+        "(yhat1 - y1)**2 + (yhat2 - y2)**2 + (yhat3 - y3)**2",
+        lambda p, t: ((p - t) ** 2).sum(dim=1).mean(),
+    ),
+    ("0.5*sum(abs(yhat - y)) + 1", lambda p, t: 0.5 * (p - t).abs().sum(dim=1).mean() + 1),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize(("loss", "reference"), VECTOR_LOSSES, ids=[v[0] for v in VECTOR_LOSSES])
+def test_formula_loss_over_the_output_vector_matches_torch(folder, loss, reference):
+    """sum and mean over the outputs, or the outputs by component: loss, gradients and
+    3 epochs of training against torch (softmax outputs, target rows of probabilities)."""
+    text = (
+        'name = "vector_loss"\n[model]\ninput = 4\nlayers = [{ dense = 5, activation = "tanh" },'
+        f' {{ dense = 3, activation = "softmax" }}]\nloss = "{loss}"\n[train]\noptimizer = "adam"\n'
+    )
+    module = build(text, folder)
+    rng = np.random.default_rng(12)
+    params = module.init_params(4)
+    X = rng.normal(size=(6, 4))
+    Y = rng.dirichlet(np.ones(3), size=6)
+
+    def torch_loss(leaves, x, t):
+        h = torch.tanh(x @ leaves["W1"].T + leaves["b1"])
+        return reference(torch.softmax(h @ leaves["W2"].T + leaves["b2"], dim=1), t)
+
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    value = torch_loss(leaves, torch.tensor(X), torch.tensor(Y))
+    value.backward()
+    got, grads = module.loss_and_grads(params, X, Y)
+    assert got == pytest.approx(value.item(), rel=1e-12)
+    for k, leaf in leaves.items():
+        np.testing.assert_allclose(grads[k], leaf.grad.numpy(), rtol=1e-10, atol=1e-13)
+    trained, losses = module.train(params, X, Y, epochs=3, batch_size=4, lr=0.01, shuffle=False)
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    opt = torch.optim.Adam(list(leaves.values()), lr=0.01)
+    expected = []
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, 6, 4):
+            x, t = torch.tensor(X[start : start + 4]), torch.tensor(Y[start : start + 4])
+            opt.zero_grad()
+            step_loss = torch_loss(leaves, x, t)
+            step_loss.backward()
+            opt.step()
+            total += step_loss.item() * len(x)
+        expected.append(total / 6)
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    for k, leaf in leaves.items():
+        np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("loss", "problem"),
+    [
+        ("(yhat1 - y1)**2 + 2*(yhat2 - y2)**2", "output 2's part, 2*(-y + yhat)**2, is not"),
+        ("sum(yhat)*sum(y)", "mixes outputs [1, 2]"),
+        ("sum(yhat1)", "sum and mean take yhat and y, not their components"),
+        ("yhat + sum(y)", "uses yhat or y outside sum and mean beside their components"),
+        ("(yhat3 - y3)**2", "unknown name 'yhat3'"),
+    ],
+)
+def test_formula_losses_that_are_not_per_output_are_one_line(tmp_path, capsys, loss, problem):
+    from symbp.cli import main
+
+    path = tmp_path / "m.toml"
+    path.write_text(
+        f'name = "m"\n[model]\ninput = 2\nlayers = [{{ dense = 2 }}]\nloss = "{loss}"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("m.toml: model.loss: ") and problem in err
+
+
+def test_a_formula_losss_document_carries_one_over_n():
+    """A formula sums over the outputs, so dL/dA(K) carries 1/N (torch's named losses
+    average over all N d_K elements and carry 1/(N d_K))."""
+    from symbp.documents import render_document
+
+    text = (
+        'name = "vector_loss"\n[model]\ninput = 4\nlayers = [{ dense = 5, activation = "tanh" },'
+        ' { dense = 3, activation = "softmax" }]\nloss = "-sum(y*log(yhat))"\n'
+    )
+    md = render_document(derive(parse_spec(text, "v.toml")), "markdown")
+    assert "carries the $\\frac{1}{N}$ of the mean" in md
+    assert "&= \\frac{1}{N} \\frac{\\partial}{\\partial A^{(2)}}" in md
+    assert "\\frac{1}{3 N}" not in md
+    mse = render_document(
+        derive(parse_spec(text.replace('"-sum(y*log(yhat))"', '"mse"'), "v.toml")), "markdown"
+    )
+    assert "carries the $\\frac{1}{N d_{K}}$ of the mean" in mse

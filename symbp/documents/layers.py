@@ -993,7 +993,8 @@ def _output(spec: LayerSpec, eq: _Equations) -> dict:
     identity, is_softmax = _is_identity(layer), layer.activation == "softmax"
     ce = spec.loss == "cross_entropy"
     delta = output_delta(spec)
-    scale = sp.Integer(1) / (N * d_k)
+    # the mean's factor: over N d_K elements for torch's losses, N samples for a formula
+    scale = sp.Integer(1) / (N * spec.loss_elements)
     out = Zs(K) if identity else As(K)
 
     def gradient(nt: Names) -> Rows:

@@ -51,12 +51,14 @@ def parse_expression(
     source: str,
     field: str,
     allow_new_names: bool = False,
+    reductions: Mapping[str, Callable[[sp.Expr], sp.Expr]] | None = None,
 ) -> tuple[sp.Expr, list[str]]:
     """Return (SymPy expression, names first seen here, in order of appearance).
 
     ``names`` maps every name already known (inputs, targets, earlier let-names,
     parameters) to its SymPy value. With ``allow_new_names`` an unknown name becomes a
-    new real symbol (a parameter); otherwise it is an error.
+    new real symbol (a parameter); otherwise it is an error. ``reductions`` are further
+    functions of one argument the caller defines (a layer stack's loss: sum, mean).
     """
 
     def fail(problem: str, node: ast.AST | None = None) -> SpecError:
@@ -116,6 +118,10 @@ def parse_expression(
             name = node.func.id
             if name.startswith("__"):
                 raise fail(f"name '{name}' is not allowed", node.func)
+            if reductions and name in reductions:
+                if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+                    raise fail(f"'{name}' takes one argument", node)
+                return reductions[name](visit(node.args[0]))
             if name not in FUNCTIONS:
                 raise fail(f"unknown function '{name}'", node.func)
             if node.keywords:

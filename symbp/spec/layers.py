@@ -482,9 +482,7 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
             )
     if loss not in NAMED_LOSSES:
         # a formula in yhat and y per output, summed over the outputs of a sample
-        custom, _ = parse_expression(
-            loss, {"yhat": yhat, "y": y}, source=source, field="model.loss"
-        )
+        custom = _formula_loss(loss, _outputs_of(shapes), source)
         if yhat not in custom.free_symbols:
             raise SpecError(source, "model.loss", "the formula does not use yhat")
     if "params" in doc:
@@ -581,3 +579,102 @@ def _labels(value, classes: int, source: str) -> list[list[float]]:
             )
         rows.append([1.0 if k == item else 0.0 for k in range(classes)])
     return rows
+
+
+def _outputs_of(shapes) -> int:
+    last = shapes[-1]
+    return int(math.prod(last)) if isinstance(last, tuple) else int(last)
+
+
+_NOT_PER_OUTPUT = (
+    "a layer stack's formula loss is one formula of each output and its target, summed over"
+    " the outputs: f(yhat, y), sum(f(yhat, y)), mean(...), or the same f of each yhat1, y1,"
+    " yhat2, y2, ...; {why} (a tensor model takes any loss)"
+)
+
+
+def _formula_loss(text, outputs: int, source: str) -> sp.Expr:
+    """A stack's formula loss as f(yhat, y), the loss of one output, summed over the
+    outputs of a sample. Three ways to write it, one meaning:
+
+    - ``(yhat - y)**2``: f itself, yhat and y one output and its target;
+    - ``-sum(y*log(yhat))`` or ``mean(...)``: yhat and y the sample's vectors, reduced
+      over the outputs (mean is the sum over k, the number of outputs);
+    - ``(yhat1 - y1)**2 + (yhat2 - y2)**2``: the outputs by component, which must be
+      the same f of each output (the derivation and every target are per output).
+    """
+    parts = {
+        f"{base}{j}": sp.Symbol(f"{base}{j}", real=True)
+        for base in ("yhat", "y")
+        for j in range(1, outputs + 1)
+    }
+    used = {"reduced": False}
+
+    def reduction(scale):
+        def reduce(expr):
+            if expr.free_symbols & set(parts.values()):
+                raise SpecError(
+                    source,
+                    "model.loss",
+                    _NOT_PER_OUTPUT.format(
+                        why="sum and mean take yhat and y, not their components"
+                    ),
+                )
+            used["reduced"] = True
+            return scale * sp.Add(
+                *(
+                    expr.xreplace({yhat: parts[f"yhat{j}"], y: parts[f"y{j}"]})
+                    for j in range(1, outputs + 1)
+                )
+            )
+
+        return reduce
+
+    names = {"yhat": yhat, "y": y, **parts}
+    expr, _ = parse_expression(
+        text,
+        names,
+        source=source,
+        field="model.loss",
+        reductions={"sum": reduction(sp.Integer(1)), "mean": reduction(sp.Rational(1, outputs))},
+    )
+    symbols = expr.free_symbols
+    if not (symbols & set(parts.values())):
+        return expr  # f itself (or a reduction's body was free of yhat and y)
+    if symbols & {yhat, y}:
+        raise SpecError(
+            source,
+            "model.loss",
+            _NOT_PER_OUTPUT.format(
+                why="this one uses yhat or y outside sum and mean beside their components"
+            ),
+        )
+    index = {s: j for name, s in parts.items() for j in [int(name.lstrip("yhat"))]}
+    per_output: dict[int, list[sp.Expr]] = {j: [] for j in range(1, outputs + 1)}
+    constant = sp.Integer(0)
+    for term in sp.Add.make_args(expr):
+        touched = {index[s] for s in term.free_symbols if s in index}
+        if not touched:
+            constant += term
+        elif len(touched) > 1:
+            raise SpecError(
+                source,
+                "model.loss",
+                _NOT_PER_OUTPUT.format(why=f"the term {term} mixes outputs {sorted(touched)}"),
+            )
+        else:
+            per_output[touched.pop()].append(term)
+    forms = [
+        sp.Add(*terms).xreplace({parts[f"yhat{j}"]: yhat, parts[f"y{j}"]: y})
+        for j, terms in per_output.items()
+    ]
+    for j, form in enumerate(forms[1:], start=2):
+        if form != forms[0] and sp.simplify(form - forms[0]) != 0:
+            raise SpecError(
+                source,
+                "model.loss",
+                _NOT_PER_OUTPUT.format(
+                    why=f"output {j}'s part, {form}, is not output 1's, {forms[0]}"
+                ),
+            )
+    return forms[0] + constant / outputs
