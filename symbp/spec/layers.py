@@ -599,7 +599,7 @@ def _formula_loss(text, outputs: int, source: str) -> sp.Expr:
 
     - ``(yhat - y)**2``: f itself, yhat and y one output and its target;
     - ``-sum(y*log(yhat))`` or ``mean(...)``: yhat and y the sample's vectors, reduced
-      over the outputs (mean is the sum over k, the number of outputs);
+      over the outputs (mean is the sum divided by k, the number of outputs);
     - ``(yhat1 - y1)**2 + (yhat2 - y2)**2``: the outputs by component, which must be
       the same f of each output (the derivation and every target are per output).
     """
@@ -608,7 +608,6 @@ def _formula_loss(text, outputs: int, source: str) -> sp.Expr:
         for base in ("yhat", "y")
         for j in range(1, outputs + 1)
     }
-    used = {"reduced": False}
 
     def reduction(scale):
         def reduce(expr):
@@ -620,7 +619,6 @@ def _formula_loss(text, outputs: int, source: str) -> sp.Expr:
                         why="sum and mean take yhat and y, not their components"
                     ),
                 )
-            used["reduced"] = True
             return scale * sp.Add(
                 *(
                     expr.xreplace({yhat: parts[f"yhat{j}"], y: parts[f"y{j}"]})
@@ -649,7 +647,7 @@ def _formula_loss(text, outputs: int, source: str) -> sp.Expr:
                 why="this one uses yhat or y outside sum and mean beside their components"
             ),
         )
-    index = {s: j for name, s in parts.items() for j in [int(name.lstrip("yhat"))]}
+    index = {parts[f"{base}{j}"]: j for base in ("yhat", "y") for j in range(1, outputs + 1)}
     per_output: dict[int, list[sp.Expr]] = {j: [] for j in range(1, outputs + 1)}
     constant = sp.Integer(0)
     for term in sp.Add.make_args(expr):
