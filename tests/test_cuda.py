@@ -448,34 +448,33 @@ def test_tensor_models_are_refused_in_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_clip_grad_norm_is_refused_in_one_line(tmp_path, capsys):
-    spec = tmp_path / "clipped.toml"
-    spec.write_text(optimizer_stack("adam", "clip_grad_norm = 1.0\n"), encoding="utf-8")
-    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "c.cu")])
+@pytest.mark.parametrize(
+    ("optimizer", "extra", "message"),
+    [
+        (
+            "adam",
+            "clip_grad_norm = 1.0\n",
+            "train.clip_grad_norm: the CUDA target has no kernel for",
+        ),
+        ("nadam", "", "train.optimizer: the CUDA target has no nadam yet"),
+        (
+            "sgd",
+            'lr_schedule = { name = "exponential", gamma = 0.9 }\n',
+            "train.lr_schedule: the CUDA target has no learning-rate",
+        ),
+    ],
+    ids=["clip_grad_norm", "carried-step-scalars", "lr_schedule"],
+)
+def test_training_options_without_kernels_are_refused_in_one_line(
+    tmp_path, capsys, optimizer, extra, message
+):
+    spec = tmp_path / "refused.toml"
+    spec.write_text(optimizer_stack(optimizer, extra), encoding="utf-8")
+    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "r.cu")])
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "clipped.toml: train.clip_grad_norm: the CUDA target has no kernel for" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clipped.toml"]  # nothing written
-
-
-def test_optimizers_with_carried_scalars_are_refused_in_one_line(tmp_path, capsys):
-    spec = tmp_path / "nadam.toml"
-    spec.write_text(optimizer_stack("nadam"), encoding="utf-8")
-    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "n.cu")])
-    err = capsys.readouterr().err
-    assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "nadam.toml: train.optimizer: the CUDA target has no nadam yet" in err
-
-
-def test_lr_schedules_are_refused_in_one_line(tmp_path, capsys):
-    spec = tmp_path / "scheduled.toml"
-    line = 'lr_schedule = { name = "exponential", gamma = 0.9 }\n'
-    spec.write_text(optimizer_stack("sgd", line), encoding="utf-8")
-    status = cli.main(["generate", str(spec), "--target", "cuda", "-o", str(tmp_path / "s.cu")])
-    err = capsys.readouterr().err
-    assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "scheduled.toml: train.lr_schedule: the CUDA target has no learning-rate" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scheduled.toml"]  # nothing written
+    assert err.startswith(f"refused.toml: {message}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused.toml"]  # nothing written
 
 
 def test_unsupported_layers_are_bad_input(tmp_path, capsys):

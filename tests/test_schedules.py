@@ -76,26 +76,36 @@ def test_learning_rate_is_torchs_epoch_by_epoch(tmp_path, name):
     assert len(set(np.round(expected, 12))) > 2  # the schedule changes the rate
 
 
-def _torch_train_stack(module, params, X, Y, optimizer, factory, epochs, batch):
-    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](
-        list(leaves.values()), lr=0.05
-    )
-    scheduler = factory(opt)
-    tX, tY = torch.tensor(X), torch.tensor(Y)
+def torch_epochs(opt, scheduler, X, Y, batch: int, epochs: int, loss_of) -> list[float]:
+    """torch's loop: batches in order, the scheduler stepped after each epoch; each
+    epoch's sample-weighted mean loss. ``loss_of(x, y)`` is a batch's loss."""
     losses = []
     for _ in range(epochs):
         total = 0.0
         for start in range(0, len(X), batch):
-            x, y = tX[start : start + batch], tY[start : start + batch]
+            x, y = torch.tensor(X[start : start + batch]), torch.tensor(Y[start : start + batch])
             opt.zero_grad()
-            h = torch.tanh(x @ leaves["W1"].T + leaves["b1"])
-            value = torch.nn.functional.mse_loss(h @ leaves["W2"].T + leaves["b2"], y)
+            value = loss_of(x, y)
             value.backward()
             opt.step()
             total += value.item() * len(x)
         losses.append(total / len(X))
         scheduler.step()
+    return losses
+
+
+def _torch_train_stack(params, X, Y, optimizer, factory, epochs, batch):
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](
+        list(leaves.values()), lr=0.05
+    )
+    scheduler = factory(opt)
+
+    def loss_of(x, y):
+        h = torch.tanh(x @ leaves["W1"].T + leaves["b1"])
+        return torch.nn.functional.mse_loss(h @ leaves["W2"].T + leaves["b2"], y)
+
+    losses = torch_epochs(opt, scheduler, X, Y, batch, epochs, loss_of)
     return {k: v.detach().numpy() for k, v in leaves.items()}, losses
 
 
@@ -111,7 +121,7 @@ def test_stack_training_follows_torch_with_its_scheduler(tmp_path, name, optimiz
     trained, losses = module.train(
         params, X, Y, epochs=7, batch_size=2, lr=0.05, shuffle=False, floats=floats
     )
-    expected, expected_losses = _torch_train_stack(module, params, X, Y, optimizer, factory, 7, 2)
+    expected, expected_losses = _torch_train_stack(params, X, Y, optimizer, factory, 7, 2)
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-10)
     for k, v in expected.items():
         np.testing.assert_allclose(trained[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
@@ -129,19 +139,9 @@ def test_expression_training_follows_torch_with_its_scheduler(tmp_path, name, ba
     w = torch.tensor(float(params["w"]), dtype=torch.float64, requires_grad=True)
     b = torch.tensor(float(params["b"]), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=0.1)
-    scheduler = factory(opt)
-    expected = []
-    for _ in range(7):
-        total = 0.0
-        for start in range(0, 6, batch):
-            x, y = torch.tensor(X[start : start + batch]), torch.tensor(Y[start : start + batch])
-            opt.zero_grad()
-            value = ((w * x + b - y) ** 2).mean()
-            value.backward()
-            opt.step()
-            total += value.item() * len(x)
-        expected.append(total / 6)
-        scheduler.step()
+    expected = torch_epochs(
+        opt, factory(opt), X, Y, batch, 7, lambda x, y: ((w * x + b - y) ** 2).mean()
+    )
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
     assert float(trained["w"]) == pytest.approx(w.item(), rel=1e-10)
     assert float(trained["b"]) == pytest.approx(b.item(), rel=1e-10)
@@ -199,19 +199,11 @@ def test_tensor_model_training_follows_torch_with_its_scheduler(tmp_path):
     trained, losses = module.train(params, X, Y, epochs=7, batch_size=2, lr=0.1, shuffle=False)
     t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     opt = torch.optim.SGD(list(t.values()), lr=0.1, momentum=0.5)
-    scheduler = factory(opt)
-    expected = []
-    for _ in range(7):
-        total = 0.0
-        for start in range(0, 5, 2):
-            x, y = torch.tensor(X[start : start + 2]), torch.tensor(Y[start : start + 2])
-            opt.zero_grad()
-            value = torch.nn.functional.mse_loss(torch.tanh(x @ t["W"].T + t["b"]), y)
-            value.backward()
-            opt.step()
-            total += value.item() * len(x)
-        expected.append(total / 5)
-        scheduler.step()
+
+    def loss_of(x, y):
+        return torch.nn.functional.mse_loss(torch.tanh(x @ t["W"].T + t["b"]), y)
+
+    expected = torch_epochs(opt, factory(opt), X, Y, 2, 7, loss_of)
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
     for k, leaf in t.items():
         np.testing.assert_allclose(trained[k], leaf.detach().numpy(), rtol=1e-9, atol=1e-12)
