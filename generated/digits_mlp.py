@@ -526,6 +526,7 @@ def _train_with(kept, params, X, Y, epochs, batch_size, lr, seed, shuffle, progr
             progress(len(losses), losses[-1])
     return _views(p_next), losses
 
+
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""
     return float(np.mean(forward(params, X).argmax(axis=1) == _targets(Y).argmax(axis=1)))

@@ -651,6 +651,7 @@ def _train_floats(params, X, Y, epochs, batch_size, lr, seed, shuffle, progress=
     }
     return trained, _losses
 
+
 def accuracy(params: dict[str, np.ndarray], X, Y) -> float | None:
     """The fraction of samples classified correctly (None for a regression loss)."""
     return float(np.mean((forward(params, X) > 0.5) == (_targets(Y) > 0.5)))

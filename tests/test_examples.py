@@ -144,17 +144,25 @@ def test_generated_module_is_ruff_clean(name, dtype):
 def test_every_optimizer_prints_ruff_clean_code(optimizer, extra):
     """A stack small enough for the float loop, which prints the rule once per parameter
     element (the longest lines a rule makes), for each registry entry."""
+    from symbp.targets.c.target import render_c_loader
+    from symbp.targets.cuda.target import render_loader, unsupported
+
     text = optimizer_stack(optimizer, extra)
-    source = render_module(derive(parse_spec(text, "opt.toml")), "float64")
-    assert "def _train_floats" in source
-    result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--stdin-filename", "generated/opt.py", "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    derivation = derive(parse_spec(text, "opt.toml"))
+    sources = {"opt.py": render_module(derivation, "float64")}
+    assert "def _train_floats" in sources["opt.py"]
+    sources["opt_c.py"] = render_c_loader(derivation, "opt.c", "float64")
+    if unsupported(derivation) is None:  # the loaders print the step scalars in Python
+        sources["opt_cuda.py"] = render_loader(derivation, "opt.cu", "float32")
+    for name, source in sources.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--stdin-filename", f"generated/{name}", "-"],
+            input=source,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert result.returncode == 0, name + result.stdout + result.stderr
 
 
 def _guarded_by_import_error(tree: ast.Module, node: ast.AST) -> bool:

@@ -39,7 +39,7 @@ from ...program.statements import Assign, BatchMean, BatchSum, Call
 from ...schedules import learning_rates
 from ...spec.layers import LayerSpec
 from ..comments import comment_table, model_lines
-from ..numpy.printer import ScalarPrinter
+from ..numpy.printer import ScalarPrinter, wrap
 from .printer import CPrinter
 
 DTYPES = ("float32", "float64")
@@ -642,8 +642,9 @@ class StagedProgram:
                 for n, v in rule.carried
             ],
             "step_name": host.name(step_symbol),
-            "py_step_scalars": [
-                {"name": s.name, "expr": ScalarPrinter().doprint(e)} for s, e in rule.step_scalars
+            "py_step_scalars": [  # in the loader's _step_scalars, 4 columns in
+                {"name": s.name, "expr": wrap(ScalarPrinter().doprint(e), 4, 7 + len(s.name))}
+                for s, e in rule.step_scalars
             ],
             "uniforms": [p.name(s) for s in uniforms],
             "param": p.name(param_symbol),
@@ -663,7 +664,7 @@ class StagedProgram:
         rates = learning_rates(phases)
         host = self.PRINTER("float64", prefix="")
         return {
-            "py": ScalarPrinter().doprint(rates.expr),
+            "py": wrap(ScalarPrinter().doprint(rates.expr), 4, 11),  # after "    return "
             "c": host.doprint(rates.expr),
             "words": list(rates.words),
             "torch": rates.torch_text,
