@@ -221,7 +221,20 @@ RULES = [
     ("rmsprop", {"centered": True, "momentum": 0.5}),
     ("adam", {}),
     ("adam", {"weight_decay": 0.01}),
+    ("adam", {"amsgrad": True, "maximize": True}),
+    ("adamw", {"amsgrad": True}),
+    ("adamax", {"weight_decay": 0.01}),
+    ("adadelta", {"rho": 0.8}),
+    ("radam", {"betas": (0.8, 0.9)}),
+    ("nadam", {"momentum_decay": 0.01}),
+    ("sgd", {"clip_grad_value": 0.5, "momentum": 0.5}),
 ]
+
+
+def test_every_optimizer_has_a_rule_case():
+    from symbp.optim import OPTIMIZERS
+
+    assert {name for name, _ in RULES} == set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("lean", [False, True], ids=["letter", "lean"])
@@ -240,7 +253,8 @@ def test_first_and_only_step_forms_equal_the_rule_from_its_start(name, options, 
     for grad, param in rng.normal(size=(4, 2)):
 
         def run(form, start, grad=grad, param=param):
-            values = {p: param, g: grad, lr: 0.01, t: 1, **start}
+            carried = {sp.Symbol(n, real=True): v for n, v in form.carried}  # NAdam's product
+            values = {p: param, g: grad, lr: 0.01, t: 1, **carried, **start}
             for symbol, expr in form.step_scalars:
                 values[symbol] = float(expr.subs(values))
             for symbol, expr in form.updates:  # an unset buffer read: float() raises
