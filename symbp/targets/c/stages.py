@@ -39,6 +39,7 @@ from ...program.statements import Assign, BatchMean, BatchSum, Call
 from ...schedules import learning_rates
 from ...spec.layers import LayerSpec
 from ..comments import comment_table, model_lines
+from ..numpy.lines import schedule_context
 from ..numpy.printer import ScalarPrinter, wrap
 from .printer import CPrinter
 
@@ -658,18 +659,12 @@ class StagedProgram:
     def schedule(self) -> dict | None:
         """The spec's learning-rate schedule for the loader (Python) and the standalone
         trainer (C, in double precision as Python computes it), or None."""
-        phases = self.spec.train.lr_schedule
-        if not phases:
+        python = schedule_context(self.derivation)  # the NumPy module's learning_rate
+        if python is None:
             return None
-        rates = learning_rates(phases)
         host = self.PRINTER("float64", prefix="")
-        return {
-            "py": wrap(ScalarPrinter().doprint(rates.expr), 4, 11),  # after "    return "
-            "c": host.doprint(rates.expr),
-            "words": list(rates.words),
-            "torch": rates.torch_text,
-            "helpers": host.helpers,
-        }
+        text = host.doprint(learning_rates(self.spec.train.lr_schedule).expr)
+        return {**python, "c": text, "helpers": host.helpers}
 
     def common_context(self) -> dict:
         """What every C-family template reads: sizes, parameters, entries, optimizer."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...derive import Derivation
 from ...errors import SpecError
-from ...optim import OPTIMIZERS
+from ...optim import update_rule
 from ...templating import environment
 from ..c.stages import StagedProgram
 from ..c.stages import unsupported as unstaged
@@ -68,14 +68,15 @@ def supported(derivation: Derivation) -> bool:
 def unsupported(derivation: Derivation) -> SpecError | None:
     """Why the CUDA target cannot generate this model, in the spec's terms, or None."""
     spec = derivation.spec
-    if "clip_grad_norm" in spec.train.options:  # the norm is a reduction over the device
+    rule = update_rule(spec.train.optimizer, spec.train.options)
+    if rule.reads_grad_norm:  # clip_grad_norm: the norm is a reduction over the device
         return SpecError(
             spec.source,
             "train.clip_grad_norm",
             "the CUDA target has no kernel for the gradient's norm yet (clip_grad_value"
             " clips on the GPU); --target numpy or c generates this model",
         )
-    if OPTIMIZERS[spec.train.optimizer].carried:
+    if rule.carried:
         return SpecError(
             spec.source,
             "train.optimizer",
