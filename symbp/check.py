@@ -119,15 +119,19 @@ def random_point(model, rng, batch: int = 8):
 
 def _tensor_point(model, rng, batch: int):
     """Tensor models: parameters drawn as init_params draws them, moved off any constant
-    start (a zero bias would sit on relu's kink); normal inputs; class labels, or
-    targets in [0, 1] (valid for every loss)."""
+    start (a zero bias would sit on relu's kink); normal inputs (sequences of 2 to 6
+    steps); class labels, or targets in [0, 1] (valid for every loss)."""
     params = {
         k: np.array(v + rng.normal(0.0, 0.1, np.shape(v)), dtype=np.float64)
         for k, v in model.init_params(int(rng.integers(1000))).items()
     }
     if not model.INPUTS and not model.TARGETS:
         return params, None, None
-    X = {x: rng.normal(size=(batch, *shape)) for x, shape in model.INPUTS.items()}
+    steps = int(rng.integers(2, 7))  # a sequence's number of steps, the same for all
+    X = {
+        x: rng.normal(size=(batch, *(steps if d == "T" else d for d in shape)))
+        for x, shape in model.INPUTS.items()
+    }
     Y = {
         y: rng.integers(0, model.CLASSES[y], size=batch)
         if y in model.CLASSES

@@ -56,7 +56,11 @@ class Derivation:
 
 def user_names(spec) -> set[str]:
     if isinstance(spec, TensorModel):
-        return {*spec.inputs, *spec.targets, *spec.params, *(n for n, _, _ in spec.lets)}
+        recur = {*spec.recur, *(f"{h}_prev" for h in spec.states)}
+        if spec.recur:  # the loop's names, the steps' elements, the last states
+            recur |= {"t", "T", "_".join(spec.states) + "_T", *(f"{x}_t" for x in spec.sequences)}
+        lets = (n for n, _, _ in spec.lets)
+        return {*spec.inputs, *spec.targets, *spec.params, *lets, *recur}
     if not isinstance(spec, ExpressionSpec):
         return set()
     return {

@@ -12,16 +12,19 @@ and what it costs.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 
+import numpy as np
 import sympy as sp
 
 from ..ad.tensor_rules import NOTATION
 from ..derive import Derivation
+from ..language.model import initial_values
 from ..language.terms import Term, shape_text
-from ..program.flops import program_flops
-from ..program.statements import Assign, BatchMean, BatchSum, Call
+from ..program.flops import STEPS, program_flops
+from ..program.statements import Assign, BatchMean, BatchSum, Call, Loop
 from ..stats import dag_ops
 from ..templating import environment
 from .layout import finish, wrap_markdown
@@ -43,22 +46,24 @@ def _call_tex(name: str, args: list[str], given) -> str:
     return rf"\operatorname{{{escaped}}}\left({', '.join(words)}\right)"
 
 
-def term_tex(term: Term, names: dict[int, str]) -> str:
-    """LaTeX of a formula's term; ``names`` maps a named term (a let) to its name."""
+def term_tex(term: Term, names: dict[int, str], fixed: dict[str, str] | None = None) -> str:
+    """LaTeX of a formula's term; ``names`` maps a named term (a let) to its name,
+    ``fixed`` names to their LaTeX where it is not the name's (h_prev is h_{t-1})."""
+    fixed = fixed or {}
     if id(term) in names:
-        return latex_name(names[id(term)])
+        return fixed.get(names[id(term)]) or latex_name(names[id(term)])
     call = term.attr("call")
     if call is not None:
         name, args, given = call
-        return _call_tex(name, [term_tex(a, names) for a in args], given)
+        return _call_tex(name, [term_tex(a, names, fixed) for a in args], given)
     op = term.op
     if op == "name":
-        return latex_name(term.attr("name"))
+        return fixed.get(term.attr("name")) or latex_name(term.attr("name"))
     if op == "const":
         return sp.latex(term.attr("value"))
     if op == "ew":
-        return _elementwise_tex(term, names)
-    children = [term_tex(a, names) for a in term.args]
+        return _elementwise_tex(term, names, fixed)
+    children = [term_tex(a, names, fixed) for a in term.args]
     if op == "one_hot":
         return children[0]
     wrapped = [
@@ -70,7 +75,7 @@ def term_tex(term: Term, names: dict[int, str]) -> str:
     return rf"\operatorname{{{op}}}\left({', '.join(children)}\right)"
 
 
-def _elementwise_tex(term: Term, names: dict[int, str]) -> str:
+def _elementwise_tex(term: Term, names: dict[int, str], fixed: dict[str, str]) -> str:
     """An elementwise subtree as one SymPy expression (SymPy places its parentheses);
     the other terms it reads are holes, filled with their LaTeX, in parentheses where
     a hole is a factor or a power's base and its LaTeX is more than one symbol."""
@@ -82,7 +87,7 @@ def _elementwise_tex(term: Term, names: dict[int, str]) -> str:
         if t.op == "const":
             return t.attr("value")
         hole = sp.Symbol(f"Hole{len(holes)}", real=True)
-        holes[hole] = term_tex(t, names)
+        holes[hole] = term_tex(t, names, fixed)
         return hole
 
     expr = build(term)
@@ -139,6 +144,10 @@ def backward_groups(derivation: Derivation, user: set[str]) -> list[dict]:
     groups, current = [], []
     for stmt in backward:
         current.append(stmt)
+        if isinstance(stmt, Loop):  # backpropagation through time ends a run of its own
+            groups.append({"value": None, "statements": current, "loop": True})
+            current = []
+            continue
         value, per_sample = program.adjoint_of.get(stmt.target, (None, True))
         if not per_sample and (value.name in user or value.name in ("l_n", "L")):
             groups.append({"value": value.name, "statements": current})
@@ -238,6 +247,9 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         for n, r in read_by.items()
         if n in user and len(r) > 1
     ]
+    recurred = "_".join(model.states) + "_T" if model.recur else None
+    if recurred:
+        user = {*user, recurred}
     order = [*reversed([n for n, _, _ in model.lets]), *model.params]
     adjoints = [
         {
@@ -245,8 +257,12 @@ def _context(derivation: Derivation, fmt: str) -> dict:
             "tex": latex_name(n),
             "readers": [
                 {
-                    "name": r if r in user else "l",
-                    "tex": latex_name(r) if r in user else "l",
+                    "name": "the recurrence" if r == recurred else r if r in user else "l",
+                    "tex": r"\text{the recurrence}"
+                    if r == recurred
+                    else latex_name(r)
+                    if r in user
+                    else "l",
                     "times": times,
                 }
                 for r, times in Counter(read_by.get(n, [])).items()
@@ -257,17 +273,21 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         if read_by.get(n)
     ]
     sizes = (1, model.train.batch_size)
-    flops = {n: program_flops(program, n) for n in sizes}
+    steps = _steps(model)
+    flops = {n: program_flops(program, n, steps) for n in sizes}
     groups = []
+    recurrence = _recurrence(derivation, user)
+    shown = {**dict.fromkeys(user, ""), **(recurrence["tex"] if recurrence else {})}
     for group in backward_groups(derivation, user):
         groups.append(
             {
+                "loop": group.get("loop", False),
                 "value": group["value"],
                 "tex": latex_name(group["value"])
                 if group["value"] in user or group["value"] in ("l_n", "L")
                 else None,
                 "rows": broken_rows(
-                    [statement_tex(s, user, program.adjoint_of) for s in group["statements"]]
+                    [statement_tex(s, shown, program.adjoint_of) for s in group["statements"]]
                 ),
                 "lines": [statement_text(s) for s in group["statements"]],
             }
@@ -280,6 +300,8 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     full = [f for f in full if shown.get(f["name"]) != f["rhs"]]  # not a repeat
     return {
         "fmt": fmt,
+        "recurrence": recurrence,
+        "broken_rows_inits": broken_rows(recurrence["inits"]) if recurrence else [],
         "graph": document_graph(derivation),
         "name": model.name,
         "source": model.source,
@@ -303,6 +325,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         "local_forms": broken_rows([(f["lhs"], f["rhs"]) for f in local]),
         "full_forms": broken_rows([(f["lhs"], f["rhs"]) for f in full]),
         "closed_limit": CLOSED_MAX_CHARS,
+        "steps": steps if model.recur else None,
         "flops": [
             {
                 "batch": n,
@@ -314,6 +337,148 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         ],
         "train": {**training_context(model.train, None), "lr": model.train.lr},
     }
+
+
+def _steps(model) -> int:
+    """The number of time steps a recurrence's costs are given for: the data's, or
+    symbp.program.flops.STEPS."""
+    for x in model.sequences:
+        if model.data is not None and x in model.data:
+            return int(model.data[x].shape[1])
+    return STEPS
+
+
+def _recurrence(derivation: Derivation, user: set[str]) -> dict | None:
+    """Backpropagation through time: the recurrence per sample, the step's forward and
+    backward programs in batch form, what the forward loop keeps for the backward one,
+    and the recurrent weights' spectral norms at the initial parameters (the Jacobian of
+    a step is diag(f') W_h, and the gradient from step 1 to T is a product of T of them)."""
+    model, program, graph = derivation.spec, derivation.program, derivation.graph
+    if not model.recur:
+        return None
+    loops = [s for s in program.statements if isinstance(s, Loop)]
+    forward = next(s for s in loops if not s.reverse)
+    backward = next((s for s in loops if s.reverse), None)
+    node = next(n for n in graph.nodes if n.op == "scan")
+    states = model.states
+
+    def at(name: str, step: str) -> str:  # braced: an index or a power may follow
+        base = latex_name(name)
+        return "{" + (f"{{{base}}}" if "_" in base else base) + f"_{{{step}}}" + "}"
+
+    tex: dict[str, str] = {}
+    for h in states:
+        tex[h] = at(h, "t")
+        tex[f"{h}_prev"] = at(h, "t-1")
+        tex[f"d_{h}_next"] = rf"\bar{{{at(h, 't')}}}^{{(t+1)}}"
+        tex[f"d_{h}_prev"] = rf"\bar{{{at(h, 't-1')}}}^{{(t)}}"
+    for x in model.sequences:
+        tex[f"{x}_t"] = at(x, "t")
+    for value in model.recur:
+        tex.setdefault(value, at(value, "t"))
+    for outer, inner, _ in backward.accumulates if backward else ():
+        param = program.adjoint_of.get(outer, (outer, False))[0].name
+        tex[inner.name] = rf"\bar{{{latex_name(param)}}}^{{(t)}}"
+    label = "_".join(states) + "_T"
+    tex[label] = ", ".join(at(h, "T") for h in states)
+    terms = [*(term for _, term, _ in model.lets), model.loss]
+    scan = next(t for term in terms for t in _walk_terms(term) if t.op == "scan")
+    names = dict(scan.attr("lets")) | {
+        h: t for h, t in zip(states, scan.args[len(states) : 2 * len(states)], strict=True)
+    }
+    by_id = {id(t): n for n, t in names.items()}
+    rows = []
+    for value in model.recur:
+        term = names[value]
+        own = {k: v for k, v in by_id.items() if v != value}
+        rows.append((at(value, "t"), term_tex(term, own, tex)))
+    inits = []
+    for h, init in zip(states, scan.args[: len(states)], strict=True):
+        shown_init = (
+            "0" if init.op == "const" and init.attr("value") == 0 else term_tex(init, {}, tex)
+        )
+        inits.append((at(h, "0"), shown_init))
+    shown = {**dict.fromkeys(user, ""), **tex}
+
+    def program_rows(loop):
+        if loop is None:
+            return [], []
+        rows = [statement_tex(s, shown, program.adjoint_of) for s in loop.body]
+        if loop.reverse:
+            rows += [
+                (tex_of(o), rf"{tex_of(o)} + {tex.get(i.name, i.name)}")
+                for o, i, _ in loop.accumulates
+            ]
+        return broken_rows(rows), [statement_text(s) for s in loop.body]
+
+    def tex_of(symbol):
+        return symbol_tex(symbol, shown, program.adjoint_of)
+
+    forward_rows, forward_lines = program_rows(forward)
+    backward_rows, backward_lines = program_rows(backward)
+    per_step = sum(math.prod(shape[1:]) for _, _, shape in forward.stores)
+    batch, steps = model.train.batch_size, _steps(model)
+    recurrent = []
+    initial = initial_values(model, model.seed)
+    body = node.attrs["body"]
+    prev = {leaf for _, leaf, _, _ in node.attrs["states"]}
+    for step_node in body.nodes:
+        if step_node.op == "contract" and prev & set(step_node.inputs):
+            for name in step_node.inputs:
+                if name in model.params and name not in [r["name"] for r in recurrent]:
+                    value = initial[name]
+                    norm = (
+                        float(np.linalg.norm(value, 2))
+                        if value.ndim == 2
+                        else float(np.abs(value).max())
+                    )
+                    recurrent.append({"name": name, "tex": latex_name(name), "norm": f"{norm:.3f}"})
+    return {
+        "tex": tex,
+        "states": [
+            {"name": h, "tex": at(h, "t"), "prev": at(h, "t-1"), "last": at(h, "T")} for h in states
+        ],
+        "sequences": [{"name": x, "tex": at(x, "t")} for x in model.sequences],
+        "rows": broken_rows(rows),
+        "inits": inits,
+        "init_lines": [
+            f"{h}[0] = {'0' if isinstance(e, str) or e[1] == 'zeros' else e[1]}"
+            for h, e in model.recur.items()
+            if not isinstance(e, str)
+        ],
+        "lines": [f"{v} = {e if isinstance(e, str) else e[2]}" for v, e in model.recur.items()],
+        "forward_rows": forward_rows,
+        "forward_lines": forward_lines,
+        "backward_rows": backward_rows,
+        "backward_lines": backward_lines,
+        "grads": [tex_of(o) for o, _, _ in backward.accumulates] if backward else [],
+        "stored": [symbol_tex(inner, shown, program.adjoint_of) for _, inner, _ in forward.stores],
+        "stored_names": [inner.name for _, inner, _ in forward.stores],
+        "per_step": per_step,
+        "batch": batch,
+        "steps": steps,
+        "bytes32": _size_text(4 * per_step * batch * steps),
+        "bytes64": _size_text(8 * per_step * batch * steps),
+        "recurrent": recurrent,
+        "seed": model.seed,
+    }
+
+
+def _size_text(count: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _walk_terms(term: Term):
+    stack, seen = [term], set()
+    while stack:
+        t = stack.pop()
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+            stack.extend(t.args)
 
 
 def render_graph_document(derivation: Derivation, fmt: str) -> str:
@@ -378,6 +543,9 @@ def closed_forms(derivation: Derivation, per_sample: bool, local: bool = False) 
     forms = []
     for stmt in program.needed_for(list(program.grads.values())):
         if stmt.target.name in kept:  # a named forward value stays a name
+            continue
+        if isinstance(stmt, Loop):  # no closed form through a recurrence
+            exprs.update({s: _TOO_BIG for s in stmt.defines})
             continue
         if any(exprs.get(s) is _TOO_BIG for s in stmt.reads):
             exprs[stmt.target] = _TOO_BIG  # what reads a formula past the budget is too

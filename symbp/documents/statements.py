@@ -7,13 +7,16 @@ import re
 import sympy as sp
 
 from ..ad.tensor_rules import NOTATION
-from ..program.statements import Assign, BatchMean, BatchSum, Call, Statement
+from ..program.statements import Assign, BatchMean, BatchSum, Call, Loop, Statement
 from .notation import latex_name, latex_named
 
 
 def symbol_tex(symbol: sp.Symbol, user: set[str], adjoint_of: dict) -> str:
     """A program value in the document's notation: an adjoint as its value barred,
-    user names as the course writes them, temporaries as italic words."""
+    user names as the course writes them, temporaries as italic words; ``user`` may map
+    names to their LaTeX (a recurrence's values at a time step: h_{t-1})."""
+    if isinstance(user, dict) and user.get(symbol.name):
+        return user[symbol.name]
     if symbol in adjoint_of:
         value, per_sample = adjoint_of[symbol]
         tex = rf"\bar{{{symbol_tex(value, user, adjoint_of)}}}"
@@ -34,6 +37,8 @@ def statement_tex(stmt: Statement, user: set[str], adjoint_of: dict) -> tuple[st
     def tex(symbol: sp.Symbol) -> str:
         return symbol_tex(symbol, user, adjoint_of)
 
+    if isinstance(stmt, Loop):
+        return _loop_tex(stmt, tex)
     if isinstance(stmt, Assign):
         names = {s: tex(s) for s in stmt.expr.free_symbols}
         rhs = latex_named(stmt.expr, names)
@@ -51,7 +56,23 @@ def statement_tex(stmt: Statement, user: set[str], adjoint_of: dict) -> tuple[st
     return tex(stmt.target), rhs
 
 
+def _loop_tex(loop: Loop, tex) -> tuple[str, str]:
+    """A loop over time as one row: what it gives, and how."""
+    if loop.reverse:
+        given = [tex(outer) for outer, _, _ in loop.accumulates]
+        if loop.joined:
+            given.append(tex(loop.target))
+        return ", ".join(given), r"\text{backpropagation through time, } t = T, \ldots, 1"
+    return tex(loop.target), r"\text{the recurrence, } t = 1, \ldots, T"
+
+
 def statement_text(stmt: Statement) -> str:
+    if isinstance(stmt, Loop):
+        if stmt.reverse:
+            given = [outer.name for outer, _, _ in stmt.accumulates]
+            given += [stmt.target.name] if stmt.joined else []
+            return f"{', '.join(given)} = backpropagation through time, t = T..1"
+        return f"{stmt.target} = the recurrence, t = 1..T"
     if isinstance(stmt, Assign):
         return f"{stmt.target} = {sp.sstr(stmt.expr, order='none')}"
     if isinstance(stmt, Call):

@@ -38,6 +38,7 @@ _PREFIX = {
     "maxpool2d": "pool",
     "avgpool2d": "pool",
     "flatten": "flat",
+    "scan": "scan",
 }
 
 
@@ -130,6 +131,8 @@ class _TensorLowering(_Lowering):
                     )
                 args.append(value)
             return term.attr("func")(*args)
+        if op == "scan":
+            return self._scan(term, name)
         args = [self.symbol_of(self.lower(a)) for a in term.args]
         if op == "contract":
             attrs = {"subscripts": self._subscripts(term)}
@@ -181,6 +184,75 @@ class _TensorLowering(_Lowering):
             value = self.node(op, [image], result, None, geometry)
         return self.node("channels_first", [value], self.stored(term), name, {})
 
+    def _scan(self, term: Term, name: str | None) -> sp.Symbol:
+        """A recurrence: one ``scan`` node whose attribute ``body`` is the graph of one
+        step. The body's leaves are each state's previous value (``h_prev``, (N, d)),
+        each sequence's element at the step (``x_t``, (N, ...)) and the values of the
+        model it reads by name (parameters, inputs); its outputs are the states' new
+        values, named after them. The node reads the initial states joined along their
+        columns, the sequences and those values; its value is the last states, joined."""
+        states = term.attr("states")
+        count = len(states)
+        inits, steps = term.args[:count], term.args[count : 2 * count]
+        parts = []
+        for (_, start, stop), init in zip(states, inits, strict=True):
+            stored = (BATCH, stop - start)
+            if init.op == "const":
+                attrs = {"value": float(init.attr("value")), "shape": stored}
+                parts.append(self.node("full", [], stored, None, attrs))
+                continue
+            value = self.symbol_of(self.lower(init))
+            if not init.batched:
+                attrs = {"axes": (0,), "shape": stored}
+                value = self.node("broadcast", [value], stored, None, attrs)
+            parts.append(value)
+        initial = parts[0]
+        if count > 1:
+            initial = self.node("concat", parts, (BATCH, term.shape[0]), None, {})
+        body = _TensorLowering(self.model, self.names)
+        prev = [t.attr("name") for t in term.attr("prev")]
+        for leaf, (_, start, stop) in zip(prev, states, strict=True):
+            body.leaf(leaf, (BATCH, stop - start), "param")
+        sequences = term.attr("sequences")
+        for _, leaf in sequences:
+            body.leaf(leaf.attr("name"), body.stored(leaf), "input")
+        local = {*prev, *(leaf.attr("name") for _, leaf in sequences)}
+        read = []
+        for step in [*steps, *(let for _, let in term.attr("lets"))]:
+            for t in _walk(step):
+                label = t.attr("name") if t.op == "name" else None
+                if label is not None and label not in local and label not in read:
+                    read.append(label)
+        for label in read:
+            outer = self.tensors[label]
+            body.leaf(label, outer.shape, "param" if outer.role == "param" else "input")
+        formulas = {state: step for (state, _, _), step in zip(states, steps, strict=True)}
+        formulas.update(term.attr("lets"))
+        for value in term.attr("order"):  # the step's values and states, as declared
+            body.lower(formulas[value], value)
+        graph = Graph(
+            tensors=body.tensors,
+            nodes=body.nodes,
+            loss="",
+            params=[*prev, *(r for r in read if self.tensors[r].role == "param")],
+            inputs=[leaf.attr("name") for _, leaf in sequences]
+            + [r for r in read if self.tensors[r].role != "param"],
+            targets=[],
+            outputs=[state for state, _, _ in states],
+        )
+        attrs = {
+            "body": graph,
+            "states": tuple(
+                (state, leaf, start, stop)
+                for (state, start, stop), leaf in zip(states, prev, strict=True)
+            ),
+            "sequences": tuple((x, leaf.attr("name")) for x, leaf in sequences),
+            "names": self.names,
+        }
+        args = [initial, *(sp.Symbol(x, real=True) for x, _ in sequences)]
+        args += [sp.Symbol(r, real=True) for r in read]
+        return self.node("scan", args, self.stored(term), name or term.attr("label"), attrs)
+
     def _subscripts(self, term: Term) -> str:
         """The per-sample subscripts with the batch axis ``n`` on batched operands."""
         inputs, result = term.attr("subscripts").split("->")
@@ -189,6 +261,16 @@ class _TensorLowering(_Lowering):
             for a, s in zip(term.args, inputs.split(","), strict=True)
         ]
         return ",".join(parts) + "->" + ("n" if term.batched else "") + result
+
+
+def _walk(term: Term):
+    stack, seen = [term], set()
+    while stack:
+        t = stack.pop()
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+            stack.extend(t.args)
 
 
 def tensor_graph(model: TensorModel, names: Names) -> Graph:

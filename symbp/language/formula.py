@@ -42,12 +42,17 @@ def parse_formula(
     source: str,
     field: str,
     functions: Mapping[str, tuple] | None = None,
+    indexed: Mapping[str, Mapping[str, Term]] | None = None,
 ) -> Term:
     """The term of ``text`` over ``names`` (every name a formula may read, with its term);
     ``functions`` adds elementwise functions to the language's (name -> (SymPy callable,
-    arities)), as claims about derivatives add the step function."""
+    arities)), as claims about derivatives add the step function. ``indexed`` holds the
+    names read only at a time step: a sequence input as ``x[t]``, a recurrent state as
+    ``h[t-1]``, ``h[t]`` or ``h[T]`` (name -> {"t": term, "t-1": term, "T": term}, the
+    ones this formula may read)."""
     tree, column = syntax_tree(text, source=source, field=field)
     walker = _Walker(names, source, field, column)
+    walker.indexed = dict(indexed or {})
     walker.functions = {**ELEMENTWISE, **(functions or {})}
     try:
         return walker.visit(tree.body)
@@ -62,6 +67,7 @@ class _Walker:
         self.field = field
         self.column = column
         self.functions = ELEMENTWISE
+        self.indexed: dict[str, Mapping[str, Term]] = {}
 
     def fail(self, problem: str, node: ast.AST | None = None) -> SpecError:
         where = f" at column {self.column(node.col_offset)}" if node is not None else ""
@@ -90,6 +96,8 @@ class _Walker:
 
     def visit_name(self, node):
         name = node.id
+        if name in self.indexed:
+            raise self.fail(f"'{name}' is read at a time step: {self._steps(name)}", node)
         if name in self.names:
             return self.names[name]
         if name in CONSTANTS:
@@ -150,7 +158,35 @@ class _Walker:
             raise self.fail("an index must be an integer", node)
         return int(value)
 
+    def _steps(self, name: str) -> str:
+        steps = [f"{name}[{k}]" for k in self.indexed[name]]
+        if steps:
+            return " or ".join(steps)
+        return "not in this formula (a sequence is read as x[t] in a [model.recur] step)"
+
+    def _time_step(self, node) -> str | None:
+        """``t``, ``t-1`` or ``T`` for an index of those forms; None for any other."""
+        if isinstance(node, ast.Name) and node.id in ("t", "T"):
+            return node.id
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Sub)
+            and isinstance(node.left, ast.Name)
+            and node.left.id == "t"
+            and isinstance(node.right, ast.Constant)
+            and node.right.value == 1
+            and not isinstance(node.right.value, bool)
+        ):
+            return "t-1"
+        return None
+
     def visit_subscript(self, node):
+        if isinstance(node.value, ast.Name) and node.value.id in self.indexed:
+            name = node.value.id
+            step = self._time_step(node.slice)
+            if step is None or step not in self.indexed[name]:
+                raise self.fail(f"'{name}' is read as {self._steps(name)}", node)
+            return self.indexed[name][step]
         vector = self.visit(node.value)
         if len(vector.shape) != 1:
             raise self.fail(

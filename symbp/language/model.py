@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import sympy as sp
 
 from ..errors import SpecError, way_out
 from ..spec.fields import TrainSpec, _check_name, _only, _table, _train_table, finite_number
@@ -19,7 +20,9 @@ from . import ops
 from .formula import parse_formula
 from .terms import Shape, Term, shape_text
 
-MODEL_KEYS = {"inputs", "targets", "params", "let", "output", "loss", "reduction"}
+MODEL_KEYS = {"inputs", "targets", "params", "recur", "let", "output", "loss", "reduction"}
+STATE_KEYS = {"shape", "init", "step"}
+TIME = "T"  # the time axis of a sequence input: its first per-sample axis
 INITS = ("uniform", "normal", "zeros", "ones")
 # what the generated module's functions name besides the model's values
 GENERATED_LOCALS = frozenset({"data", "CLASSES", "INIT"})
@@ -55,6 +58,19 @@ class TensorModel:
     description: str = ""
     terms: dict[str, Term] = field(default_factory=dict)  # every named term
     dataset: str | None = None  # a packaged dataset the example runner loads
+    # [model.recur] in order: a state's name -> (its shape, its init formula text or
+    # "zeros", its step formula text); a value of the step's name -> its formula text
+    recur: dict[str, tuple[Shape, str, str] | str] = field(default_factory=dict)
+
+    @property
+    def states(self) -> list[str]:
+        """The recurrent states (what [model.recur] carries from step to step)."""
+        return [h for h, entry in self.recur.items() if not isinstance(entry, str)]
+
+    @property
+    def sequences(self) -> list[str]:
+        """Inputs with a time axis (declared ["T", ...]): stored (N, T, ...)."""
+        return [x for x, shape in self.inputs.items() if shape[:1] == (TIME,)]
 
     @property
     def batched(self) -> bool:
@@ -73,14 +89,24 @@ def is_tensor_model(model: dict) -> bool:
         or isinstance(model.get("inputs"), dict)
         or isinstance(model.get("targets"), dict)
         or model.get("inputs") == []
+        or "recur" in model
     )
 
 
-def _shape(value, source: str, where: str) -> Shape:
+def _shape(value, source: str, where: str, time: bool = False) -> Shape:
+    """A list of sizes; ``time``: an input's, whose first size may be "T" (a sequence)."""
     if not isinstance(value, list):
         raise SpecError(
             source, where, f"expected a shape (a list of sizes such as [8, 4]), got {value!r}"
         )
+    if time and value[:1] == [TIME]:
+        rest = _shape(value[1:], source, where)
+        if len(rest) > 2:
+            raise SpecError(source, where, "a sequence's step has at most 2 axes")
+        return (TIME, *rest)
+    if TIME in value:
+        where_ok = "the first size of an input" if not time else "the first size"
+        raise SpecError(source, where, f'"T" (a sequence\'s time axis) is only {where_ok}')
     for size in value:
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_DIMENSION:
             raise SpecError(source, where, f"sizes are positive integers, got {size!r}")
@@ -116,7 +142,7 @@ def _shapes(model: dict, key: str, source: str, taken: dict[str, str]) -> dict[s
     result = {}
     for item, shape in value.items():
         result[_name(item, source, f"{where}.{item}", taken)] = _shape(
-            shape, source, f"{where}.{item}"
+            shape, source, f"{where}.{item}", time=key == "inputs"
         )
         taken[item] = key
     return result
@@ -207,18 +233,22 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
     targets = _shapes(model, "targets", source, taken)
     params, declared_init = _params(model, source, taken)
     names: dict[str, Term] = {}
+    sequences = {x: shape[1:] for x, shape in inputs.items() if shape[:1] == (TIME,)}
     for x, shape in inputs.items():
-        names[x] = ops.name(x, shape, True)
+        if x not in sequences:
+            names[x] = ops.name(x, shape, True)
     for y, shape in targets.items():
         names[y] = ops.name(y, shape, True)
     for p, shape in params.items():
         names[p] = ops.name(p, shape, False)
+    recur, finals = _recur(model, names, sequences, source, taken)
+    indexed = {**{x: {} for x in sequences}, **finals}
 
     lets: list[tuple[str, Term, str]] = []
     for let_name, text in _table(model, "let", source, prefix="model.").items():
         where = f"model.let.{let_name}"
         _name(let_name, source, where, taken)
-        term = parse_formula(text, names, source=source, field=where)
+        term = parse_formula(text, names, source=source, field=where, indexed=indexed)
         if term.op == "const":
             raise SpecError(source, where, "the formula is a constant")
         taken[let_name] = "let"
@@ -233,7 +263,7 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
     if output.strip() in names and output.strip() in dict((n, 0) for n, _, _ in lets):
         output_name = output.strip()
     else:
-        term = parse_formula(output, names, source=source, field="model.output")
+        term = parse_formula(output, names, source=source, field="model.output", indexed=indexed)
         if term.op == "const":
             raise SpecError(source, "model.output", "the output is a constant")
         output_name = "yhat"
@@ -247,7 +277,7 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         if targets:
             raise SpecError(source, "model.loss", "missing (the model has targets)")
         loss_text = output_name
-    loss = parse_formula(loss_text, names, source=source, field="model.loss")
+    loss = parse_formula(loss_text, names, source=source, field="model.loss", indexed=indexed)
     if loss.shape != ():
         raise SpecError(
             source,
@@ -268,6 +298,11 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         )
 
     all_terms = [t for _, t, _ in lets] + [loss]
+    if recur and not any(t.op == "scan" for term in all_terms for t in _walk(term)):
+        first = next(iter(recur))
+        raise SpecError(
+            source, "model.recur", f"no formula reads a state's last value ({first}[T])"
+        )
     labels = _labels(all_terms, targets, source)
     fan = _fan_ins(all_terms, params)
     init: dict[str, Init] = {}
@@ -302,7 +337,155 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         description=description,
         terms=dict(names),
         dataset=dataset,
+        recur=recur,
     )
+
+
+def _recur(model: dict, names: dict[str, Term], sequences: dict, source: str, taken):
+    """``[model.recur]``: each state's shape, init and step, read in order into one
+    ``scan`` term over the sequences. A step reads a sequence as ``x[t]``, its own and
+    any state's previous value as ``h[t-1]``, a state declared before it at this step as
+    ``c[t]``, and the parameters and the other inputs by name. The formulas after it
+    read a state's last value as ``h[T]``. Returns the states and, for the formulas
+    after it, each state's ``{"T": its last value}``."""
+    table = _table(model, "recur", source, prefix="model.")
+    if not table:
+        if sequences:
+            x = next(iter(sequences))
+            raise SpecError(
+                source,
+                f"model.inputs.{x}",
+                "a sequence (a time axis) is read by a recurrence: declare its states in"
+                " [model.recur]",
+            )
+        return {}, {}
+    if not sequences:
+        raise SpecError(
+            source,
+            "model.recur",
+            'a recurrence runs over a sequence input: declare one as x = ["T", size]',
+        )
+    declared: dict[str, tuple[Shape, object, object]] = {}
+    values: dict[str, str] = {}  # the per-step values: name -> formula
+    for state, entry in table.items():
+        where = f"model.recur.{state}"
+        _name(state, source, where, taken)
+        taken[state] = "recur"
+        if isinstance(entry, str):
+            values[state] = entry
+            continue
+        if not isinstance(entry, dict):
+            raise SpecError(
+                source,
+                where,
+                'expected { shape = [16], step = "..." } (init = "zeros" is the default)',
+            )
+        _only(entry, STATE_KEYS, source, where)
+        if "shape" not in entry or "step" not in entry:
+            missing = "shape" if "shape" not in entry else "step"
+            raise SpecError(source, f"{where}.{missing}", "missing")
+        shape = _shape(entry["shape"], source, f"{where}.shape")
+        if len(shape) != 1:
+            raise SpecError(
+                source, f"{where}.shape", f"a state is a vector (shape [size]), got {list(shape)}"
+            )
+        declared[state] = (shape, entry.get("init", "zeros"), entry["step"])
+    if not declared:
+        raise SpecError(
+            source, "model.recur", 'no state: declare one as h = { shape = [16], step = "..." }'
+        )
+    leaves = {x: ops.name(f"{x}_t", shape, True) for x, shape in sequences.items()}
+    prev = {h: ops.name(f"{h}_prev", shape, True) for h, (shape, _, _) in declared.items()}
+    label = "_".join(declared) + "_T"
+    elements = [t.attr("name") for t in [*leaves.values(), *prev.values()]]
+    for generated in [*elements, label, "t", "T"]:
+        if generated in taken:
+            raise SpecError(
+                source,
+                f"model.{taken[generated]}.{generated}",
+                f"'{generated}' names a value of the recurrence in the generated code; rename it",
+            )
+        taken[generated] = "recur's generated names"
+    inits, steps, now, local = [], [], {}, dict(names)
+    lets: list[tuple[str, Term]] = []
+    for state in table:
+        where = f"model.recur.{state}"
+        indexed = {
+            **{x: {"t": leaf} for x, leaf in leaves.items()},
+            **{h: {"t-1": prev[h], **({"t": now[h]} if h in now else {})} for h in declared},
+        }
+        if state in values:  # a value of the step, read by name by the formulas after it
+            term = parse_formula(values[state], local, source=source, field=where, indexed=indexed)
+            if term.op == "const":
+                raise SpecError(source, where, "the formula is a constant")
+            local[state] = term
+            lets.append((state, term))
+            continue
+        shape, init, step = declared[state]
+        inits.append(_state_init(init, shape, names, sequences, source, f"{where}.init"))
+        term = parse_formula(step, local, source=source, field=f"{where}.step", indexed=indexed)
+        if term.shape != shape:
+            raise SpecError(
+                source,
+                f"{where}.step",
+                f"the step has shape {shape_text(term.shape)}, the state {shape_text(shape)}",
+            )
+        if not term.batched:
+            raise SpecError(
+                source, f"{where}.step", "the step reads neither a state nor a sequence"
+            )
+        steps.append(term)
+        now[state] = term
+    read = {
+        t.attr("name")
+        for term in [*steps, *(let for _, let in lets)]
+        for t in _walk(term)
+        if t.op == "name"
+    }
+    if not any(leaf.attr("name") in read for leaf in leaves.values()):
+        raise SpecError(source, "model.recur", "no step reads a sequence (as x[t])")
+    states, start = [], 0
+    for state, (shape, _, _) in declared.items():
+        states.append((state, start, start + shape[0]))
+        start += shape[0]
+    attrs = (
+        ("states", tuple(states)),
+        ("prev", tuple(prev[h] for h in declared)),
+        ("sequences", tuple((x, leaves[x]) for x in sequences if leaves[x].attr("name") in read)),
+        ("label", label),
+        ("lets", tuple(lets)),
+        ("order", tuple(table)),  # the states and the step's values, as declared
+    )
+    scan = Term("scan", (*inits, *steps, *(let for _, let in lets)), (start,), True, attrs)
+    finals = {}
+    for state, first, stop in states:
+        last = scan if len(states) == 1 else ops.index(scan, first, stop, squeeze=False)
+        finals[state] = {"T": last}
+    recur = {
+        h: (declared[h][0], str(declared[h][1]), declared[h][2]) if h in declared else values[h]
+        for h in table
+    }
+    return recur, finals
+
+
+def _state_init(init, shape, names, sequences, source: str, where: str) -> Term:
+    """A state's initial value: "zeros", a number, or a formula over the parameters and
+    the inputs that are not sequences (a learned h0 is a parameter's name)."""
+    if init == "zeros":
+        return ops.const(sp.Integer(0))
+    if isinstance(init, (int, float)) and not isinstance(init, bool):
+        return ops.const(sp.Float(finite_number(init, source, where)))
+    if not isinstance(init, str):
+        raise SpecError(source, where, '"zeros", a number or a formula')
+    indexed = {x: {} for x in sequences}
+    term = parse_formula(init, names, source=source, field=where, indexed=indexed)
+    if term.shape != shape and term.op != "const":
+        raise SpecError(
+            source,
+            where,
+            f"the initial value has shape {shape_text(term.shape)}, the state {shape_text(shape)}",
+        )
+    return term
 
 
 def _dataset(doc, inputs, targets, labels, output: Term, source: str) -> str | None:
@@ -385,6 +568,7 @@ def _data(doc, inputs, targets, labels, source) -> dict[str, np.ndarray] | None:
             )
     data: dict[str, np.ndarray] = {}
     length = None
+    steps = None
     for column, shape in columns.items():
         where = f"data.{column}"
         if column not in table:
@@ -395,6 +579,13 @@ def _data(doc, inputs, targets, labels, source) -> dict[str, np.ndarray] | None:
             raise SpecError(
                 source, where, "expected a list of samples (numbers or nested lists of one shape)"
             ) from None
+        if shape[:1] == (TIME,) and array.ndim == len(shape) + 1 and array.shape[1] >= 1:
+            shape = (array.shape[1], *shape[1:])  # a sequence: any length, the same for all
+            steps = steps or (array.shape[1], column)
+            if array.shape[1] != steps[0]:
+                raise SpecError(
+                    source, where, f"has {array.shape[1]} steps but data.{steps[1]} has {steps[0]}"
+                )
         if array.ndim == 0 or array.shape[1:] != shape:
             raise SpecError(
                 source,
@@ -416,3 +607,19 @@ def _data(doc, inputs, targets, labels, source) -> dict[str, np.ndarray] | None:
             )
         data[column] = array
     return data
+
+
+def initial_values(model: TensorModel, seed: int) -> dict[str, np.ndarray]:
+    """The parameters the generated module's init_params(seed) draws (float64): each as
+    its Init says, in declaration order, from numpy.random.default_rng(seed)."""
+    rng = np.random.default_rng(seed)
+    values = {}
+    for name, shape in model.params.items():
+        init = model.init[name]
+        if init.kind == "uniform":
+            values[name] = rng.uniform(-init.value, init.value, size=shape)
+        elif init.kind == "normal":
+            values[name] = rng.standard_normal(size=shape)
+        else:
+            values[name] = np.full(shape, init.value)
+    return values

@@ -12,10 +12,12 @@ from __future__ import annotations
 from ..ad import conv_rules, tensor_rules
 from ..ir.graph import BATCH
 from ..stats import dag_ops
-from .statements import Assign, BatchMean, BatchSum, Call, Program, Statement
+from .statements import Assign, BatchMean, BatchSum, Call, Loop, Program, Statement
 
 # every tensor op's declared cost: the model language's and the image ops'
 COST = {**tensor_rules.COST, **conv_rules.COST}
+# the number of time steps a recurrence is costed at, where the model does not say
+STEPS = 10
 
 
 def _concrete(shape: tuple, n: int) -> tuple[int, ...]:
@@ -29,7 +31,15 @@ def _size(shape: tuple[int, ...]) -> int:
     return count
 
 
-def statement_flops(stmt: Statement, shapes: dict, n: int) -> int:
+def statement_flops(stmt: Statement, shapes: dict, n: int, steps: int = STEPS) -> int:
+    """At batch size ``n``; a loop over time (a recurrence) runs its body ``steps``
+    times, so its cost grows linearly in the sequence's length."""
+    if isinstance(stmt, Loop):
+        inner = {**shapes, **stmt.inner_shapes(shapes)}
+        inner.update({s.target: s.shape for s in stmt.body})
+        per_step = sum(statement_flops(s, inner, n, steps) for s in stmt.body)
+        added = sum(_size(_concrete(shape, n)) for _, _, shape in stmt.accumulates)
+        return steps * (per_step + added)
     if isinstance(stmt, Assign):
         return dag_ops(stmt.expr) * _size(_concrete(stmt.shape, n))
     if isinstance(stmt, (BatchSum, BatchMean)):
@@ -40,15 +50,19 @@ def statement_flops(stmt: Statement, shapes: dict, n: int) -> int:
     raise ValueError(f"no cost declared for {type(stmt).__name__} {getattr(stmt, 'op', '')}")
 
 
-def program_flops(program: Program, n: int = 1) -> dict[str, int]:
-    """{"forward": the loss alone, "program": loss and every gradient} at batch size n."""
+def program_flops(program: Program, n: int = 1, steps: int = STEPS) -> dict[str, int]:
+    """{"forward": the loss alone, "program": loss and every gradient} at batch size n
+    (and sequences of ``steps`` steps)."""
     shapes = dict(program.shapes)
     shapes.update({s.target: s.shape for s in program.statements})
+    for stmt in program.statements:
+        if isinstance(stmt, Loop):
+            shapes.update(stmt.shapes())
     forward = program.needed_for([program.loss])
     everything = program.needed_for([program.loss, *program.grads.values()])
     return {
-        "forward": sum(statement_flops(s, shapes, n) for s in forward),
-        "program": sum(statement_flops(s, shapes, n) for s in everything),
+        "forward": sum(statement_flops(s, shapes, n, steps) for s in forward),
+        "program": sum(statement_flops(s, shapes, n, steps) for s in everything),
     }
 
 

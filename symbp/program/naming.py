@@ -9,11 +9,10 @@ are ``c1, c2, ...``. Numbers are made consecutive once the program is final.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import sympy as sp
 
-from .statements import Assign, Call, Program
+from .statements import Loop, Program, flatten, substitute
 
 
 class Names:
@@ -52,11 +51,14 @@ class Names:
 
 
 def finalize(program: Program, names: Names) -> Program:
-    """Rename temporaries to consecutive, underscore-free names in program order."""
+    """Rename temporaries to consecutive, underscore-free names in program order (a
+    loop's body after the loop); a loop's stack of a step's value is named after it
+    (``tanh1_steps``)."""
     counters: dict[str, int] = {}
     mapping: dict[sp.Symbol, sp.Symbol] = {}
     final_taken = {n for n in names.taken if not n.startswith("_")}
-    for stmt in program.statements:
+    statements = flatten(program.statements)
+    for stmt in statements:
         target = stmt.target
         prefix = names.temps.get(target)
         if prefix is None:
@@ -70,7 +72,7 @@ def finalize(program: Program, names: Names) -> Program:
         mapping[target] = sp.Symbol(candidate, real=True)
     # adjoints of temporaries follow their value's new name (d__t3 -> d_t1); those of
     # values that were inlined away are g1, g2, ...
-    for stmt in program.statements:
+    for stmt in statements:
         name = stmt.target.name
         match = re.fullmatch(r"_?d_(_\w+?)(_n)?", name)
         if match:
@@ -81,18 +83,18 @@ def finalize(program: Program, names: Names) -> Program:
                 new = f"g{counters['g']}"
             final_taken.add(new)
             mapping[stmt.target] = sp.Symbol(new, real=True)
+    for stmt in statements:
+        for stack, inner, _ in stmt.stores if isinstance(stmt, Loop) else ():
+            base = f"{mapping.get(inner, inner).name.lstrip('_')}_steps"
+            new, k = base, 1
+            while new in final_taken:
+                k += 1
+                new = f"{base}{k}"
+            final_taken.add(new)
+            mapping[stack] = sp.Symbol(new, real=True)
     if not mapping:
         return program
-
-    def rename(stmt):
-        target = mapping.get(stmt.target, stmt.target)
-        if isinstance(stmt, Assign):
-            return replace(stmt, target=target, expr=stmt.expr.xreplace(mapping))
-        if isinstance(stmt, Call):
-            return replace(stmt, target=target, args=tuple(mapping.get(a, a) for a in stmt.args))
-        return replace(stmt, target=target, source=mapping.get(stmt.source, stmt.source))
-
-    program.statements = [rename(s) for s in program.statements]
+    program.statements = [substitute(s, mapping) for s in program.statements]
     program.grads = {p: mapping.get(g, g) for p, g in program.grads.items()}
     # an adjoint whose value was inlined away (now g1, g2, ...) belongs to no value left
     program.adjoint_of = {

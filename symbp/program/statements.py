@@ -80,7 +80,119 @@ class Call:
         return set(self.args)
 
 
-Statement = Assign | BatchSum | BatchMean | Call
+@dataclass(frozen=True)
+class Carry:
+    """A value a loop carries from one step to the next: ``inner`` holds it at the
+    start of a step and ``after`` at its end; before the loop it is columns
+    ``start:stop`` of ``outer`` (the initial state, or the final state's adjoint), and
+    after it the loop's result ``result`` gathers the carried values' last ones."""
+
+    inner: sp.Symbol
+    after: sp.Symbol
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop over the time axis of a recurrence (a scan): ``body`` runs once per step.
+
+    The forward loop (``reverse`` False) runs t = 0 .. T-1, the backward loop t = T-1
+    .. 0; T is the length of axis 1 of ``length`` (a sequence input, stored (N, T, ...)).
+    Each step reads ``inner = outer[:, t]`` for its ``slices`` (the step's element of a
+    sequence), ``inner = stack[t]`` for its ``loads`` (what the forward loop kept for the
+    backward one), and writes ``stack[t] = inner`` for its ``stores``. The ``carries``
+    start as columns of ``initial`` and end joined into ``target``; ``accumulates``
+    sums ``inner`` over the steps into ``outer`` (a parameter's gradient, the adjoint of
+    a value every step reads). The body reads values of the code before the loop by
+    their own symbols; every one of them is in ``args``."""
+
+    target: sp.Symbol  # the carried values' last ones, joined along their columns
+    initial: sp.Symbol
+    args: tuple[sp.Symbol, ...]
+    body: tuple
+    shape: tuple
+    phase: str
+    length: sp.Symbol
+    reverse: bool = False
+    carries: tuple[Carry, ...] = ()
+    slices: tuple[tuple[sp.Symbol, sp.Symbol], ...] = ()  # (outer, inner)
+    loads: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (stack, inner, shape)
+    stores: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (stack, inner, shape)
+    accumulates: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (outer, inner, shape)
+    comment: str = ""
+    joined: bool = True  # whether anything reads ``target`` (an initial state's adjoint may not)
+
+    @property
+    def reads(self) -> set[sp.Symbol]:
+        return set(self.args)
+
+    @property
+    def defines(self) -> tuple[sp.Symbol, ...]:
+        return (
+            self.target,
+            *(stack for stack, _, _ in self.stores),
+            *(outer for outer, _, _ in self.accumulates),
+        )
+
+    def inner_shapes(self, outer: dict[sp.Symbol, tuple]) -> dict[sp.Symbol, tuple]:
+        """The shapes of the values a step starts from: the carried values, the
+        sequences' elements (``outer`` has the sequences' shapes) and what it loads."""
+        result = {c.inner: (self.shape[0], c.stop - c.start) for c in self.carries}
+        for x, element in self.slices:
+            shape = outer.get(x, ())
+            result[element] = (shape[0], *shape[2:])
+        result.update({inner: shape for _, inner, shape in self.loads})
+        return result
+
+    def shapes(self) -> dict[sp.Symbol, tuple]:
+        """The shape of each value the loop defines (a stack: (T, *the step's shape))."""
+        result = {self.target: self.shape}
+        result.update({stack: ("T", *shape) for stack, _, shape in self.stores})
+        result.update({outer: shape for outer, _, shape in self.accumulates})
+        return result
+
+
+Statement = Assign | BatchSum | BatchMean | Call | Loop
+
+
+def defines(stmt: Statement) -> tuple[sp.Symbol, ...]:
+    """What a statement defines for the code after it (a loop: several values)."""
+    return stmt.defines if isinstance(stmt, Loop) else (stmt.target,)
+
+
+def flatten(statements) -> list[Statement]:
+    """Statements with every loop's body after the loop itself, in order."""
+    result = []
+    for stmt in statements:
+        result.append(stmt)
+        if isinstance(stmt, Loop):
+            result += flatten(stmt.body)
+    return result
+
+
+def substitute(stmt: Statement, mapping: dict) -> Statement:
+    """``stmt`` with the symbols of ``mapping`` renamed (targets, reads, a loop's body)."""
+    get = lambda s: mapping.get(s, s)  # noqa: E731
+    if isinstance(stmt, Assign):
+        return replace(stmt, target=get(stmt.target), expr=stmt.expr.xreplace(mapping))
+    if isinstance(stmt, Call):
+        return replace(stmt, target=get(stmt.target), args=tuple(get(a) for a in stmt.args))
+    if isinstance(stmt, Loop):
+        return replace(
+            stmt,
+            target=get(stmt.target),
+            initial=get(stmt.initial),
+            args=tuple(get(a) for a in stmt.args),
+            body=tuple(substitute(s, mapping) for s in stmt.body),
+            length=get(stmt.length),
+            carries=tuple(Carry(get(c.inner), get(c.after), c.start, c.stop) for c in stmt.carries),
+            slices=tuple((get(a), get(b)) for a, b in stmt.slices),
+            loads=tuple((get(a), get(b), s) for a, b, s in stmt.loads),
+            stores=tuple((get(a), get(b), s) for a, b, s in stmt.stores),
+            accumulates=tuple((get(a), get(b), s) for a, b, s in stmt.accumulates),
+        )
+    return replace(stmt, target=get(stmt.target), source=get(stmt.source))
 
 
 @dataclass
@@ -111,7 +223,7 @@ class Program:
         need = set(wanted)
         kept: list[Statement] = []
         for stmt in reversed(self.statements):
-            if stmt.target in need:
+            if need.intersection(defines(stmt)):
                 kept.append(stmt)
                 need |= stmt.reads
         return kept[::-1]
@@ -127,6 +239,9 @@ def coalesce_call_results(program: Program) -> Program:
     protected = set(program.keep) | set(program.results)
     uses: Counter = Counter(s for stmt in program.statements for s in stmt.reads)
     calls = {stmt.target for stmt in program.statements if isinstance(stmt, Call)}
+    for stmt in program.statements:  # a loop's sums over the steps, its result
+        if isinstance(stmt, Loop):
+            calls |= {stmt.target, *(outer for outer, _, _ in stmt.accumulates)}
     rename = {
         stmt.expr: stmt.target
         for stmt in program.statements
@@ -141,6 +256,8 @@ def coalesce_call_results(program: Program) -> Program:
             continue
         if isinstance(stmt, Call) and stmt.target in rename:
             stmt = replace(stmt, target=rename[stmt.target])
+        if isinstance(stmt, Loop) and rename.keys() & set(stmt.defines):
+            stmt = substitute(stmt, {s: rename[s] for s in stmt.defines if s in rename})
         statements.append(stmt)
     program.statements = statements
     return program
@@ -166,6 +283,8 @@ def propagate_copies(program: Program) -> Program:
                     statements.append(Assign(symbol, value, shapes[symbol], stmt.phase))
             if isinstance(stmt, Call):
                 stmt = replace(stmt, args=tuple(resolved.get(a, a) for a in stmt.args))
+            elif isinstance(stmt, Loop):
+                stmt = substitute(stmt, {a: resolved[a] for a in stmt.args if a in resolved})
             elif stmt.source in resolved:
                 stmt = replace(stmt, source=resolved[stmt.source])
         statements.append(stmt)
@@ -223,6 +342,9 @@ def eliminate_common_subexpressions(program: Program, new_symbol) -> Program:
         return program
     new_exprs = dict(zip((id(s) for s in assigns), reduced, strict=True))
     shapes: dict[sp.Symbol, tuple] = {s.target: s.shape for s in program.statements}
+    for stmt in program.statements:
+        if isinstance(stmt, Loop):
+            shapes.update(stmt.shapes())
     for value in program.params + program.inputs + program.targets:
         shapes.setdefault(value, program.shapes.get(value, ()))
     statements: list[Statement] = []

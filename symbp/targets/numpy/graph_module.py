@@ -25,6 +25,12 @@ def _array_literal(array: np.ndarray) -> str:
     return pprint.pformat(array.tolist(), width=92, compact=True)
 
 
+def _literal(shape) -> str:
+    """A shape as a Python tuple, "T" (a sequence's steps) in double quotes."""
+    items = [f'"{d}"' if isinstance(d, str) else str(d) for d in shape]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
 def _comments(derivation) -> dict[str, tuple[str, ...]]:
     """A comment before each run of backward statements that completes a named value's
     adjoint, citing section 3 of the derivation document and who reads the value."""
@@ -67,7 +73,11 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "dtype": dtype,
         "model_lines": [f"{n} = {text}" for n, _, text in model.lets]
         + [f"l = {model.loss_text}", f"L = {model.reduction} of l over the batch"],
-        "inputs": [{"name": x, "shape": s, "text": shape_text(s)} for x, s in model.inputs.items()],
+        "inputs": [
+            {"name": x, "shape": s, "text": shape_text(s), "literal": _literal(s)}
+            for x, s in model.inputs.items()
+        ],
+        "sequences": model.sequences,
         "targets": [
             {"name": y, "shape": s, "text": shape_text(s), "classes": model.labels.get(y)}
             for y, s in model.targets.items()

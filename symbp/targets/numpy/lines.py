@@ -14,7 +14,7 @@ from ...derive import Derivation
 from ...optim import OPTIMIZERS, first_step, last_step, memory_lean, update_rule
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
-from ...program.statements import Assign, BatchSum, Call, Statement
+from ...program.statements import Assign, BatchSum, Call, Loop, Statement
 from ...schedules import learning_rates
 from .inplace import Constants, InplacePrinter
 from .printer import NumpyPrinter, ScalarPrinter, wrap
@@ -25,34 +25,97 @@ LR_ARRAY = "lr_array"
 
 @dataclass(frozen=True)
 class Line:
-    """One printed assignment with the comments that tie it to the derivation."""
+    """One printed assignment with the comments that tie it to the derivation; ``lead``
+    indents it further (a loop's body), and a ``raw`` line is printed as it is (a loop's
+    ``for``, an update in place)."""
 
     target: str
     expr: str
     comments: tuple[str, ...] = ()
+    lead: str = ""
+    raw: bool = False
 
 
 def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
     printer = NumpyPrinter()
     lines = []
     for stmt in statements:
-        target = stmt.target.name
-        if isinstance(stmt, Assign) and stmt.expr.is_number and stmt.shape:
-            # a constant that a tensor op reads (x - x folded to 0): an array of its shape
-            text = printer.call("full", (), (("value", stmt.expr), ("shape", stmt.shape)))
-        elif isinstance(stmt, Assign):
-            text = printer.doprint(stmt.expr)
-        elif isinstance(stmt, Call):
-            text = printer.call(stmt.op, tuple(a.name for a in stmt.args), stmt.attrs)
-        elif isinstance(stmt, BatchSum):
-            text = f"np.sum({stmt.source.name}, axis=0)"
-        elif stmt.sum_features:
-            text = f"np.sum({stmt.source.name}) / {stmt.source.name}.shape[0]"
-        else:
-            text = f"np.mean({stmt.source.name})"
-        text = wrap(text, indent, indent + len(target) + 3)
-        lines.append(Line(target, text, comments.get(target, ())))
+        lines += _statement_lines(stmt, printer, comments, indent)
     return lines, printer.helpers
+
+
+def _statement_lines(stmt: Statement, printer, comments, indent: int) -> list[Line]:
+    lead = " " * (indent - 4)
+    if isinstance(stmt, Loop):
+        return _loop_lines(stmt, printer, comments, indent)
+    target = stmt.target.name
+    if isinstance(stmt, Assign) and stmt.expr.is_number and stmt.shape:
+        # a constant that a tensor op reads (x - x folded to 0): an array of its shape
+        text = printer.call("full", (), (("value", stmt.expr), ("shape", stmt.shape)))
+    elif isinstance(stmt, Assign):
+        text = printer.doprint(stmt.expr)
+    elif isinstance(stmt, Call):
+        text = printer.call(stmt.op, tuple(a.name for a in stmt.args), stmt.attrs)
+    elif isinstance(stmt, BatchSum):
+        text = f"np.sum({stmt.source.name}, axis=0)"
+    elif stmt.sum_features:
+        text = f"np.sum({stmt.source.name}) / {stmt.source.name}.shape[0]"
+    else:
+        text = f"np.mean({stmt.source.name})"
+    text = wrap(text, indent, indent + len(target) + 3)
+    return [Line(target, text, comments.get(target, ()), lead)]
+
+
+def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
+    """A scan's loop over time: the stacks it fills, the carried values set from
+    ``initial``, the body once per step, and the result after it."""
+    lead, inner = " " * (indent - 4), " " * indent
+
+    def raw(text: str, at: str = lead, notes: tuple[str, ...] = ()) -> Line:
+        return Line("", text, notes, at, raw=True)
+
+    lines = []
+    if not loop.reverse:
+        length = f"T = {loop.length.name}.shape[1]"
+        lines.append(raw(length, notes=("the steps of the sequence (axis 1 of the data)",)))
+    for stack, _, shape in loop.stores:
+        full = printer_shape(("T", *shape))
+        lines.append(Line(stack.name, f"np.empty({full}, dtype=DTYPE)", (), lead))
+    for outer, _, shape in loop.accumulates:
+        lines.append(Line(outer.name, f"np.zeros({printer_shape(shape)}, dtype=DTYPE)", (), lead))
+    whole = len(loop.carries) == 1
+    for carry in loop.carries:
+        source = (
+            loop.initial.name if whole else f"{loop.initial.name}[:, {carry.start}:{carry.stop}]"
+        )
+        lines.append(Line(carry.inner.name, source, (), lead))
+    steps = "reversed(range(T))" if loop.reverse else "range(T)"
+    what = "backward through time" if loop.reverse else "forward through time"
+    lines.append(raw(f"for t in {steps}:", notes=(f"the recurrence, {what}",)))
+    for outer, element in loop.slices:
+        lines.append(Line(element.name, f"{outer.name}[:, t]", (), inner))
+    for stack, element, _ in loop.loads:
+        lines.append(Line(element.name, f"{stack.name}[t]", (), inner))
+    for stmt in loop.body:
+        lines += _statement_lines(stmt, printer, comments, indent + 4)
+    for stack, element, _ in loop.stores:
+        lines.append(raw(f"{stack.name}[t] = {element.name}", inner))
+    for outer, element, _ in loop.accumulates:
+        lines.append(raw(f"{outer.name} += {element.name}", inner))
+    for carry in loop.carries:
+        lines.append(Line(carry.inner.name, carry.after.name, (), inner))
+    if whole:
+        result = loop.carries[0].inner.name
+    else:
+        result = f"np.concatenate(({', '.join(c.inner.name for c in loop.carries)}), axis=-1)"
+    if loop.joined:
+        lines.append(Line(loop.target.name, result, (), lead))
+    return lines
+
+
+def printer_shape(shape) -> str:
+    items = [str(d) for d in shape]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _optimizer_context(derivation: Derivation, scalar_grads):

@@ -1,0 +1,300 @@
+"""Recurrences ([model.recur], the scan op): BPTT against torch, float64.
+
+Elman RNNs (tanh and relu), LSTM and GRU cells written as formulas, with torch.nn.RNN,
+LSTM and GRU's layouts and gate orders, so that the weights are copied across as they
+are: the loss and every gradient at random points and sequence lengths (1e-10
+relative), 3 epochs of train() against torch.optim with and without clip_grad_norm_,
+finite differences, the spec's errors and the derivation document.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import generate
+
+from symbp.check import check_module
+from symbp.derive import derive
+from symbp.documents.graph import render_graph_document
+from symbp.errors import SpecError
+from symbp.language.model import initial_values
+from symbp.program.statements import Loop
+from symbp.spec import parse_spec
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+H, D, K = 4, 3, 2  # hidden size, input size, outputs
+LSTM_INPUT = f"sigmoid(z[0:{H}]) * tanh(z[{2 * H}:{3 * H}])"  # the input gate times g
+
+HEAD = f"""name = "{{name}}"
+[model]
+inputs = {{{{ x = ["T", {D}] }}}}
+targets = {{{{ y = [{K}] }}}}
+output = "yhat"
+loss = "mse(yhat, y)"
+[model.let]
+yhat = "Wy @ h[T] + by"
+"""
+
+PARAMS = f"""[model.params]
+Wih = [{{gates}}, {D}]
+Whh = [{{gates}}, {H}]
+bih = [{{gates}}]
+bhh = [{{gates}}]
+Wy = [{K}, {H}]
+by = [{K}]
+"""
+
+CELLS = {
+    "rnn_tanh": (
+        1,
+        f'h = {{ shape = [{H}], step = "tanh(Wih @ x[t] + bih + Whh @ h[t-1] + bhh)" }}',
+    ),
+    "rnn_relu": (
+        1,
+        f'h = {{ shape = [{H}], step = "relu(Wih @ x[t] + bih + Whh @ h[t-1] + bhh)" }}',
+    ),
+    "lstm": (
+        4,
+        f"""z = "Wih @ x[t] + bih + Whh @ h[t-1] + bhh"
+c = {{ shape = [{H}], step = "sigmoid(z[{H}:{2 * H}]) * c[t-1] + {LSTM_INPUT}" }}
+h = {{ shape = [{H}], step = "sigmoid(z[{3 * H}:{4 * H}]) * tanh(c[t])" }}""",
+    ),
+    "gru": (
+        3,
+        f"""gi = "Wih @ x[t] + bih"
+gh = "Whh @ h[t-1] + bhh"
+r = "sigmoid(gi[0:{H}] + gh[0:{H}])"
+u = "sigmoid(gi[{H}:{2 * H}] + gh[{H}:{2 * H}])"
+n = "tanh(gi[{2 * H}:{3 * H}] + r * gh[{2 * H}:{3 * H}])"
+h = {{ shape = [{H}], step = "(1 - u) * n + u * h[t-1]" }}""",
+    ),
+}
+
+
+def cell_spec(case: str, train: str = ""):
+    gates, recur = CELLS[case]
+    text = HEAD.format(name=case) + PARAMS.format(gates=gates * H)
+    return parse_spec(text + "[model.recur]\n" + recur + "\n" + train, f"{case}.toml")
+
+
+def torch_net(case: str, params: dict):
+    """torch's layer for ``case`` with ``params``' weights, and its head."""
+    if case.startswith("rnn"):
+        net = torch.nn.RNN(D, H, batch_first=True, nonlinearity=case.split("_")[1])
+    else:
+        net = getattr(torch.nn, case.upper())(D, H, batch_first=True)
+    net = net.double()
+    with torch.no_grad():
+        for ours, theirs in [("Wih", "weight_ih_l0"), ("Whh", "weight_hh_l0")]:
+            getattr(net, theirs).copy_(torch.tensor(params[ours]))
+        net.bias_ih_l0.copy_(torch.tensor(params["bih"]))
+        net.bias_hh_l0.copy_(torch.tensor(params["bhh"]))
+    head = {k: torch.tensor(params[k], requires_grad=True) for k in ("Wy", "by")}
+    return net, head
+
+
+def torch_loss(case, net, head, X, Y):
+    _, last = net(torch.tensor(X))
+    h = last[0] if case == "lstm" else last
+    return F.mse_loss(h[0] @ head["Wy"].T + head["by"], torch.tensor(Y))
+
+
+def torch_grads(case, net, head) -> dict[str, np.ndarray]:
+    names = {"Wih": "weight_ih_l0", "Whh": "weight_hh_l0", "bih": "bias_ih_l0"}
+    names["bhh"] = "bias_hh_l0"
+    grads = {k: getattr(net, v).grad.numpy() for k, v in names.items()}
+    grads.update({k: v.grad.numpy() for k, v in head.items()})
+    return grads
+
+
+@pytest.mark.parametrize("case", list(CELLS))
+@pytest.mark.parametrize("steps", [1, 2, 7])
+def test_gradients_equal_torch_layers(tmp_path, case, steps):
+    """A formula-written cell is torch's layer: same loss and gradients, float64."""
+    module = generate(cell_spec(case), tmp_path)
+    rng = np.random.default_rng(steps)
+    for seed in range(2):
+        params = {k: v + rng.normal(0, 0.1, v.shape) for k, v in module.init_params(seed).items()}
+        X, Y = rng.normal(size=(5, steps, D)), rng.normal(size=(5, K))
+        value, grads = module.loss_and_grads(params, X, Y)
+        net, head = torch_net(case, params)
+        expected = torch_loss(case, net, head, X, Y)
+        expected.backward()
+        assert value == pytest.approx(expected.item(), rel=1e-12)
+        for k, theirs in torch_grads(case, net, head).items():
+            err = np.max(np.abs(grads[k] - theirs)) / max(1e-300, np.max(np.abs(theirs)))
+            assert err < 1e-10, f"{k}: {err:.2e}"
+
+
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "gru"])
+def test_gradients_match_finite_differences(tmp_path, case):
+    module = generate(cell_spec(case), tmp_path)
+    result = check_module(module, points=2, seed=3)
+    assert result.ok, result
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm"])
+def test_training_follows_torch_optim(tmp_path, case, clip):
+    """3 epochs of Adam on batches of 4 over 10 sequences (the last batch short), with
+    and without torch.nn.utils.clip_grad_norm_: parameters and per-epoch losses."""
+    train = '[train]\noptimizer = "adam"\n' + (f"clip_grad_norm = {clip}\n" if clip else "")
+    module = generate(cell_spec(case, train), tmp_path)
+    rng = np.random.default_rng(4)
+    params = module.init_params(1)
+    X, Y = rng.normal(size=(10, 6, D)), rng.normal(size=(10, K))
+    trained, losses = module.train(params, X, Y, epochs=3, batch_size=4, lr=0.05, shuffle=False)
+    net, head = torch_net(case, params)
+    leaves = [*net.parameters(), *head.values()]
+    optimizer = torch.optim.Adam(leaves, lr=0.05)
+    expected, clipped = [], 0
+    for _ in range(3):
+        total = 0.0
+        for start in range(0, 10, 4):
+            optimizer.zero_grad()
+            value = torch_loss(case, net, head, X[start : start + 4], Y[start : start + 4])
+            value.backward()
+            if clip:
+                norm = torch.nn.utils.clip_grad_norm_(leaves, clip)
+                clipped += bool(norm > clip)
+            optimizer.step()
+            total += value.item() * len(X[start : start + 4])
+        expected.append(total / 10)
+    assert clipped > 0 or not clip
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    net.zero_grad()
+    ours = dict(trained)
+    for k, theirs in [("Wih", net.weight_ih_l0), ("Whh", net.weight_hh_l0)]:
+        np.testing.assert_allclose(ours[k], theirs.detach().numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["Wy"], head["Wy"].detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+LEARNED_H0 = f"""name = "h0_rnn"
+[model]
+inputs = {{ x = ["T", {D}] }}
+targets = {{ y = [] }}
+output = "yhat"
+loss = "bce_with_logits(yhat, y)"
+[model.params]
+Wx = [{H}, {D}]
+Wh = [{H}, {H}]
+h0 = [{H}]
+w = [{H}]
+[model.recur]
+h = {{ shape = [{H}], init = "h0", step = "tanh(Wx @ x[t] + Wh @ h[t-1])" }}
+[model.let]
+yhat = "dot(w, h[T])"
+"""
+
+
+def test_a_learned_initial_state_gets_its_gradient(tmp_path):
+    """init = "h0" (a parameter): its gradient is the adjoint the backward loop carries
+    out of step 1, summed over the batch; torch.nn.RNN with h0 given and no biases."""
+    module = generate(parse_spec(LEARNED_H0, "h0.toml"), tmp_path)
+    rng = np.random.default_rng(2)
+    params = module.init_params(0)
+    X, Y = rng.normal(size=(6, 5, D)), rng.uniform(0, 1, 6)
+    value, grads = module.loss_and_grads(params, X, Y)
+    net = torch.nn.RNN(D, H, batch_first=True, bias=False).double()
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    with torch.no_grad():
+        net.weight_ih_l0.copy_(t["Wx"])
+        net.weight_hh_l0.copy_(t["Wh"])
+    _, last = net(torch.tensor(X), t["h0"].expand(1, 6, H))
+    expected = F.binary_cross_entropy_with_logits(last[0] @ t["w"], torch.tensor(Y))
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(grads["h0"], t["h0"].grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(grads["Wh"], net.weight_hh_l0.grad.numpy(), rtol=1e-10)
+
+
+def test_the_program_loops_over_time_and_does_not_grow_with_t(tmp_path):
+    """One forward and one backward loop over time, whatever T: the module takes any
+    number of steps, and the sequences of a batch must agree on it."""
+    derivation = derive(cell_spec("lstm"))
+    loops = [s for s in derivation.program.statements if isinstance(s, Loop)]
+    assert [loop.reverse for loop in loops] == [False, True]
+    module = generate(cell_spec("lstm"), tmp_path)
+    params = module.init_params(0)
+    for steps in (1, 3, 40):
+        value, _ = module.loss_and_grads(params, np.zeros((2, steps, D)), np.zeros((2, K)))
+        assert np.isfinite(value)
+    with pytest.raises(ValueError, match=r"\(N, T, 3\)"):
+        module.loss_and_grads(params, np.zeros((2, D)), np.zeros((2, K)))
+
+
+def test_the_document_derives_backpropagation_through_time():
+    derivation = derive(cell_spec("rnn_tanh"))
+    spec = derivation.spec
+    norm = np.linalg.norm(initial_values(spec, spec.seed)["Whh"], 2)
+    for fmt in ("text", "markdown", "latex"):
+        text = render_graph_document(derivation, fmt)
+        assert "Backpropagation through time" in text
+        assert f"{norm:.3f}" in text
+    markdown = render_graph_document(derivation, "markdown")
+    assert r"{h_{t-1}}" in markdown and r"\bar{{h_{t}}}^{(t+1)}" in markdown
+
+
+def test_initial_values_are_what_init_params_draws(tmp_path):
+    module = generate(cell_spec("gru"), tmp_path)
+    spec = cell_spec("gru")
+    for seed in (0, 5):
+        ours = initial_values(spec, seed)
+        for k, v in module.init_params(seed).items():
+            np.testing.assert_array_equal(ours[k], v)
+
+
+def _recur(body: str, inputs: str = f'{{ x = ["T", {D}] }}', let: str = "h[T]") -> str:
+    return f"""name = "bad"
+[model]
+inputs = {inputs}
+targets = {{ y = [] }}
+output = "yhat"
+loss = "mse(yhat, y)"
+[model.params]
+W = [1, {D}]
+U = [1, 1]
+[model.recur]
+{body}
+[model.let]
+yhat = "sum({let})"
+"""
+
+
+GOOD = 'h = { shape = [1], step = "tanh(W @ x[t] + U @ h[t-1])" }'
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (_recur(GOOD, let="h"), "model.let.yhat", "h[T]"),
+        (_recur(GOOD.replace("x[t]", "x")), "model.recur.h.step", "x[t]"),
+        (_recur(GOOD.replace("h[t-1]", "h[t]")), "model.recur.h.step", "h[t-1]"),
+        (_recur(GOOD.replace("h[t-1]", "h[t+1]")), "model.recur.h.step", "h[t-1]"),
+        (_recur(GOOD.replace("shape = [1], ", "")), "model.recur.h.shape", "missing"),
+        (_recur(GOOD.replace("[1]", "[2]")), "model.recur.h.step", "do not match"),
+        (_recur(GOOD.replace("[1]", "[]")), "model.recur.h.shape", "vector"),
+        (_recur(GOOD, inputs=f"{{ x = [{D}] }}"), "model.recur", "sequence input"),
+        (_recur(GOOD.replace("step", "stpe")), "model.recur.h.stpe", "step"),
+        (_recur(GOOD, let="x"), "model.let.yhat", "[model.recur]"),
+        (_recur(GOOD.replace("x[t]", "x[0]")), "model.recur.h.step", "x[t]"),
+        (_recur('h_prev = "U"\n' + GOOD), "model.recur.h_prev", "generated"),
+        (_recur(GOOD.replace("init", "").replace("shape", 'init = "W", shape')), "init", "shape"),
+        (_recur('h = { shape = [1], step = "tanh(U @ h[t-1])" }'), "model.recur", "sequence"),
+    ],
+)
+def test_bad_recurrences_are_one_line_errors(text, field, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec(text, "bad.toml")
+    message = str(err.value)
+    assert "\n" not in message and field in message and words in message, message
+
+
+def test_sequence_data_in_the_spec_is_checked():
+    data = "[data]\nx = [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3]]]\ny = [1, 2]\n"
+    with pytest.raises(SpecError, match="data.x"):
+        parse_spec(_recur(GOOD) + data, "bad.toml")
+    good = "[data]\nx = [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [0, 0, 0]]]\ny = [1, 2]\n"
+    assert parse_spec(_recur(GOOD) + good, "ok.toml").data["x"].shape == (2, 2, 3)
