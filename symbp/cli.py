@@ -249,7 +249,7 @@ def _cmd_run(args) -> int:
 
 def _train_on_dataset(module, spec, dataset: str) -> int:
     """Train on a packaged dataset with a held-out quarter and report its accuracy."""
-    from .datasets import DATASETS, load_dataset
+    from .datasets import DATASETS, baseline, load_dataset
 
     X, y, X_test, y_test = load_dataset(dataset, spec.source, seed=spec.seed)
     print(f"training on {DATASETS[dataset]}: {len(X)} samples, {len(X_test)} held out\n")
@@ -257,8 +257,14 @@ def _train_on_dataset(module, spec, dataset: str) -> int:
     every = max(1, len(losses) // 10)
     for epoch in range(every, len(losses) + 1, every):
         print(f"epoch {epoch:>4}  loss {losses[epoch - 1]:.6g}")
-    print(f"training accuracy: {module.accuracy(params, X, y):.2%}")
-    print(f"held-out accuracy: {module.accuracy(params, X_test, y_test):.2%}")
+    if hasattr(module, "accuracy"):
+        print(f"training accuracy: {module.accuracy(params, X, y):.2%}")
+        print(f"held-out accuracy: {module.accuracy(params, X_test, y_test):.2%}")
+        return 0
+    print(f"held-out loss: {module.loss(params, X_test, y_test):.6g}")
+    reference = baseline(dataset, X_test, y_test)
+    if reference is not None:
+        print(f"held-out loss of {reference[0]}: {reference[1]:.6g}")
     return 0
 
 

@@ -16,6 +16,7 @@ from .language.model import TensorModel
 from .program.naming import Names, finalize
 from .program.statements import (
     Program,
+    defines,
     eliminate_common_subexpressions,
     eliminate_dead_code,
     inline_single_use,
@@ -97,10 +98,11 @@ def _derive(spec) -> Derivation:
     program = mask_before_routing(program, ROUTING, lambda g: _masked_name(g, names))
     program = eliminate_common_subexpressions(program, names.cse_symbol)
     program = propagate_copies(program)
-    before = [stmt.target for stmt in program.statements]
+    before = [s for stmt in program.statements for s in defines(stmt)]
     adjoint_of = dict(program.adjoint_of)  # in the IR's names, before renumbering
     program = finalize(program, names)
-    renamed = dict(zip(before, (stmt.target for stmt in program.statements), strict=True))
+    after = [s for stmt in program.statements for s in defines(stmt)]
+    renamed = dict(zip(before, after, strict=True))
     leaves = {*program.inputs, *program.targets, *program.params}
     values = {
         name: renamed.get(t.symbol, t.symbol)

@@ -37,6 +37,8 @@ def test_examples_lists_every_builtin_with_its_description(capsys):
         "mnist_cnn",
         "quadratic",
         "residual_digits",
+        "sine_lstm",
+        "sum_sign_rnn",
         "tanh_units",
         "tied_autoencoder",
         "xor_mlp",

@@ -298,3 +298,98 @@ def test_sequence_data_in_the_spec_is_checked():
         parse_spec(_recur(GOOD) + data, "bad.toml")
     good = "[data]\nx = [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [0, 0, 0]]]\ny = [1, 2]\n"
     assert parse_spec(_recur(GOOD) + good, "ok.toml").data["x"].shape == (2, 2, 3)
+
+
+STACK = """name = "{name}"
+[model]
+input = ["T", 3]
+layers = [{layers}]
+loss = "{loss}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("layers", "torch_layers"),
+    [
+        ("{ rnn = 5, nonlinearity = 'relu' }, { dense = 2 }", [("RNN", 5, "relu")]),
+        ("{ lstm = 6 }, { dense = 4, activation = 'tanh' }, { dense = 2 }", [("LSTM", 6, None)]),
+        ("{ gru = 4, bias = false }, { dense = 2 }", [("GRU", 4, None)]),
+        ("{ lstm = 6 }, { lstm = 3 }, { dense = 2 }", [("LSTM", 6, None), ("LSTM", 3, None)]),
+    ],
+)
+def test_recurrent_layer_sugar_is_torch_nn_with_its_parameter_names(tmp_path, layers, torch_layers):
+    """{ rnn = 16 }, { lstm = 16 }, { gru = 16 }: torch's layers with torch's names, layouts
+    and init bound, so a torch module's named_parameters() are the params as they are;
+    loss and gradients against torch.nn with the weights copied, cross-entropy."""
+    spec = parse_spec(STACK.format(name="stack", layers=layers, loss="cross_entropy"), "s.toml")
+    module = generate(spec, tmp_path)
+    torch.manual_seed(0)
+    below, nets = 3, []
+    for kind, size, nonlinearity in torch_layers:
+        options = {"nonlinearity": nonlinearity} if nonlinearity else {}
+        bias = "bias = false" not in layers
+        nets.append(getattr(torch.nn, kind)(below, size, batch_first=True, bias=bias, **options))
+        below = size
+    nets = [net.double() for net in nets]
+    params = {}
+    for j, net in enumerate(nets):  # layer l{j} of a multi-layer module: weight_ih_l{j}
+        params.update(
+            {k.replace("l0", f"l{j}"): v.detach().numpy().copy() for k, v in net.named_parameters()}
+        )
+    dense = {k: v for k, v in module.init_params(1).items() if k[0] in "Wb" and k[1:].isdigit()}
+    assert {k: v.shape for k, v in params.items()} == {
+        k: v.shape for k, v in module.init_params(0).items() if k not in dense
+    }
+    params.update(dense)
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(5, 4, 3)), rng.integers(0, 2, 5)
+    value, grads = module.loss_and_grads(params, X, Y)
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in dense.items()}
+    h = torch.tensor(X)
+    for net in nets:
+        h, _ = net(h)
+    a = h[:, -1]
+    names = sorted({k[1:] for k in dense}, key=int)
+    for k in names:
+        a = a @ t[f"W{k}"].T + t[f"b{k}"]
+        if k != names[-1] and "tanh" in layers:
+            a = torch.tanh(a)
+    expected = F.cross_entropy(a, torch.tensor(Y))
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    theirs = {}
+    for j, net in enumerate(nets):
+        theirs.update({k.replace("l0", f"l{j}"): v.grad.numpy() for k, v in net.named_parameters()})
+    theirs.update({k: v.grad.numpy() for k, v in t.items()})
+    assert theirs.keys() == grads.keys()
+    for k, g in theirs.items():
+        np.testing.assert_allclose(grads[k], g, rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def test_recurrent_layers_take_torch_init():
+    """Every recurrent weight and bias U(-1/sqrt(hidden), 1/sqrt(hidden)), as torch."""
+    spec = parse_spec(
+        STACK.format(name="s", layers="{ gru = 9 }, { dense = 2 }", loss="mse"), "s.toml"
+    )
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        assert spec.init[name].kind == "uniform" and spec.init[name].value == pytest.approx(1 / 3)
+    assert spec.init["W2"].value == pytest.approx(1 / 3)  # torch.nn.Linear: 1/sqrt(fan_in = 9)
+
+
+@pytest.mark.parametrize(
+    ("layers", "field", "words"),
+    [
+        ("{ rnn = 4, nonlinearity = 'sigmoid' }, { dense = 1 }", "nonlinearity", "tanh"),
+        ("{ dense = 4 }, { lstm = 4 }", "model.layers[2]", "come first"),
+        ("{ lstm = 4 }", "model.layers", "dense"),
+        ("{ lstm = 4, gru = 3 }, { dense = 1 }", "model.layers[1]", "one layer kind"),
+        ("{ lstm = 0 }, { dense = 1 }", "model.layers[1].lstm", "positive"),
+        ("{ lstm = 4, nonlinearity = 'relu' }, { dense = 1 }", "nonlinearity", "unknown field"),
+        ("{ gru = 4 }, { dense = 1, activation = 'elu' }", "activation", "elu"),
+    ],
+)
+def test_bad_recurrent_stacks_are_one_line_errors(layers, field, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec(STACK.format(name="s", layers=layers, loss="mse"), "s.toml")
+    message = str(err.value)
+    assert "\n" not in message and field in message and words in message, message

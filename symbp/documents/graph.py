@@ -207,6 +207,8 @@ def _context(derivation: Derivation, fmt: str) -> dict:
     model, program = derivation.spec, derivation.program
     user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
     let_names = {id(term): name for name, term, _ in model.lets}
+    last = {f"{h}[T]": "{" + latex_name(h) + "_{T}}" for h in model.finals}
+    let_names.update({id(term): f"{h}[T]" for h, term in model.finals.items()})
     read_by = readers(derivation)
     rows = []
     for x, s in model.inputs.items():
@@ -237,7 +239,7 @@ def _context(derivation: Derivation, fmt: str) -> dict:
                 "name": name,
                 "text": text,
                 "tex": latex_name(name),
-                "math": term_tex(term, own),
+                "math": term_tex(term, own, last),
                 "shape": shape_text(term.shape),
                 "batched": term.batched,
             }
@@ -309,10 +311,10 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         "rows": rows,
         "lets": lets,
         "let_rows": broken_rows(
-            [(v["tex"], v["math"]) for v in lets] + [("l", term_tex(model.loss, let_names))]
+            [(v["tex"], v["math"]) for v in lets] + [("l", term_tex(model.loss, let_names, last))]
         ),
         "loss_text": model.loss_text,
-        "loss_tex": term_tex(model.loss, let_names),
+        "loss_tex": term_tex(model.loss, let_names, last),
         "reduction": model.reduction,
         "batched": model.batched,
         "output": model.output,

@@ -29,7 +29,8 @@ from sympy.core.parameters import distribute
 
 from ..ad.tensor_rules import NOTATION
 from ..escape import terminal_line
-from .statements import statement_tex, statement_text
+from ..program.statements import defines
+from .statements import defined_text, statement_tex
 
 LINE_CHARS = 48  # a label's line is wrapped at spaces past this many characters
 FORMULA_CHARS = 72  # an elementwise formula longer than this is written atomically
@@ -266,7 +267,7 @@ def picture(derivation, backward: bool = False) -> Picture:
         if node.output in has_adjoint:
             for i in node.inputs:
                 contributions[i] = contributions.get(i, 0) + 1
-    defining = {stmt.target: stmt for stmt in program.statements}
+    defining = {s: stmt for stmt in program.statements for s in defines(stmt)}
     formulas: dict[str, sp.Expr] = {}  # each value's formula, in the program's names
     order = [
         *graph.inputs,
@@ -282,7 +283,7 @@ def picture(derivation, backward: bool = False) -> Picture:
         formula = _formula(node, names, formulas) if node is not None else ""
         adjoint = ()
         if backward:
-            adjoint = tuple(statement_text(defining[s]) for s in derivation.adjoints.get(name, ()))
+            adjoint = tuple(defined_text(defining[s], s) for s in derivation.adjoints.get(name, ()))
         vertices.append(
             Vertex(
                 id=name,

@@ -83,3 +83,14 @@ def statement_text(stmt: Statement) -> str:
     if isinstance(stmt, BatchSum):
         return f"{stmt.target} = sum over the batch of {stmt.source}"
     return f"{stmt.target} = mean over the batch of {stmt.source}"
+
+
+def defined_text(stmt: Statement, symbol: sp.Symbol) -> str:
+    """How ``stmt`` defines ``symbol``: the statement, or for a loop over time the sum
+    over the steps that gives it."""
+    if isinstance(stmt, Loop) and symbol != stmt.target:
+        for outer, inner, _ in stmt.accumulates:
+            if outer == symbol:
+                return f"{outer} = sum over t = T..1 of {inner} (backpropagation through time)"
+        return f"{symbol} = kept for each step t by the loop over time"
+    return statement_text(stmt)

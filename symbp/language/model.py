@@ -61,6 +61,7 @@ class TensorModel:
     # [model.recur] in order: a state's name -> (its shape, its init formula text or
     # "zeros", its step formula text); a value of the step's name -> its formula text
     recur: dict[str, tuple[Shape, str, str] | str] = field(default_factory=dict)
+    finals: dict[str, Term] = field(default_factory=dict)  # state -> its h[T] term
 
     @property
     def states(self) -> list[str]:
@@ -169,6 +170,14 @@ def _params(model: dict, source: str, taken: dict[str, str]):
 def _init(value, source: str, where: str) -> Init | None:
     if value is None or value == "uniform":
         return None  # the default bound, decided from how the model uses it
+    if isinstance(value, dict):  # { uniform = a }: U(-a, a), torch.nn.init.uniform_(-a, a)
+        _only(value, {"uniform"}, source, where)
+        if "uniform" not in value:
+            raise SpecError(source, f"{where}.uniform", "missing (the bound a of U(-a, a))")
+        bound = finite_number(value["uniform"], source, f"{where}.uniform")
+        if bound <= 0:
+            raise SpecError(source, f"{where}.uniform", f"a bound is positive, got {bound}")
+        return Init("uniform", bound)
     if value == "normal":
         return Init("normal")
     if value in ("zeros", "ones"):
@@ -338,6 +347,7 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         terms=dict(names),
         dataset=dataset,
         recur=recur,
+        finals={h: entry["T"] for h, entry in finals.items()},
     )
 
 
@@ -503,13 +513,25 @@ def _dataset(doc, inputs, targets, labels, output: Term, source: str) -> str | N
             source, "data.dataset", f"unknown dataset {name!r}" + way_out(name, DATASETS)
         )
     need = DATASET_SHAPES[name]
-    if len(inputs) != 1 or next(iter(inputs.values())) != (need["features"],):
+    steps = ("T",) if "steps" in need else ()
+    shape = (*steps, need["features"])
+    if len(inputs) != 1 or next(iter(inputs.values())) != shape:
+        what = "sequences of steps of" if steps else "one input of"
         raise SpecError(
             source,
             "model.inputs",
-            f"the {name} dataset has one input of {need['features']} features per sample:"
-            f" inputs = {{ x = [{need['features']}] }}",
+            f"the {name} dataset has {what} {need['features']} features per sample:"
+            f" inputs = {{ x = {list(shape)} }}".replace("'", '"'),
         )
+    if "outputs" in need:
+        if len(targets) != 1 or labels or output.shape != (need["outputs"],):
+            raise SpecError(
+                source,
+                "model.loss",
+                f"the {name} dataset is a regression of {need['outputs']} value(s): one"
+                f" target of shape [{need['outputs']}] and an output of that shape",
+            )
+        return name
     if (
         len(targets) != 1
         or list(labels.values()) != [need["classes"]]

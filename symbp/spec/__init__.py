@@ -99,7 +99,11 @@ def parse_spec(text: str, source: str):
         raise SpecError(source, "description", "expected a string")
     model = _table(doc, "model", source, required=True)
     from ..language.model import is_tensor_model, tensor_model  # it reads spec.fields
+    from .recurrent import is_recurrent_stack, recurrent_model
 
+    if is_recurrent_stack(model):  # sugar, written out in the model language
+        doc, model = recurrent_model(doc, model, source)
+        return tensor_model(doc, model, name, description, source)
     if is_tensor_model(model):
         return tensor_model(doc, model, name, description, source)
     if "layers" in model:

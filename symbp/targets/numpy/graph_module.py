@@ -25,6 +25,23 @@ def _array_literal(array: np.ndarray) -> str:
     return pprint.pformat(array.tolist(), width=92, compact=True)
 
 
+def _recurrence_lines(model) -> list[str]:
+    """[model.recur] as the docstring states it: each step's values and states."""
+    if not model.recur:
+        return []
+    starts = [
+        f"{name}[0] = {'0' if entry[1] == 'zeros' else entry[1]}"
+        for name, entry in model.recur.items()
+        if not isinstance(entry, str)
+    ]
+    lines = [f"for each step t = 1..T of the sequence, from {', '.join(starts)}:"]
+    for name, entry in model.recur.items():
+        lines.append(
+            f"    {name} = {entry}" if isinstance(entry, str) else f"    {name}[t] = {entry[2]}"
+        )
+    return lines
+
+
 def _literal(shape) -> str:
     """A shape as a Python tuple, "T" (a sequence's steps) in double quotes."""
     items = [f'"{d}"' if isinstance(d, str) else str(d) for d in shape]
@@ -71,7 +88,8 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "source": model.source,
         "version": __version__,
         "dtype": dtype,
-        "model_lines": [f"{n} = {text}" for n, _, text in model.lets]
+        "model_lines": _recurrence_lines(model)
+        + [f"{n} = {text}" for n, _, text in model.lets]
         + [f"l = {model.loss_text}", f"L = {model.reduction} of l over the batch"],
         "inputs": [
             {"name": x, "shape": s, "text": shape_text(s), "literal": _literal(s)}

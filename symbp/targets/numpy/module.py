@@ -394,5 +394,6 @@ def render_tests(derivation: Derivation, module_name: str) -> str:
         "batch": TEST_BATCH,
         "max_entries": TEST_MAX_ENTRIES,
         "gflops": f"{TEST_FLOPS / 1e9:g}",
+        "sequences": bool(getattr(derivation.spec, "sequences", ())),
     }
     return environment(__package__).get_template("test_module.py.j2").render(context)
