@@ -249,6 +249,8 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
     W2 = params["W2"]
     b2 = params["b2"]
     const1 = np.full((N, 16), 0.0, dtype=DTYPE)
+    x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+    prod1_steps = x_steps @ weight_ih_l0.T
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     h_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -256,8 +258,7 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
-        x_t = x[:, t]
-        prod1 = x_t @ weight_ih_l0.T
+        prod1 = prod1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
         h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
         h_steps[t] = h
@@ -282,6 +283,8 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
     W2 = params["W2"]
     b2 = params["b2"]
     const1 = np.full((N, 16), 0.0, dtype=DTYPE)
+    x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+    prod1_steps = x_steps @ weight_ih_l0.T
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     h_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -289,8 +292,7 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
-        x_t = x[:, t]
-        prod1 = x_t @ weight_ih_l0.T
+        prod1 = prod1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
         h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
         h_steps[t] = h
@@ -328,6 +330,8 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     W2 = params["W2"]
     b2 = params["b2"]
     const1 = np.full((N, 16), 0.0, dtype=DTYPE)
+    x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+    prod1_steps = x_steps @ weight_ih_l0.T
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     h_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -335,8 +339,7 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
-        x_t = x[:, t]
-        prod1 = x_t @ weight_ih_l0.T
+        prod1 = prod1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
         h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
         h_steps[t] = h
@@ -361,27 +364,23 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     # dL/dW2, read by yhat (derivation, section 3)
     d_W2 = d_yhat.T @ h_T
     d_h_T = d_yhat @ W2
-    d_bias_hh_l0 = np.zeros((16,), dtype=DTYPE)
-    d_weight_hh_l0 = np.zeros((16, 16), dtype=DTYPE)
-    d_bias_ih_l0 = np.zeros((16,), dtype=DTYPE)
-    d_weight_ih_l0 = np.zeros((16, 1), dtype=DTYPE)
+    g3_steps = np.empty((T, N, 16), dtype=DTYPE)
     d_h_next = d_h_T
     # the recurrence, backward through time
     for t in reversed(range(T)):
-        x_t = x[:, t]
         h = h_steps[t]
-        h_prev = h_prev_steps[t]
         g3 = d_h_next*(1 - h**2)
-        d_weight_hh_l0_t = g3.T @ h_prev
         d_h_prev = g3 @ weight_hh_l0
-        d_weight_ih_l0_t = g3.T @ x_t
-        d_bias_hh_l0_t = np.sum(g3, axis=0)
-        d_bias_ih_l0_t = np.sum(g3, axis=0)
-        d_bias_hh_l0 += d_bias_hh_l0_t
-        d_weight_hh_l0 += d_weight_hh_l0_t
-        d_bias_ih_l0 += d_bias_ih_l0_t
-        d_weight_ih_l0 += d_weight_ih_l0_t
+        g3_steps[t] = g3
         d_h_next = d_h_prev
+    # dL/dbias_hh_l0, read by the recurrence (derivation, section 3)
+    d_bias_hh_l0 = g3_steps.sum(axis=(0, 1))
+    # dL/dweight_hh_l0, read by the recurrence (derivation, section 3)
+    d_weight_hh_l0 = g3_steps.reshape(-1, 16).T @ h_prev_steps.reshape(-1, 16)
+    # dL/dbias_ih_l0, read by the recurrence (derivation, section 3)
+    d_bias_ih_l0 = g3_steps.sum(axis=(0, 1))
+    # dL/dweight_ih_l0, read by the recurrence (derivation, section 3)
+    d_weight_ih_l0 = g3_steps.reshape(-1, 16).T @ x_steps.reshape(-1, 1)
     # dL/db2, read by yhat (derivation, section 3)
     d_b2 = np.sum(d_yhat, axis=0)
     grads = {

@@ -57,7 +57,9 @@ def load_dataset(name: str, source: str, seed: int = 0, test_share: float = 0.25
     """(X_train, y_train, X_test, y_test): features scaled to [0, 1], integer labels,
     a seeded stratification-free shuffle split."""
     if name not in DATASETS:
-        raise SpecError(source, "data.dataset", f"unknown dataset {name!r} (known: digits)")
+        raise SpecError(
+            source, "data.dataset", f"unknown dataset {name!r} (known: {', '.join(DATASETS)})"
+        )
     if name in ("sum_sign", "sine"):
         X, y = _sequences(name)
         order = np.random.default_rng(seed).permutation(len(X))

@@ -27,7 +27,7 @@ MATHJAX_COMMANDS = {
     *("begin", "end", "mathit", "mathrm", "mathbf", "operatorname", "top", "max", "min"),
     *("log", "exp", "tanh", "sin", "cos", "theta", "alpha", "beta", "gamma", "mu", "sigma"),
     *("delta", "lambda", "epsilon", "eta", "rho", "tau", "omega", "pi", "phi", "xi"),
-    *("allowbreak", "lvert", "rvert", "quad", "sign"),
+    *("allowbreak", "lvert", "rvert", "quad", "sign", "ldots"),
 }
 
 

@@ -172,7 +172,7 @@ def test_the_backward_view_shows_each_gradient_statement(name, derivations):
     nodes, _ = parse_dot(picture(derivation, backward=True).dot())
     for param, grad in derivation.program.grads.items():
         label = unquote(nodes[param.name][0])
-        assert f"adjoint: {grad.name} = " in label
+        assert f"adjoint: {grad.name} =" in label
     for n in derivation.graph.tensors:
         label = unquote(nodes[n][0])
         has_adjoint = n in with_adjoint(derivation.graph)

@@ -108,7 +108,7 @@ CASES = [
         "dataset-list",
         DIGITS.format(input="64", loss="cross_entropy", dataset="[]"),
         "data.dataset",
-        "unknown dataset [] (known: digits)",
+        "unknown dataset [] (known: digits, sum_sign, sine)",
     ),
     (
         "formula-activation-comment",

@@ -24,9 +24,11 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from ..ir.graph import Graph, Node
+from ..ir.graph import BATCH, Graph, Node
 from ..program.statements import (
     Assign,
+    BatchSum,
+    Call,
     Carry,
     Loop,
     Program,
@@ -38,6 +40,7 @@ from ..program.statements import (
 )
 from .adjoints import Adjoints, backpropagate
 from .rules import RULES, Contribution, register
+from .tensor_rules import COST, NOTATION, TIME, _notation
 
 
 @dataclass
@@ -45,13 +48,14 @@ class _Step:
     """One step's derived program, split into the two loops."""
 
     adjoint_of: dict  # the step's adjoints -> their values, for the documents
-    before_forward: list[Statement]  # what does not change over the steps
+    before_forward: list[Statement]  # what is the same at every step, or every step at once
     forward: Loop
     before_backward: list[Statement]
     backward: list[Statement]  # the body of the backward loop
     seeds: list[tuple[sp.Symbol, sp.Symbol, int, int]]  # (d_h_next, d_h_prev, start, stop)
     grads: dict[str, sp.Symbol]  # an outer value -> its per-step gradient
-    slices: tuple  # (sequence, its element), for the backward loop
+    stacks: dict[sp.Symbol, sp.Symbol]  # a step's value -> the (T, N, ...) stack of its steps
+    shapes: dict[sp.Symbol, tuple]  # a step's values -> their shapes
 
 
 def _derive_step(node: Node, graph: Graph) -> _Step:
@@ -110,23 +114,38 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
     program = inline_single_use(program)
     program = eliminate_common_subexpressions(program, names.cse_symbol)
     program = propagate_copies(program)
-    forward = [s for s in program.statements if s.phase == "forward"]
-    backward = [s for s in program.statements if s.phase != "forward"]
+    forward = _joined_pads([s for s in program.statements if s.phase == "forward"])
+    backward = _joined_pads([s for s in program.statements if s.phase != "forward"])
 
     prev = [body.tensors[leaf].symbol for _, leaf, _, _ in states]
-    elements = [body.tensors[leaf].symbol for _, leaf in node.attrs["sequences"]]
+    elements = {body.tensors[leaf].symbol: x for x, leaf in node.attrs["sequences"]}
     before_forward, forward = _hoist(forward, {*prev, *elements})
+    # each sequence once in time-major order, (T, N, ...): a step reads x[t], contiguous
+    stacks: dict[sp.Symbol, sp.Symbol] = {}  # a step's value -> the stack of its steps
+    for element, x in elements.items():
+        major = sp.Symbol(names.pick(f"{x}_steps"), real=True)
+        shape = ("T", *body.tensors[element.name].shape)
+        before_forward.append(
+            Call(major, "time_major", (sp.Symbol(x, real=True),), shape, "forward")
+        )
+        stacks[element] = major
+    parallel, forward = _time_parallel(forward, set(prev), stacks, names)
+    before_forward += parallel
+    shapes = {s.target: s.shape for s in forward}
+    shapes.update({p: body.tensors[p.name].shape for p in prev})
+    shapes.update({e: body.tensors[e.name].shape for e in elements})
+    shapes.update(
+        {inner: stmt.shape[1:] for stmt in parallel for inner in [_inner_of(stmt, stacks)]}
+    )
     defined = {s.target for s in forward} | set(prev)
     read_back = set().union(*(s.reads for s in backward)) if backward else set()
     saved = sorted(defined & read_back, key=lambda s: s.name)
-    stacks = [sp.Symbol(names.pick(f"_{s.name}_steps"), real=True) for s in saved]
-    shapes = {s.target: s.shape for s in forward}
-    shapes.update({p: body.tensors[p.name].shape for p in prev})
-    sequences = tuple(
-        (sp.Symbol(x, real=True), body.tensors[leaf].symbol) for x, leaf in node.attrs["sequences"]
-    )
+    for value in saved:
+        stacks[value] = sp.Symbol(names.pick(f"_{value.name}_steps"), real=True)
+    read_forward = set().union(*(s.reads for s in forward)) if forward else set()
     out = graph.tensors[node.output]
     initial = sp.Symbol(node.inputs[0], real=True)
+    first = next(iter(elements.values()))
     forward_loop = Loop(
         target=out.symbol,
         initial=initial,
@@ -134,17 +153,22 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
         body=tuple(forward),
         shape=out.shape,
         phase="forward",
-        length=sequences[0][0],
+        length=sp.Symbol(first, real=True),
         carries=tuple(
             Carry(p, n, start, stop)
             for p, n, (_, _, start, stop) in zip(prev, new, states, strict=True)
         ),
-        slices=_read(sequences, forward),
-        stores=tuple((stack, s, shapes[s]) for stack, s in zip(stacks, saved, strict=True)),
+        loads=tuple(
+            (stacks[v], v, shapes[v])
+            for v in sorted(stacks, key=lambda s: s.name)
+            if v in read_forward and v not in saved
+        ),
+        stores=tuple((stacks[v], v, shapes[v]) for v in saved),
         comment="forward",
     )
-    forward_loop = _with_args(forward_loop, [initial, *(x for x, _ in sequences)])
-    before_backward, backward = _hoist(backward, {*(s[0] for s in seeds), *elements, *defined})
+    forward_loop = _with_args(forward_loop, [initial, *(stacks[e] for e in elements)])
+    varying = {*(s[0] for s in seeds), *elements, *defined, *stacks}
+    before_backward, backward = _hoist(backward, varying)
     step = _Step(
         adjoint_of=dict(adjoints.adjoint_of),
         before_forward=before_forward,
@@ -153,15 +177,102 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
         backward=backward,
         seeds=[tuple(s) for s in seeds],
         grads=grads,
-        slices=sequences,
+        stacks=stacks,
+        shapes=shapes,
     )
     node.attrs["_step"] = step
     return step
 
 
-def _read(sequences, body) -> tuple:
-    read = set().union(*(s.reads for s in body)) if body else set()
-    return tuple((x, element) for x, element in sequences if element in read)
+def _inner_of(stmt: Statement, stacks: dict) -> sp.Symbol:
+    return next(inner for inner, stack in stacks.items() if stack == stmt.target)
+
+
+def _time_parallel(body: list[Statement], state: set, stacks: dict, names):
+    """The statements of a forward step that read no state, only the sequences' elements
+    (and what is the same at every step), computed for all steps at once before the loop
+    over the time-major stacks: one product (T N, 32) by (32, 512) for the input
+    projection of an LSTM instead of T small ones. ``stacks`` gains each one's stack; the
+    loop loads it at each step."""
+    before, inside = [], []
+    varying = set(state)
+    for stmt in body:
+        stmt = _split_sum(stmt, varying, stacks, names, before)
+        reads = stmt.reads
+        steps = reads & set(stacks)
+        contract = isinstance(stmt, Call) and stmt.op == "contract"
+        if reads & varying or not steps or not (isinstance(stmt, Assign) or contract):
+            varying.add(stmt.target)
+            inside.append(stmt)
+            continue
+        stack = sp.Symbol(names.pick(f"_{stmt.target.name}_steps"), real=True)
+        shape = ("T", *stmt.shape)
+        if isinstance(stmt, Assign):
+            before.append(Assign(stack, stmt.expr.xreplace(stacks), shape, stmt.phase))
+        else:
+            inputs, result = dict(stmt.attrs)["subscripts"].split("->")
+            parts = [
+                (TIME + part) if arg in stacks else part
+                for arg, part in zip(stmt.args, inputs.split(","), strict=True)
+            ]
+            subscripts = ",".join(parts) + "->" + TIME + result
+            args = tuple(stacks.get(a, a) for a in stmt.args)
+            before.append(
+                Call(
+                    stack, "contract", args, shape, stmt.phase, attrs=(("subscripts", subscripts),)
+                )
+            )
+        stacks[stmt.target] = stack
+    return before, inside
+
+
+def _split_sum(stmt: Statement, varying: set, stacks: dict, names, before: list) -> Statement:
+    """``z = b + x_t W^T + h W_h^T``: the terms that read no state, summed for every step at
+    once before the loop (the input projection and the biases, one array of (T, N, 4H)),
+    so that a step adds one array to its state's product, not three."""
+    if not isinstance(stmt, Assign) or not stmt.expr.is_Add or not stmt.reads & varying:
+        return stmt
+    fixed = [term for term in stmt.expr.args if not term.free_symbols & varying]
+    if len(fixed) < 2 or not any(term.free_symbols & set(stacks) for term in fixed):
+        return stmt
+    inner = names.fresh("t")
+    stack = sp.Symbol(names.pick(f"_{inner.name}_steps"), real=True)
+    shape = ("T", *stmt.shape)
+    before.append(Assign(stack, sp.Add(*fixed).xreplace(stacks), shape, stmt.phase))
+    stacks[inner] = stack
+    rest = [term for term in stmt.expr.args if term.free_symbols & varying]
+    return replace(stmt, expr=sp.Add(inner, *rest))
+
+
+def _joined_pads(body: list[Statement]) -> list[Statement]:
+    """``g = pad(a) + pad(b) + ...`` where the pads tile the vector (an LSTM's four gate
+    adjoints) as one ``concat(a, b, ...)``: one array written instead of a zero-filled
+    one per part and their sums."""
+    pads = {
+        s.target: s
+        for s in body
+        if isinstance(s, Call) and s.op == "pad" and not dict(s.attrs)["squeeze"]
+    }
+    uses: dict[sp.Symbol, int] = {}
+    for stmt in body:
+        for symbol in stmt.reads:
+            uses[symbol] = uses.get(symbol, 0) + 1
+    joined: dict[sp.Symbol, Statement] = {}
+    for stmt in body:
+        if not isinstance(stmt, Assign) or not stmt.expr.is_Add:
+            continue
+        parts = [pads.get(term) for term in stmt.expr.args]
+        if any(part is None or uses[part.target] != 1 for part in parts):
+            continue
+        spans = sorted((dict(p.attrs)["start"], dict(p.attrs)["stop"], p) for p in parts)
+        size = dict(spans[0][2].attrs)["size"]
+        tiles = [start for start, _, _ in spans] == [0, *(stop for _, stop, _ in spans[:-1])]
+        if not tiles or spans[-1][1] != size:
+            continue
+        args = tuple(p.args[0] for _, _, p in spans)
+        joined[stmt.target] = Call(stmt.target, "concat", args, stmt.shape, stmt.phase)
+    dropped = {term for stmt in body if stmt.target in joined for term in stmt.expr.args}
+    return [joined.get(s.target, s) for s in body if s.target not in dropped]
 
 
 def _hoist(body: list[Statement], varying: set[sp.Symbol]):
@@ -182,11 +293,12 @@ def _with_args(loop: Loop, known: list[sp.Symbol]) -> Loop:
     """``loop`` reading, besides ``known``, every value of the code before it that its
     body reads."""
     defined = {s.target for s in loop.body}
-    defined |= {c.inner for c in loop.carries} | {inner for _, inner in loop.slices}
+    defined |= {c.inner for c in loop.carries}
     defined |= {inner for _, inner, _ in loop.loads}
     read = set().union(*(s.reads for s in loop.body)) if loop.body else set()
     outer = sorted(read - defined, key=lambda s: s.name)
-    return replace(loop, args=tuple(dict.fromkeys([*known, *outer])))
+    stacks = [stack for stack, _, _ in loop.loads]
+    return replace(loop, args=tuple(dict.fromkeys([*known, *stacks, *outer])))
 
 
 def _scan_forward(node: Node, graph: Graph) -> list[Statement]:
@@ -195,8 +307,10 @@ def _scan_forward(node: Node, graph: Graph) -> list[Statement]:
 
 
 def _scan_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
-    """The backward loop: t = T..1, each state's adjoint carried from step to step and
-    the gradient of each value outside the loop summed over the steps."""
+    """The backward loop: t = T..1, each state's adjoint carried from step to step, and
+    the gradient of each value outside the loop summed over the steps; where a step's
+    part is a product over the batch of two values of the step (dW_t = delta_t^T a_t),
+    the sum over the steps is one product over the stacked steps after the loop."""
     step = _derive_step(node, graph)
     names = node.attrs["names"]
     for stmt in step.before_backward:
@@ -205,35 +319,66 @@ def _scan_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contri
     initial = node.inputs[0]
     d_initial = names.fresh("v")
     body = node.attrs["body"]
-    accumulates = []
+    backward = list(step.backward)
+    stacks = dict(step.stacks)
+    shapes = {**step.shapes, **{s.target: s.shape for s in backward}}
+    shapes.update({seed: (BATCH, stop - start) for seed, _, start, stop in step.seeds})
+    readers: dict[sp.Symbol, int] = {}
+    for stmt in backward:
+        for symbol in stmt.reads:
+            readers[symbol] = readers.get(symbol, 0) + 1
+    accumulates, after, stores = [], [], {}
     contributions: list[Contribution] = []
+    defining = {s.target: s for s in backward}
     for tensor, per_step in step.grads.items():
         if tensor not in needs:
             continue
         total = names.fresh("v")
         shape = body.tensors[tensor].shape
-        accumulates.append((total, per_step, shape))
         contributions.append((tensor, total, shape))
+        stmt = defining.get(per_step)
+        summed = _summed_over_steps(stmt, readers.get(per_step, 0))
+        if summed is None:
+            accumulates.append((total, per_step, shape))
+            continue
+        for value in summed[1]:
+            if value not in stacks:  # kept by the backward loop for the product after it
+                stacks[value] = sp.Symbol(names.pick(f"_{value.name}_steps"), real=True)
+                stores[value] = stacks[value]
+        op, args, attrs = summed[0], tuple(stacks[v] for v in summed[1]), summed[2]
+        if op == "contract":  # the stacks' rows, flattened: their last sizes
+            attrs = (("columns", tuple(shapes[v][-1] for v in summed[1])), *attrs)
+        after.append(Call(total, op, args, shape, "backward", attrs=attrs))
+        backward.remove(stmt)
+    read = set().union(*(s.reads for s in backward)) if backward else set()
+    read |= set(stores)
     forward = step.forward
+    kept = {stack for stack, _, _ in forward.stores}
     loop = Loop(
         target=d_initial,
         initial=g,
         args=(),
-        body=tuple(step.backward),
+        body=tuple(backward),
         shape=out.shape,
         phase="backward",
         length=forward.length,
         reverse=True,
-        carries=tuple(Carry(seed, after, start, stop) for seed, after, start, stop in step.seeds),
-        slices=_read(step.slices, step.backward),
-        loads=forward.stores,
+        carries=tuple(Carry(seed, after_, start, stop) for seed, after_, start, stop in step.seeds),
+        loads=tuple(
+            (stacks[v], v, shapes[v])
+            for v in sorted(stacks, key=lambda s: s.name)
+            if v in read and v not in stores and (v in step.stacks)
+        ),
+        stores=tuple((stack, v, shapes[v]) for v, stack in stores.items()),
         accumulates=tuple(accumulates),
         comment="backward",
         joined=initial in needs,
     )
-    known = [g, *(stack for stack, _, _ in forward.stores), *(x for x, _ in loop.slices)]
+    known = [g, *(stack for stack, _, _ in loop.loads), *kept]
     loop = _with_args(loop, [*known, forward.length])
     emit.statement(loop)
+    for stmt in after:
+        emit.statement(stmt)
     for symbol, (value, each) in step.adjoint_of.items():  # the documents name them
         if value.name not in step.grads:  # a parameter's per-step part is not its adjoint
             emit.adjoint_of[symbol] = (value, each)
@@ -242,4 +387,28 @@ def _scan_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contri
     return contributions
 
 
+def _summed_over_steps(stmt: Statement | None, uses: int):
+    """How the sum over the steps of a per-step gradient ``stmt`` is one op over the
+    stacked steps: (op, the step values it reads, attrs), or None. A product over the
+    batch of two step values, sum_t delta_t^T a_t, is one product with the time axis
+    summed too; a sum over the batch, sum_t sum_n delta_t, one sum over both axes."""
+    if stmt is None or uses:
+        return None
+    if isinstance(stmt, BatchSum):
+        return "sum", (stmt.source,), (("axes", (0, 1)),)
+    if isinstance(stmt, Call) and stmt.op == "contract" and len(stmt.args) == 2:
+        inputs, result = dict(stmt.attrs)["subscripts"].split("->")
+        parts = inputs.split(",")
+        if all(part.startswith("n") for part in parts) and "n" not in result:
+            subscripts = ",".join(TIME + part for part in parts) + "->" + result
+            return "contract", stmt.args, (("subscripts", subscripts),)
+    return None
+
+
 register("scan", _scan_forward, _scan_vjp, full_adjoint=True)
+# a sequence (N, T, ...) copied time-major, (T, N, ...): each step's element contiguous
+COST["time_major"] = lambda shapes, out, attrs: 0
+NOTATION["time_major"] = _notation(
+    lambda args, attrs: rf"\operatorname{{steps}}({args[0]})",
+    lambda args, attrs: f"the steps of {args[0]}",
+)

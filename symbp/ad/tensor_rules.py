@@ -209,11 +209,26 @@ COST = {
 }
 
 
+# the subscript letter of the time axis of a recurrence's stacked values (T, N, ...):
+# a product over the steps at once (X_t W^T for every t), or summed over them
+TIME = "a"
+
+
 def _product(subscripts: str, args: list[str], plain: bool) -> str:
-    """A contraction as a person writes it: W x, X W^T, Delta^T A, u^T v, or einsum."""
+    """A contraction as a person writes it: W x, X W^T, Delta^T A, u^T v, or einsum; a sum
+    over the time axis of two stacks as the sum over t of the product of each step."""
     top = "^T" if plain else r"^{\top}"
     inputs, result = subscripts.split("->")
     letters = inputs.split(",")
+    if TIME not in result and all(TIME in part for part in letters) and len(args) == 2:
+        inner = ",".join(part.replace(TIME, "") for part in letters) + "->" + result
+        each = _product(inner, [f"{a}_t" if plain else f"{{{a}}}_{{t}}" for a in args], plain)
+        return f"sum_t {each}" if plain else rf"\textstyle\sum_{{t}} {each}"
+    if TIME in result:  # every step at once: the product of one step
+        inner = (
+            ",".join(part.replace(TIME, "") for part in letters) + "->" + result.replace(TIME, "")
+        )
+        return _product(inner, args, plain)
 
     def transposed(text: str) -> str:  # (W x)^T, not W x^T; (W^T)^T is W
         if text.endswith(top) and " " not in text:

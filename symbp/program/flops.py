@@ -20,8 +20,9 @@ COST = {**tensor_rules.COST, **conv_rules.COST}
 STEPS = 10
 
 
-def _concrete(shape: tuple, n: int) -> tuple[int, ...]:
-    return tuple(n if d == BATCH else d for d in shape)
+def _concrete(shape: tuple, n: int, steps: int = STEPS) -> tuple[int, ...]:
+    """The shape at batch size ``n`` (and, for a recurrence's stacks, ``steps`` steps)."""
+    return tuple(n if d == BATCH else steps if d == "T" else d for d in shape)
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -41,12 +42,12 @@ def statement_flops(stmt: Statement, shapes: dict, n: int, steps: int = STEPS) -
         added = sum(_size(_concrete(shape, n)) for _, _, shape in stmt.accumulates)
         return steps * (per_step + added)
     if isinstance(stmt, Assign):
-        return dag_ops(stmt.expr) * _size(_concrete(stmt.shape, n))
+        return dag_ops(stmt.expr) * _size(_concrete(stmt.shape, n, steps))
     if isinstance(stmt, (BatchSum, BatchMean)):
-        return _size(_concrete(shapes.get(stmt.source, ()), n))
+        return _size(_concrete(shapes.get(stmt.source, ()), n, steps))
     if isinstance(stmt, Call) and stmt.op in COST:
-        args = [_concrete(shapes.get(a, ()), n) for a in stmt.args]
-        return COST[stmt.op](args, _concrete(stmt.shape, n), dict(stmt.attrs))
+        args = [_concrete(shapes.get(a, ()), n, steps) for a in stmt.args]
+        return COST[stmt.op](args, _concrete(stmt.shape, n, steps), dict(stmt.attrs))
     raise ValueError(f"no cost declared for {type(stmt).__name__} {getattr(stmt, 'op', '')}")
 
 

@@ -58,8 +58,18 @@ def finalize(program: Program, names: Names) -> Program:
     mapping: dict[sp.Symbol, sp.Symbol] = {}
     final_taken = {n for n in names.taken if not n.startswith("_")}
     statements = flatten(program.statements)
+    targets = []  # what each statement defines; a loop: also what its steps load
+    stacks = []  # a recurrence's stacks of a step's value (T, N, ...), named _v_steps
     for stmt in statements:
-        target = stmt.target
+        if isinstance(stmt, Loop):
+            targets += [inner for _, inner, _ in stmt.loads]
+            stacks += [stack for stack, _, _ in [*stmt.stores, *stmt.loads]]
+        match = re.fullmatch(r"_(\w+)_steps", stmt.target.name)
+        if match:  # a stack computed before a loop, for every step at once
+            targets.append(sp.Symbol(match.group(1), real=True))
+            stacks.append(stmt.target)
+        targets.append(stmt.target)
+    for target in dict.fromkeys(targets):
         prefix = names.temps.get(target)
         if prefix is None:
             continue
@@ -83,15 +93,18 @@ def finalize(program: Program, names: Names) -> Program:
                 new = f"g{counters['g']}"
             final_taken.add(new)
             mapping[stmt.target] = sp.Symbol(new, real=True)
-    for stmt in statements:
-        for stack, inner, _ in stmt.stores if isinstance(stmt, Loop) else ():
-            base = f"{mapping.get(inner, inner).name.lstrip('_')}_steps"
-            new, k = base, 1
-            while new in final_taken:
-                k += 1
-                new = f"{base}{k}"
-            final_taken.add(new)
-            mapping[stack] = sp.Symbol(new, real=True)
+    for stack in dict.fromkeys(stacks):  # named after the value: tanh1_steps
+        match = re.fullmatch(r"_(\w+)_steps", stack.name)
+        if stack in mapping or not match:
+            continue
+        inner = sp.Symbol(match.group(1), real=True)
+        base = f"{mapping.get(inner, inner).name.lstrip('_')}_steps"
+        new, k = base, 1
+        while new in final_taken:
+            k += 1
+            new = f"{base}{k}"
+        final_taken.add(new)
+        mapping[stack] = sp.Symbol(new, real=True)
     if not mapping:
         return program
     program.statements = [substitute(s, mapping) for s in program.statements]

@@ -99,13 +99,14 @@ class Loop:
 
     The forward loop (``reverse`` False) runs t = 0 .. T-1, the backward loop t = T-1
     .. 0; T is the length of axis 1 of ``length`` (a sequence input, stored (N, T, ...)).
-    Each step reads ``inner = outer[:, t]`` for its ``slices`` (the step's element of a
-    sequence), ``inner = stack[t]`` for its ``loads`` (what the forward loop kept for the
-    backward one), and writes ``stack[t] = inner`` for its ``stores``. The ``carries``
-    start as columns of ``initial`` and end joined into ``target``; ``accumulates``
-    sums ``inner`` over the steps into ``outer`` (a parameter's gradient, the adjoint of
-    a value every step reads). The body reads values of the code before the loop by
-    their own symbols; every one of them is in ``args``."""
+    Each step reads ``inner = stack[t]`` for its ``loads`` (a sequence's element, in
+    time-major order, what is computed for every step before the loop, what the forward
+    loop kept for the backward one), and writes ``stack[t] = inner`` for its
+    ``stores``. The ``carries`` start as columns of ``initial`` and end joined into
+    ``target``; ``accumulates`` sums ``inner`` over the steps into ``outer`` (a
+    parameter's gradient, the adjoint of a value every step reads). The body reads
+    values of the code before the loop by their own symbols; every one of them is in
+    ``args``."""
 
     target: sp.Symbol  # the carried values' last ones, joined along their columns
     initial: sp.Symbol
@@ -116,7 +117,6 @@ class Loop:
     length: sp.Symbol
     reverse: bool = False
     carries: tuple[Carry, ...] = ()
-    slices: tuple[tuple[sp.Symbol, sp.Symbol], ...] = ()  # (outer, inner)
     loads: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (stack, inner, shape)
     stores: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (stack, inner, shape)
     accumulates: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (outer, inner, shape)
@@ -136,12 +136,9 @@ class Loop:
         )
 
     def inner_shapes(self, outer: dict[sp.Symbol, tuple]) -> dict[sp.Symbol, tuple]:
-        """The shapes of the values a step starts from: the carried values, the
-        sequences' elements (``outer`` has the sequences' shapes) and what it loads."""
+        """The shapes of the values a step starts from: the carried values and what it
+        loads."""
         result = {c.inner: (self.shape[0], c.stop - c.start) for c in self.carries}
-        for x, element in self.slices:
-            shape = outer.get(x, ())
-            result[element] = (shape[0], *shape[2:])
         result.update({inner: shape for _, inner, shape in self.loads})
         return result
 
@@ -187,7 +184,6 @@ def substitute(stmt: Statement, mapping: dict) -> Statement:
             body=tuple(substitute(s, mapping) for s in stmt.body),
             length=get(stmt.length),
             carries=tuple(Carry(get(c.inner), get(c.after), c.start, c.stop) for c in stmt.carries),
-            slices=tuple((get(a), get(b)) for a, b in stmt.slices),
             loads=tuple((get(a), get(b), s) for a, b, s in stmt.loads),
             stores=tuple((get(a), get(b), s) for a, b, s in stmt.stores),
             accumulates=tuple((get(a), get(b), s) for a, b, s in stmt.accumulates),

@@ -789,6 +789,13 @@ def unsupported(derivation: Derivation, target: str) -> SpecError | None:
     stacks and expression models stage; convolution and pooling layers and tensor models
     do not yet)."""
     spec = derivation.spec
+    if isinstance(spec, TensorModel) and spec.recur:
+        return SpecError(
+            spec.source,
+            "model",
+            f"the {target} target has no loop over time for a recurrence (rnn, lstm, gru"
+            " layers or [model.recur]) yet; --target numpy generates this model",
+        )
     if isinstance(spec, TensorModel):
         return SpecError(
             spec.source,

@@ -59,7 +59,11 @@ def _comments(derivation) -> dict[str, tuple[str, ...]]:
         value = group["value"]
         if value is None or value not in user:
             continue
-        by = ", ".join(r if r in user else "l" for r in read_by.get(value, []))
+        recurrence = "_".join(model.states) + "_T" if model.recur else None
+        by = ", ".join(
+            "the recurrence" if r == recurrence else r if r in user else "l"
+            for r in read_by.get(value, [])
+        )
         first = group["statements"][0].target.name
         comments[first] = (f"dL/d{value}, read by {by} (derivation, section 3)",)
     return comments

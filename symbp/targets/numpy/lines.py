@@ -92,8 +92,6 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
     steps = "reversed(range(T))" if loop.reverse else "range(T)"
     what = "backward through time" if loop.reverse else "forward through time"
     lines.append(raw(f"for t in {steps}:", notes=(f"the recurrence, {what}",)))
-    for outer, element in loop.slices:
-        lines.append(Line(element.name, f"{outer.name}[:, t]", (), inner))
     for stack, element, _ in loop.loads:
         lines.append(Line(element.name, f"{stack.name}[t]", (), inner))
     for stmt in loop.body:

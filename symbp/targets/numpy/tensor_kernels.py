@@ -46,12 +46,34 @@ def _matrix_product(subscripts: str, a: str, b: str) -> str | None:
     return f"{x_text} @ {y_text}"
 
 
+def _stacked_product(subscripts: str, a: str, b: str, columns=None) -> str | None:
+    """A product with stacked axes (a recurrence's (T, N, ...) steps): ``A @ W.T`` where
+    ``A``'s leading axes lead the result too (NumPy's matmul broadcasts over them), and
+    the two stacks flattened to rows, ``A.reshape(-1, j).T @ B.reshape(-1, k)``, where
+    both lead with the same axes, summed (``columns``: the sizes j and k)."""
+    (left, right), result = subscripts.split("->")[0].split(","), subscripts.split("->")[1]
+    for (x, xs), (w, ws) in (((a, left), (b, right)), ((b, right), (a, left))):
+        lead = xs[:-1]
+        if len(xs) > 2 and len(ws) == 2 and xs[-1] in ws and not set(lead) & set(ws):
+            if result == lead + ws.replace(xs[-1], ""):
+                return f"{x} @ {w}.T" if ws[1] == xs[-1] else f"{x} @ {w}"
+    lead = left[:-1]
+    if len(left) > 1 and right[:-1] == lead and not set(lead) & set(result):
+        j, k = columns or (f"{a}.shape[-1]", f"{b}.shape[-1]")
+        rows = f"{a}.reshape(-1, {j})", f"{b}.reshape(-1, {k})"
+        if result == left[-1] + right[-1]:
+            return f"{rows[0]}.T @ {rows[1]}"
+        if result == right[-1] + left[-1]:
+            return f"{rows[1]}.T @ {rows[0]}"
+    return None
+
+
 class TensorCalls:
     """A mixin of :class:`symbp.targets.numpy.printer.NumpyPrinter` (which has ``helpers``)."""
 
     helpers: set[str]
 
-    def _call_contract(self, *args, subscripts):
+    def _call_contract(self, *args, subscripts, columns=None):
         inputs, result = subscripts.split("->")
         if len(args) == 1:
             (a,) = args
@@ -59,10 +81,13 @@ class TensorCalls:
             if len(perm) == 2:
                 return f"{a}.T"
             return f"{a}.transpose{_shape(perm)}"
-        product = _matrix_product(subscripts, *args)
+        product = _matrix_product(subscripts, *args) or _stacked_product(subscripts, *args, columns)
         if product is not None:
             return product
         return f"np.einsum({subscripts!r}, {', '.join(args)})"
+
+    def _call_time_major(self, x):
+        return f"np.ascontiguousarray(np.swapaxes({x}, 0, 1))"
 
     def _call_sum(self, a, axes):
         return f"{a}.sum(axis={_axes(axes)})"
