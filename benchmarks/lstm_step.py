@@ -22,7 +22,9 @@ update) for:
 Before timing, (a) and (b) are checked against (c) on one step from the same weights
 (float64: loss and every gradient to 1e-10). Timing interleaves the contenders in
 rotating order, blocks of about 100 ms, a pause after each block (BLAS threads spin),
-and reports medians per step and the ratio to (b).
+and reports medians per step and the ratio to (b). Then (a) alone at T = 25, 50 and
+100: the generated program does not depend on T, and its time per step grows linearly
+in T.
 
     python benchmarks/lstm_step.py
 """
@@ -337,7 +339,40 @@ def main() -> int:
         for name, value in medians.items():
             ratio = value / medians["hand-written"]
             print(f"{name:<20} {value * 1e3:>9.3f} {ratio:>8.2f}")
+        scaling(module)
     return 0
+
+
+def scaling(module) -> None:
+    """The generated step at T = 25, 50 and 100 (interleaved, medians): the program is
+    the same for every T and its cost grows linearly in T. (Longer sequences of this
+    untrained network make the backward pass's adjoints vanish into float32's subnormal
+    numbers, about 1e-40, where BLAS slows down tenfold: at T = 200 the hand-written step
+    does too.)"""
+    rng = np.random.default_rng(2)
+    params = module.init_params(0)
+    runs = {}
+    for steps in (25, 50, 100):
+        X = rng.normal(size=(BATCH * STEPS_PER_CALL, steps, D)).astype(np.float32)
+        y = rng.integers(0, K, BATCH * STEPS_PER_CALL)
+
+        def run(k, X=X, y=y):
+            for _ in range(k):
+                module.train(params, X, y, epochs=1, batch_size=BATCH, lr=1e-3, shuffle=False)
+
+        runs[steps] = run
+    for run in runs.values():
+        run(1)
+    samples = {steps: [] for steps in runs}
+    for round_ in range(5):
+        for steps in list(runs)[round_ % 3 :] + list(runs)[: round_ % 3]:
+            samples[steps].append(timed(runs[steps], 1))
+            time.sleep(0.1)
+    base = statistics.median(samples[25]) / 25
+    print(f"{'T':>5} {'ms/step':>9} {'per step and T, vs T = 25':>27}")
+    for steps, values in samples.items():
+        value = statistics.median(values)
+        print(f"{steps:>5} {value * 1e3:>9.3f} {value / steps / base:>27.2f}")
 
 
 if __name__ == "__main__":

@@ -263,7 +263,8 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
     cat1 = np.concatenate((const1, const2), axis=-1)
     x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
     prod1_steps = x_steps @ weight_ih_l0.T
-    t1_steps = bias_hh_l0 + bias_ih_l0 + prod1_steps
+    prod1_steps += bias_hh_l0 + bias_ih_l0
+    t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     c1_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -331,7 +332,8 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
     cat1 = np.concatenate((const1, const2), axis=-1)
     x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
     prod1_steps = x_steps @ weight_ih_l0.T
-    t1_steps = bias_hh_l0 + bias_ih_l0 + prod1_steps
+    prod1_steps += bias_hh_l0 + bias_ih_l0
+    t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     c1_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -410,7 +412,8 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     cat1 = np.concatenate((const1, const2), axis=-1)
     x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
     prod1_steps = x_steps @ weight_ih_l0.T
-    t1_steps = bias_hh_l0 + bias_ih_l0 + prod1_steps
+    prod1_steps += bias_hh_l0 + bias_ih_l0
+    t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     c1_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -489,10 +492,10 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
         d_part3 = d_c*sigmoid2*(1 - tanh1**2)
         d_part2 = c2*d_c*(1 - sigmoid2)
         d_part1 = c1*d_c*(1 - sigmoid1)
-        d_gates = np.concatenate((d_part2, d_part1, d_part3, d_part4), axis=-1)
+        d_gates = d_gates_steps[t]
+        np.concatenate((d_part2, d_part1, d_part3, d_part4), axis=-1, out=d_gates)
         d_h_prev = d_gates @ weight_hh_l0
         d_c_prev = d_c*sigmoid1
-        d_gates_steps[t] = d_gates
         d_c_next = d_c_prev
         d_h_next = d_h_prev
     # dL/dbias_hh_l0, read by the recurrence (derivation, section 3)

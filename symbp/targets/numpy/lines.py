@@ -14,7 +14,7 @@ from ...derive import Derivation
 from ...optim import OPTIMIZERS, first_step, last_step, memory_lean, update_rule
 from ...optim import g as grad_symbol
 from ...optim import p as param_symbol
-from ...program.statements import Assign, BatchSum, Call, Loop, Statement
+from ...program.statements import Assign, BatchSum, Call, Loop, Statement, flatten
 from ...schedules import learning_rates
 from .inplace import Constants, InplacePrinter
 from .printer import NumpyPrinter, ScalarPrinter, wrap
@@ -38,10 +38,27 @@ class Line:
 
 def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
     printer = NumpyPrinter()
+    printer.stacked_once = _stacks_read_once(statements)
     lines = []
     for stmt in statements:
         lines += _statement_lines(stmt, printer, comments, indent)
     return lines, printer.helpers
+
+
+def _stacks_read_once(statements: list[Statement]) -> set:
+    """A recurrence's stacks (T, N, ...) of fresh arrays that one statement reads: a sum
+    reading one of them may add into it in place (no new array of all steps)."""
+    uses: dict = {}
+    for stmt in flatten(statements):
+        for symbol in stmt.reads:
+            uses[symbol] = uses.get(symbol, 0) + 1
+    return {
+        stmt.target
+        for stmt in statements
+        if stmt.shape[:1] == ("T",)
+        and uses.get(stmt.target) == 1
+        and (isinstance(stmt, Call) and stmt.op == "contract")
+    }
 
 
 def _statement_lines(stmt: Statement, printer, comments, indent: int) -> list[Line]:
@@ -49,6 +66,15 @@ def _statement_lines(stmt: Statement, printer, comments, indent: int) -> list[Li
     if isinstance(stmt, Loop):
         return _loop_lines(stmt, printer, comments, indent)
     target = stmt.target.name
+    once = getattr(printer, "stacked_once", set())
+    fresh = [a for a in stmt.expr.args if a in once] if isinstance(stmt, Assign) else []
+    if fresh and stmt.expr.is_Add and stmt.shape[:1] == ("T",):
+        # the sum of all steps at once, added into the product it reads (its one reader)
+        rest = printer.doprint(sp.Add(*[a for a in stmt.expr.args if a != fresh[0]]))
+        return [
+            Line("", f"{fresh[0].name} += {wrap(rest, indent, indent + 4)}", (), lead, raw=True),
+            Line(target, fresh[0].name, comments.get(target, ()), lead),
+        ]
     if isinstance(stmt, Assign) and stmt.expr.is_number and stmt.shape:
         # a constant that a tensor op reads (x - x folded to 0): an array of its shape
         text = printer.call("full", (), (("value", stmt.expr), ("shape", stmt.shape)))
@@ -94,10 +120,25 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
     lines.append(raw(f"for t in {steps}:", notes=(f"the recurrence, {what}",)))
     for stack, element, _ in loop.loads:
         lines.append(Line(element.name, f"{stack.name}[t]", (), inner))
+    # a joined value the loop keeps is joined in its place in the stack (no copy)
+    joined = {
+        stmt.target: stack
+        for stmt in loop.body
+        if isinstance(stmt, Call) and stmt.op == "concat"
+        for stack, element, _ in loop.stores
+        if element == stmt.target
+    }
     for stmt in loop.body:
+        if stmt.target in joined:
+            slot = f"{joined[stmt.target].name}[t]"
+            parts = ", ".join(a.name for a in stmt.args)
+            lines.append(Line(stmt.target.name, slot, (), inner))
+            lines.append(raw(f"np.concatenate(({parts}), axis=-1, out={stmt.target.name})", inner))
+            continue
         lines += _statement_lines(stmt, printer, comments, indent + 4)
     for stack, element, _ in loop.stores:
-        lines.append(raw(f"{stack.name}[t] = {element.name}", inner))
+        if element not in joined:
+            lines.append(raw(f"{stack.name}[t] = {element.name}", inner))
     for outer, element, _ in loop.accumulates:
         lines.append(raw(f"{outer.name} += {element.name}", inner))
     for carry in loop.carries:
