@@ -469,3 +469,41 @@ def test_random_recurrent_cells_match_finite_differences(tmp_path_factory, cell,
         numeric = central_difference(module, params, X, Y, name).reshape(value.shape)
         scale = max(1e-3, float(np.max(np.abs(value))))
         assert np.max(np.abs(numeric - value)) / scale < 1e-6, (name, text)
+
+
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("steps", [2, 3, 7])
+def test_truncated_bptt_equals_torch_with_the_state_detached(tmp_path, case, steps):
+    """bptt = 3: the backward pass runs the last 3 steps; torch runs the sequence in two
+    parts with the state between them detached. The same loss and gradients (for T <= 3
+    the full ones)."""
+    module = generate(cell_spec(case, "[train]\nbptt = 3\n"), tmp_path)
+    rng = np.random.default_rng(9)
+    params = module.init_params(4)
+    X, Y = rng.normal(size=(5, steps, D)), rng.normal(size=(5, K))
+    value, grads = module.loss_and_grads(params, X, Y)
+    net, head = torch_net(case, params)
+    cut = max(steps - 3, 0)
+    x = torch.tensor(X)
+    state = None
+    if cut:
+        _, state = net(x[:, :cut])
+        state = tuple(s.detach() for s in state) if case == "lstm" else state.detach()
+    _, last = net(x[:, cut:], state)
+    h = last[0] if case == "lstm" else last
+    expected = F.mse_loss(h[0] @ head["Wy"].T + head["by"], torch.tensor(Y))
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    for k, theirs in torch_grads(case, net, head).items():
+        np.testing.assert_allclose(grads[k], theirs, rtol=1e-10, atol=1e-14, err_msg=k)
+
+
+def test_bptt_is_refused_without_a_recurrence():
+    text = STACK.format(name="s", layers="{ lstm = 4 }, { dense = 1 }", loss="mse")
+    assert parse_spec(text + "[train]\nbptt = 5\n", "s.toml").train.bptt == 5
+    for bad, words in [("bptt = 0", "positive integer"), ("bptt = 2.5", "positive integer")]:
+        with pytest.raises(SpecError, match=words):
+            parse_spec(text + f"[train]\n{bad}\n", "s.toml")
+    dense = 'name = "d"\n[model]\ninput = 2\nlayers = [{ dense = 1 }]\nloss = "mse"\n'
+    with pytest.raises(SpecError, match="train.bptt: truncates"):
+        parse_spec(dense + "[train]\nbptt = 5\n", "d.toml")

@@ -373,6 +373,7 @@ def _scan_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contri
         accumulates=tuple(accumulates),
         comment="backward",
         joined=initial in needs,
+        window=node.attrs.get("bptt"),
     )
     known = [g, *(stack for stack, _, _ in loop.loads), *kept]
     loop = _with_args(loop, [*known, forward.length])

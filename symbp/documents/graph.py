@@ -463,6 +463,7 @@ def _recurrence(derivation: Derivation, user: set[str]) -> dict | None:
         "bytes64": _size_text(8 * per_step * batch * steps),
         "recurrent": recurrent,
         "seed": model.seed,
+        "bptt": model.train.bptt,
     }
 
 

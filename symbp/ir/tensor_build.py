@@ -248,6 +248,7 @@ class _TensorLowering(_Lowering):
             ),
             "sequences": tuple((x, leaf.attr("name")) for x, leaf in sequences),
             "names": self.names,
+            "bptt": self.model.train.bptt,
         }
         args = [initial, *(sp.Symbol(x, real=True) for x, _ in sequences)]
         args += [sp.Symbol(r, real=True) for r in read]

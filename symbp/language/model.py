@@ -15,7 +15,15 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SpecError, way_out
-from ..spec.fields import TrainSpec, _check_name, _only, _table, _train_table, finite_number
+from ..spec.fields import (
+    TrainSpec,
+    _check_name,
+    _only,
+    _table,
+    _train_table,
+    finite_number,
+    without_recurrence,
+)
 from . import ops
 from .formula import parse_formula
 from .terms import Shape, Term, shape_text
@@ -326,6 +334,8 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
             raise SpecError(source, f"model.params.{p}", "declared but not used by any formula")
 
     train = _train_table(doc, source)
+    if not recur:
+        without_recurrence(train, source)
     dataset = _dataset(doc, inputs, targets, labels, names[output_name], source)
     data = None if dataset else _data(doc, inputs, targets, labels, source)
     return TensorModel(

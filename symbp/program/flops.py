@@ -40,7 +40,8 @@ def statement_flops(stmt: Statement, shapes: dict, n: int, steps: int = STEPS) -
         inner.update({s.target: s.shape for s in stmt.body})
         per_step = sum(statement_flops(s, inner, n, steps) for s in stmt.body)
         added = sum(_size(_concrete(shape, n)) for _, _, shape in stmt.accumulates)
-        return steps * (per_step + added)
+        run = min(steps, stmt.window) if stmt.window else steps  # truncated BPTT: k steps
+        return run * (per_step + added)
     if isinstance(stmt, Assign):
         return dag_ops(stmt.expr) * _size(_concrete(stmt.shape, n, steps))
     if isinstance(stmt, (BatchSum, BatchMean)):

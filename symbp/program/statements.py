@@ -122,6 +122,10 @@ class Loop:
     accumulates: tuple[tuple[sp.Symbol, sp.Symbol, tuple], ...] = ()  # (outer, inner, shape)
     comment: str = ""
     joined: bool = True  # whether anything reads ``target`` (an initial state's adjoint may not)
+    # truncated backpropagation through time: the backward loop runs the last ``window``
+    # steps only (their stacks start as zeros), and no adjoint reaches the initial state
+    # of a longer sequence
+    window: int | None = None
 
     @property
     def reads(self) -> set[sp.Symbol]:

@@ -87,6 +87,7 @@ class TrainSpec:
     shuffle: bool = False
     seed: int = 0
     lr_schedule: tuple[Phase, ...] = ()  # torch.optim.lr_scheduler's, stepped per epoch
+    bptt: int | None = None  # truncated backpropagation through time: the last k steps
 
 
 def _table(doc: dict, key: str, source: str, *, required=False, prefix="") -> dict:
@@ -127,6 +128,17 @@ def _describe(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def without_recurrence(train: TrainSpec, source: str) -> TrainSpec:
+    """``train`` of a model with no recurrence: bptt (which truncates one) is refused."""
+    if train.bptt is not None:
+        raise SpecError(
+            source,
+            "train.bptt",
+            "truncates backpropagation through a recurrence: this model has none",
+        )
+    return train
+
+
 def _train_table(doc, source) -> TrainSpec:
     table = _table(doc, "train", source)
     spec = TrainSpec()
@@ -145,7 +157,8 @@ def _train_table(doc, source) -> TrainSpec:
             f"unknown optimizer {optimizer!r}" + way_out(optimizer, DEFAULTS),
         )
     spec.optimizer = optimizer
-    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", "lr_schedule", *CLIPPING}
+    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", "lr_schedule", "bptt"}
+    general |= set(CLIPPING)
     allowed = general | set(DEFAULTS[optimizer])
     for key, value in table.items():
         where = f"train.{key}"
@@ -157,7 +170,7 @@ def _train_table(doc, source) -> TrainSpec:
             )
         if key == "lr_schedule":
             spec.lr_schedule = _lr_schedule(value, source)
-        elif key in ("epochs", "batch_size"):
+        elif key in ("epochs", "batch_size", "bptt"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(
                     source, where, f"expected a positive integer, got {_describe(value)}"

@@ -21,7 +21,14 @@ import sympy as sp
 from ..errors import SpecError, way_out
 from ..functions import leaky_relu, relu, sigmoid, softplus
 from ..losses import LOSSES, y, yhat
-from .fields import TrainSpec, _describe, _only, _train_table, finite_number
+from .fields import (
+    TrainSpec,
+    _describe,
+    _only,
+    _train_table,
+    finite_number,
+    without_recurrence,
+)
 from .formula import parse_expression
 
 z = sp.Symbol("z", real=True)
@@ -491,7 +498,14 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
         raise SpecError(source, "predict", "not supported for layer stacks")
     width = input_shape if len(input_shape) == 3 else input_shape[0]
     spec = LayerSpec(
-        name, source, width, layers, loss, _train_table(doc, source), None, description
+        name,
+        source,
+        width,
+        layers,
+        loss,
+        without_recurrence(_train_table(doc, source), source),
+        None,
+        description,
     )
     spec.shapes = shapes
     spec.seed = spec.train.seed

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from ..errors import SpecError
 from ..language import ops
 from ..language.library import LOSSES, TENSOR_FUNCTIONS
 from ..language.model import TensorModel
@@ -98,6 +99,13 @@ def sample_model(spec) -> SampleModel:
 
 
 def _tensor(spec: TensorModel) -> SampleModel:
+    if spec.recur:  # its terms read a loop over time, which the sample's algebra has not
+        raise SpecError(
+            spec.source,
+            "model",
+            "claims about a recurrence cannot be verified yet; `symbp check` compares its"
+            " gradients with finite differences",
+        )
     leaves = {x: Leaf(s, "input") for x, s in spec.inputs.items()}
     leaves |= {t: Leaf(s, "target") for t, s in spec.targets.items()}
     leaves |= {p: Leaf(s, "param") for p, s in spec.params.items()}

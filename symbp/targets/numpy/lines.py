@@ -104,9 +104,10 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
     if not loop.reverse:
         length = f"T = {loop.length.name}.shape[1]"
         lines.append(raw(length, notes=("the steps of the sequence (axis 1 of the data)",)))
-    for stack, _, shape in loop.stores:
+    for stack, _, shape in loop.stores:  # truncated: the steps it does not run are zeros
         full = printer_shape(("T", *shape))
-        lines.append(Line(stack.name, f"np.empty({full}, dtype=DTYPE)", (), lead))
+        make = "np.zeros" if loop.window else "np.empty"
+        lines.append(Line(stack.name, f"{make}({full}, dtype=DTYPE)", (), lead))
     for outer, _, shape in loop.accumulates:
         lines.append(Line(outer.name, f"np.zeros({printer_shape(shape)}, dtype=DTYPE)", (), lead))
     whole = len(loop.carries) == 1
@@ -117,6 +118,9 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
         lines.append(Line(carry.inner.name, source, (), lead))
     steps = "reversed(range(T))" if loop.reverse else "range(T)"
     what = "backward through time" if loop.reverse else "forward through time"
+    if loop.window:
+        steps = f"reversed(range(max(T - {loop.window}, 0), T))"
+        what += f", truncated to the last {loop.window} steps (bptt)"
     lines.append(raw(f"for t in {steps}:", notes=(f"the recurrence, {what}",)))
     for stack, element, _ in loop.loads:
         lines.append(Line(element.name, f"{stack.name}[t]", (), inner))
@@ -147,6 +151,11 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
         result = loop.carries[0].inner.name
     else:
         result = f"np.concatenate(({', '.join(c.inner.name for c in loop.carries)}), axis=-1)"
+    if loop.joined and loop.window:  # a truncated sequence sends nothing to its start
+        lines.append(raw(f"if T > {loop.window}:"))
+        for carry in loop.carries:
+            zeros = f"np.zeros_like({carry.inner.name})"
+            lines.append(Line(carry.inner.name, zeros, (), inner))
     if loop.joined:
         lines.append(Line(loop.target.name, result, (), lead))
     return lines
