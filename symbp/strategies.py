@@ -1,7 +1,7 @@
 """Hypothesis strategies that draw random models with their specs, for property tests
 of your own autodiff engine or backprop code against symbp's derivations.
 
-Three strategies, one per kind of spec:
+Four strategies, one per kind of spec:
 
 - :func:`expression_models`: scalar formulas in the spec's grammar (1-3 inputs, 1-4
   parameters, let-names, a shared subexpression, a loss formula, several outputs or
@@ -10,10 +10,13 @@ Three strategies, one per kind of spec:
   activations, named and custom losses); ``losses=`` and ``activations=`` restrict them.
 - :func:`tensor_graphs`: random graphs in the model language (matrix products, tied
   weights, slices, concat, softmax, reductions, fan-out).
+- :func:`recurrent_models`: random recurrences over sequences (``[model.recur]`` cells
+  of one or two states, gated or not, with per-step values and learned initial states,
+  and the ``{ rnn }``, ``{ lstm }``, ``{ gru }`` layer sugar).
 
 Each draws a model object whose common interface is:
 
-- ``kind``: ``"expression"``, ``"layers"`` or ``"tensor"``;
+- ``kind``: ``"expression"``, ``"layers"``, ``"tensor"`` or ``"recurrent"``;
 - ``spec_text``: the TOML spec; ``spec``: it parsed by :func:`symbp.spec.parse_spec`;
 - ``param_shapes``, ``input_shapes``, ``target_shapes`` (name -> per-sample shape) and
   ``classes`` (targets that hold class labels -> number of classes);
@@ -27,7 +30,9 @@ The layout of X and Y is the generated module's: for expression models X is
 ``(batch, len(inputs))`` and Y ``(batch, len(targets))``, one column per name in order;
 for layer stacks X is ``(batch, input)`` and Y ``(batch, outputs)``, or ``(batch,)``
 integer class labels under ``cross_entropy``; for tensor graphs X and Y are dicts of
-``(batch, *shape)`` arrays by name. The batch loss is the mean of the per-sample losses.
+``(batch, *shape)`` arrays by name (a recurrent model's sequence ``x`` is ``(batch, T,
+features)``: ``random_point`` draws 2 to 6 steps, ``random_point(steps=...)`` says how
+many). The batch loss is the mean of the per-sample losses.
 
 Hypothesis is an optional dependency (``pip install 'symbp[strategies]'``); symbp itself
 never imports this module.
@@ -731,3 +736,120 @@ def _tensor_graphs(draw) -> TensorGraph:
     else:
         case.target, case.loss = None, f"sum(tanh({out}))"
     return case
+
+
+# --- recurrent models ---------------------------------------------------------------------
+
+RECURRENT_SMOOTH = ("tanh", "sigmoid", "sin", "softplus")
+
+
+@dataclass(frozen=True)
+class RecurrentModel(_DrawnModel):
+    """A recurrence over one sequence input ``x`` of ``features`` per step, with a scalar
+    target ``y``: its spec text as drawn (a ``[model.recur]`` cell, or layer sugar)."""
+
+    kind: ClassVar[str] = "recurrent"
+    text: str
+    features: int
+
+    @property
+    def spec_text(self) -> str:
+        return self.text
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self.spec.params)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple]:
+        return dict(self.spec.inputs)
+
+    @property
+    def target_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self.spec.targets)
+
+    def random_point(self, seed: int = 0, batch: int = 8, steps: int | None = None):
+        """(params, X, Y) as :meth:`_DrawnModel.random_point`, with sequences of ``steps``
+        steps (None: 2 to 6, drawn)."""
+        params, X, Y = super().random_point(seed, batch)
+        if steps is not None:
+            rng = np.random.default_rng(seed + 1)
+            X = {"x": rng.normal(size=(batch, steps, self.features))}
+        return params, X, Y
+
+
+def recurrent_models() -> st.SearchStrategy[RecurrentModel]:
+    """Random recurrent models over sequences of 1 to 3 features.
+
+    Two thirds are ``[model.recur]`` cells: a state of 1 to 3 units whose step is a
+    smooth activation of its input and previous-state products (directly, or through a
+    value of the step), optionally mixed with its previous value by a sigmoid gate, from
+    a zero or a learned initial state; optionally a second state reading the first at
+    the same step; a loss of one or both last states (a squared error or BCE with
+    logits against a scalar target). The others are layer sugar: ``{ rnn }`` (tanh or
+    relu), ``{ lstm }`` or ``{ gru }`` of 1 to 4 units, one or two of them, then a dense
+    layer of one output. Every formula is smooth but relu's kink, which a random point
+    misses."""
+    return _recurrent_models()
+
+
+@st.composite
+def _recurrent_models(draw) -> RecurrentModel:
+    features = draw(st.integers(1, 3))
+    if draw(st.integers(0, 2)) == 0:
+        layers = []
+        for _ in range(draw(st.integers(1, 2))):
+            kind = draw(st.sampled_from(["rnn", "lstm", "gru"]))
+            size = draw(st.integers(1, 4))
+            extra = ', nonlinearity = "relu"' if kind == "rnn" and draw(st.booleans()) else ""
+            layers.append(f"{{ {kind} = {size}{extra} }}")
+        layers.append("{ dense = 1 }")
+        loss = draw(st.sampled_from(["mse", "bce_with_logits"]))
+        text = (
+            f'name = "drawn_stack"\n[model]\ninput = ["T", {features}]\n'
+            f'layers = [{", ".join(layers)}]\nloss = "{loss}"\n'
+        )
+        return RecurrentModel(text, features)
+    size = draw(st.integers(1, 3))
+    act = draw(st.sampled_from(RECURRENT_SMOOTH))
+    params = {"Wx": [size, features], "Wh": [size, size], "b": [size]}
+    recur = []
+    pre = "Wx @ x[t] + Wh @ h[t-1] + b"
+    if draw(st.booleans()):  # a value of the step, read by name
+        recur.append(f'a = "{pre}"')
+        pre = "a"
+    step = f"{act}({pre})"
+    if draw(st.booleans()):  # gated: h = u h[t-1] + (1 - u) f(...)
+        params["Wu"] = [size, features]
+        step = f"sigmoid(Wu @ x[t]) * h[t-1] + (1 - sigmoid(Wu @ x[t])) * {step}"
+    init = ""
+    if draw(st.booleans()):
+        params["h0"] = [size]
+        init = 'init = "h0", '
+    recur.append(f'h = {{ shape = [{size}], {init}step = "{step}" }}')
+    last, width = "h[T]", size
+    if draw(st.booleans()):  # a second state reading the first at this step
+        other, act2 = draw(st.integers(1, 2)), draw(st.sampled_from(RECURRENT_SMOOTH))
+        params.update({"Wc": [other, size], "Uc": [other, other]})
+        recur.append(f'c = {{ shape = [{other}], step = "{act2}(Wc @ h[t] + Uc @ c[t-1])" }}')
+        if draw(st.booleans()):
+            last, width = "concat(h[T], c[T])", size + other
+        else:
+            last, width = "c[T]", other
+    params["w"] = [width]
+    loss = draw(st.sampled_from(["mse(yhat, y)", "bce_with_logits(yhat, y)"]))
+    lines = [
+        'name = "drawn_cell"',
+        "[model]",
+        f'inputs = {{ x = ["T", {features}] }}',
+        "targets = { y = [] }",
+        'output = "yhat"',
+        f'loss = "{loss}"',
+        "[model.params]",
+        *(f"{k} = {v}" for k, v in params.items()),
+        "[model.recur]",
+        *recur,
+        "[model.let]",
+        f'yhat = "dot(w, {last})"',
+    ]
+    return RecurrentModel("\n".join(lines) + "\n", features)

@@ -27,6 +27,7 @@ from symbp.strategies import (
     LayerStack,
     expression_models,
     layer_stacks,
+    recurrent_models,
     reference_module,
     tensor_graphs,
 )
@@ -390,7 +391,9 @@ def test_a_wrong_backprop_is_caught():
 # --- what every drawn model offers ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", [expression_models(), layer_stacks(), tensor_graphs()])
+@pytest.mark.parametrize(
+    "strategy", [expression_models(), layer_stacks(), tensor_graphs(), recurrent_models()]
+)
 def test_every_drawn_model_describes_itself_and_its_reference(strategy):
     @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(model=strategy, seed=st.integers(0, 2**16))
@@ -403,7 +406,15 @@ def test_every_drawn_model_describes_itself_and_its_reference(strategy):
         for name, shape in model.param_shapes.items():
             assert params[name].dtype == np.float64 and params[name].shape == shape
             assert np.array_equal(params[name], again[0][name])
-        if model.kind == "tensor":
+        if model.kind == "recurrent":
+            assert dict(module.INPUTS) == model.input_shapes == {"x": ("T", model.features)}
+            assert X["x"].shape[0] == 3 and X["x"].shape[2] == model.features
+            assert model.random_point(seed, batch=3, steps=7)[1]["x"].shape == (
+                3,
+                7,
+                model.features,
+            )
+        elif model.kind == "tensor":
             assert dict(module.INPUTS) == model.input_shapes
             assert dict(module.TARGETS) == model.target_shapes
             assert dict(module.CLASSES) == model.classes

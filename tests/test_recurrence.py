@@ -22,6 +22,7 @@ from symbp.errors import SpecError
 from symbp.language.model import initial_values
 from symbp.program.statements import Loop
 from symbp.spec import parse_spec
+from symbp.strategies import recurrent_models
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -397,78 +398,22 @@ def test_bad_recurrent_stacks_are_one_line_errors(layers, field, words):
     assert "\n" not in message and field in message and words in message, message
 
 
-# --- random recurrent cells ------------------------------------------------------------
-
-SMOOTH = ("tanh", "sigmoid", "sin", "softplus")
+# --- random recurrent models ---------------------------------------------------------
 
 
-@st.composite
-def recurrent_cells(draw):
-    """A random recurrence: one or two states of 1 to 3 units over sequences of 1 to 3
-    features; a state's step is an activation of its input and previous-state products
-    (a leaky mix with a sigmoid gate, or not), a second state may read the first at the
-    same step; a per-step value, a learned or zero initial state, and a loss of one or
-    both last states. Returns the spec text and the number of features."""
-    features, size = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    act = draw(st.sampled_from(SMOOTH))
-    params = {"Wx": [size, features], "Wh": [size, size], "b": [size]}
-    recur = []
-    pre = "Wx @ x[t] + Wh @ h[t-1] + b"
-    if draw(st.booleans()):  # a value of the step, read by name
-        recur.append(f'a = "{pre}"')
-        pre = "a"
-    step = f"{act}({pre})"
-    if draw(st.booleans()):  # gated: h = u h[t-1] + (1 - u) f(...)
-        params["Wu"] = [size, features]
-        step = f"sigmoid(Wu @ x[t]) * h[t-1] + (1 - sigmoid(Wu @ x[t])) * {step}"
-    init = ""
-    if draw(st.booleans()):
-        params["h0"] = [size]
-        init = 'init = "h0", '
-    recur.append(f'h = {{ shape = [{size}], {init}step = "{step}" }}')
-    last = "h[T]"
-    if draw(st.booleans()):  # a second state reading the first at this step
-        other, act2 = draw(st.integers(1, 2)), draw(st.sampled_from(SMOOTH))
-        params.update({"Wc": [other, size], "Uc": [other, other]})
-        recur.append(f'c = {{ shape = [{other}], step = "{act2}(Wc @ h[t] + Uc @ c[t-1])" }}')
-        last = "concat(h[T], c[T])" if draw(st.booleans()) else "c[T]"
-        width = size + other if last.startswith("concat") else other
-    else:
-        width = size
-    params["w"] = [width]
-    loss = draw(st.sampled_from(["mse(yhat, y)", "bce_with_logits(yhat, y)"]))
-    lines = [
-        'name = "cell"',
-        "[model]",
-        f'inputs = {{ x = ["T", {features}] }}',
-        "targets = { y = [] }",
-        'output = "yhat"',
-        f'loss = "{loss}"',
-        "[model.params]",
-        *(f"{k} = {v}" for k, v in params.items()),
-        "[model.recur]",
-        *recur,
-        "[model.let]",
-        f'yhat = "dot(w, {last})"',
-    ]
-    return "\n".join(lines) + "\n", features
-
-
-@settings(max_examples=15)
-@given(cell=recurrent_cells(), steps=st.integers(1, 6), seed=st.integers(0, 2**16))
-def test_random_recurrent_cells_match_finite_differences(tmp_path_factory, cell, steps, seed):
-    """Every gradient of a random cell at a random point and sequence length equals the
-    central difference of its loss (float64, 1e-6 relative to the gradient's scale)."""
-    text, features = cell
-    module = generate(parse_spec(text, "cell.toml"), tmp_path_factory.mktemp("cell"))
-    rng = np.random.default_rng(seed)
-    params = {k: v + rng.normal(0, 0.3, v.shape) for k, v in module.init_params(seed).items()}
-    X, Y = rng.normal(size=(3, steps, features)), rng.uniform(0, 1, 3)
+@settings(max_examples=20)
+@given(model=recurrent_models(), steps=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_random_recurrent_models_match_finite_differences(model, steps, seed):
+    """Every gradient of a random recurrent model (a cell, or layer sugar) at a random
+    point and sequence length equals the central difference of its loss (float64, 1e-6
+    relative to the gradient's scale)."""
+    module = model.module
+    params, X, Y = model.random_point(seed, batch=3, steps=steps)
     _, grads = module.loss_and_grads(params, X, Y)
     for name, value in grads.items():
         numeric = central_difference(module, params, X, Y, name).reshape(value.shape)
         scale = max(1e-3, float(np.max(np.abs(value))))
-        assert np.max(np.abs(numeric - value)) / scale < 1e-6, (name, text)
+        assert np.max(np.abs(numeric - value)) / scale < 1e-6, (name, model.spec_text)
 
 
 @pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "gru"])
