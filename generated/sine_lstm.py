@@ -41,7 +41,7 @@ INPUTS: dict[str, tuple[int | str, ...]] = {
 }
 # the inputs with a time axis, stored (N, T, ...): a recurrence runs over axis 1
 SEQUENCES = ("x",)
-TARGETS: dict[str, tuple[int, ...]] = {
+TARGETS: dict[str, tuple[int | str, ...]] = {
     "y": (1,),
 }
 # targets that hold class labels -> the number of classes (stored one-hot)
@@ -205,9 +205,6 @@ def _arrays(A, names: dict[str, tuple[int, ...]], what: str) -> dict[str, np.nda
                 f"{what}[{name!r}] must have shape {_batch_shape(shape)}, got {value.shape}"
             )
         arrays[name] = value.astype(DTYPE, copy=False)
-    steps = {name: arrays[name].shape[1] for name in SEQUENCES if name in arrays}
-    if len(set(steps.values())) > 1:
-        raise ValueError(f"{what}: the sequences differ in their number of steps: {steps}")
     return arrays
 
 
@@ -244,6 +241,9 @@ def _batch(X, Y=None, with_targets: bool = True) -> tuple[dict[str, np.ndarray],
         raise ValueError(f"the arrays of a batch differ in length: {sizes}")
     if not next(iter(sizes.values())):
         raise ValueError("the batch is empty: it needs at least one sample")
+    steps = {name: data[name].shape[1] for name in SEQUENCES if name in data}
+    if len(set(steps.values())) > 1:
+        raise ValueError(f"the sequences of a batch differ in their number of steps: {steps}")
     return data, next(iter(sizes.values()))
 
 

@@ -135,7 +135,7 @@ def _tensor_point(model, rng, batch: int):
     Y = {
         y: rng.integers(0, model.CLASSES[y], size=batch)
         if y in model.CLASSES
-        else rng.uniform(0.0, 1.0, size=(batch, *shape))
+        else rng.uniform(0.0, 1.0, size=(batch, *(steps if d == "T" else d for d in shape)))
         for y, shape in model.TARGETS.items()
     }
     return params, X, Y

@@ -62,8 +62,16 @@ class FloatStepPrinter(NumpyPrinter):
         return f"np.where({self._print(x)} > 0, 1.0, 0.0)"
 
 
+def _sigmoid_into(z, out):  # as the generated modules' helper
+    np.negative(z, out=out)
+    np.exp(out, out=out)
+    np.add(out, 1, out=out)
+    np.reciprocal(out, out=out)
+
+
 HELPERS = {  # the generated modules' helpers, for the reference and for scalar parts
     "_sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "_sigmoid_into": _sigmoid_into,
     "_softplus": lambda z: np.logaddexp(0, z),
     "_sign": np.sign,
 }

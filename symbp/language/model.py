@@ -78,8 +78,9 @@ class TensorModel:
 
     @property
     def sequences(self) -> list[str]:
-        """Inputs with a time axis (declared ["T", ...]): stored (N, T, ...)."""
-        return [x for x, shape in self.inputs.items() if shape[:1] == (TIME,)]
+        """Inputs and targets with a time axis (declared ["T", ...]): stored (N, T, ...)."""
+        columns = {**self.inputs, **self.targets}
+        return [x for x, shape in columns.items() if shape[:1] == (TIME,)]
 
     @property
     def batched(self) -> bool:
@@ -103,7 +104,8 @@ def is_tensor_model(model: dict) -> bool:
 
 
 def _shape(value, source: str, where: str, time: bool = False) -> Shape:
-    """A list of sizes; ``time``: an input's, whose first size may be "T" (a sequence)."""
+    """A list of sizes; ``time``: an input's or a target's, whose first size may be "T"
+    (a sequence)."""
     if not isinstance(value, list):
         raise SpecError(
             source, where, f"expected a shape (a list of sizes such as [8, 4]), got {value!r}"
@@ -114,7 +116,7 @@ def _shape(value, source: str, where: str, time: bool = False) -> Shape:
             raise SpecError(source, where, "a sequence's step has at most 2 axes")
         return (TIME, *rest)
     if TIME in value:
-        where_ok = "the first size of an input" if not time else "the first size"
+        where_ok = "the first size of an input or a target" if not time else "the first size"
         raise SpecError(source, where, f'"T" (a sequence\'s time axis) is only {where_ok}')
     for size in value:
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_DIMENSION:
@@ -151,7 +153,7 @@ def _shapes(model: dict, key: str, source: str, taken: dict[str, str]) -> dict[s
     result = {}
     for item, shape in value.items():
         result[_name(item, source, f"{where}.{item}", taken)] = _shape(
-            shape, source, f"{where}.{item}", time=key == "inputs"
+            shape, source, f"{where}.{item}", time=True
         )
         taken[item] = key
     return result
@@ -250,12 +252,11 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
     targets = _shapes(model, "targets", source, taken)
     params, declared_init = _params(model, source, taken)
     names: dict[str, Term] = {}
-    sequences = {x: shape[1:] for x, shape in inputs.items() if shape[:1] == (TIME,)}
-    for x, shape in inputs.items():
+    columns = {**inputs, **targets}  # a target may be a sequence too: one value per step
+    sequences = {x: shape[1:] for x, shape in columns.items() if shape[:1] == (TIME,)}
+    for x, shape in columns.items():
         if x not in sequences:
             names[x] = ops.name(x, shape, True)
-    for y, shape in targets.items():
-        names[y] = ops.name(y, shape, True)
     for p, shape in params.items():
         names[p] = ops.name(p, shape, False)
     recur, finals = _recur(model, names, sequences, source, taken)

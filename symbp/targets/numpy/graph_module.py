@@ -101,7 +101,13 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         ],
         "sequences": model.sequences,
         "targets": [
-            {"name": y, "shape": s, "text": shape_text(s), "classes": model.labels.get(y)}
+            {
+                "name": y,
+                "shape": s,
+                "text": shape_text(s),
+                "literal": _literal(s),
+                "classes": model.labels.get(y),
+            }
             for y, s in model.targets.items()
         ],
         "columns": all(not s for s in model.inputs.values()) and len(model.inputs) > 1,

@@ -263,11 +263,9 @@ class InplacePrinter:
         return self._emit("np.power", operand, self._scalar_text(power), out=out)
 
     # symbp's own functions (symbp.functions), with the stable forms of the NumPy printer
-    def _into_sigmoid(self, expr, out, depth):  # 1 / (1 + exp(-z)) = exp(-logaddexp(0, -z))
-        self._emit("np.negative", self._into(expr.args[0], out, depth), out=out)
-        self._emit("np.logaddexp", self._number("0"), out, out=out)
-        self._emit("np.negative", out, out=out)
-        return self._emit("np.exp", out, out=out)
+    def _into_sigmoid(self, expr, out, depth):  # 1 / (1 + exp(-z)), as _sigmoid computes it
+        self._helper_into("sigmoid", out, self._into(expr.args[0], out, depth))
+        return out
 
     def _into_softplus(self, expr, out, depth):
         zero = self._number("0")
