@@ -22,7 +22,7 @@ import sympy as sp
 from ..ad.tensor_rules import NOTATION
 from ..derive import Derivation
 from ..language.model import initial_values
-from ..language.terms import Term, shape_text
+from ..language.terms import Term, shape_text, walk
 from ..program.flops import STEPS, program_flops
 from ..program.statements import Assign, BatchMean, BatchSum, Call, Loop
 from ..stats import dag_ops
@@ -384,7 +384,7 @@ def _recurrence(derivation: Derivation, user: set[str]) -> dict | None:
     label = "_".join(states) + "_T"
     tex[label] = ", ".join(at(h, "T") for h in states)
     terms = [*(term for _, term, _ in model.lets), model.loss]
-    scan = next(t for term in terms for t in _walk_terms(term) if t.op == "scan")
+    scan = next(t for term in terms for t in walk(term) if t.op == "scan")
     names = dict(scan.attr("lets")) | {
         h: t for h, t in zip(states, scan.args[len(states) : 2 * len(states)], strict=True)
     }
@@ -472,16 +472,6 @@ def _size_text(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{count} bytes"
-
-
-def _walk_terms(term: Term):
-    stack, seen = [term], set()
-    while stack:
-        t = stack.pop()
-        if id(t) not in seen:
-            seen.add(id(t))
-            yield t
-            stack.extend(t.args)
 
 
 def render_graph_document(derivation: Derivation, fmt: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..language.model import TensorModel
-from ..language.terms import Term
+from ..language.terms import Term, walk
 from ..program.naming import Names
 from .build import _Lowering
 from .graph import BATCH, Graph, Node, Tensor, broadcast_shape
@@ -219,7 +219,7 @@ class _TensorLowering(_Lowering):
         local = {*prev, *(leaf.attr("name") for _, leaf in sequences)}
         read = []
         for step in [*steps, *(let for _, let in term.attr("lets"))]:
-            for t in _walk(step):
+            for t in walk(step):
                 label = t.attr("name") if t.op == "name" else None
                 if label is not None and label not in local and label not in read:
                     read.append(label)
@@ -262,16 +262,6 @@ class _TensorLowering(_Lowering):
             for a, s in zip(term.args, inputs.split(","), strict=True)
         ]
         return ",".join(parts) + "->" + ("n" if term.batched else "") + result
-
-
-def _walk(term: Term):
-    stack, seen = [term], set()
-    while stack:
-        t = stack.pop()
-        if id(t) not in seen:
-            seen.add(id(t))
-            yield t
-            stack.extend(t.args)
 
 
 def tensor_graph(model: TensorModel, names: Names) -> Graph:

@@ -27,6 +27,7 @@ from ..spec.fields import (
 from . import ops
 from .formula import parse_formula
 from .terms import Shape, Term, shape_text
+from .terms import walk as _walk
 
 MODEL_KEYS = {"inputs", "targets", "params", "recur", "let", "output", "loss", "reduction"}
 STATE_KEYS = {"shape", "init", "step"}
@@ -195,17 +196,6 @@ def _init(value, source: str, where: str) -> Init | None:
     if isinstance(value, str):
         raise SpecError(source, where, f"unknown init '{value}'" + way_out(value, INITS))
     return Init("constant", finite_number(value, source, where))
-
-
-def _walk(term: Term):
-    stack, seen = [term], set()
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        yield t
-        stack.extend(t.args)
 
 
 def _fan_ins(terms: list[Term], params: dict[str, Shape]) -> dict[str, int]:

@@ -65,3 +65,14 @@ def broadcast(a: Shape, b: Shape) -> Shape | None:
             return None
         result.append(max(x, y) if 1 in (x, y) else x)
     return tuple(reversed(result))
+
+
+def walk(term: Term):
+    """Every term of ``term``'s tree once (a shared subterm once), ``term`` first."""
+    stack, seen = [term], set()
+    while stack:
+        t = stack.pop()
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+            stack.extend(t.args)

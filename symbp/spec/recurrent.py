@@ -119,14 +119,7 @@ def recurrent_model(doc: dict, model: dict, source: str) -> tuple[dict, dict]:
         bias = layer.get("bias", True)
         if not isinstance(bias, bool):
             raise SpecError(source, f"{where}.bias", "expected true or false")
-        nonlinearity = layer.get("nonlinearity", "tanh")
-        if nonlinearity not in NONLINEARITIES:
-            raise SpecError(
-                source,
-                f"{where}.nonlinearity",
-                f"unknown nonlinearity {nonlinearity!r}"
-                + way_out(str(nonlinearity), NONLINEARITIES),
-            )
+        nonlinearity = _choice(layer, "nonlinearity", NONLINEARITIES, where, source)
         suffix = str(j) if count > 1 else ""
         names = {key: f"{key}{suffix}" for key in ("h", "c", "gi", "gh", "r", "u", "n")}
         names["z"] = f"gates{suffix}"
@@ -200,14 +193,7 @@ def _dense(layer, k, below, width, params, lets, source, count):
     if bias:
         params[f"b{k}"] = [size]
         text += f" + b{k}"
-    activation = layer.get("activation", "identity")
-    if activation not in ACTIVATIONS:
-        raise SpecError(
-            source,
-            f"{where}.activation",
-            f"unknown activation {activation!r} in a recurrent stack"
-            + way_out(str(activation), ACTIVATIONS),
-        )
+    activation = _choice(layer, "activation", ACTIVATIONS, where, source)
     if "negative_slope" in layer and activation != "leaky_relu":
         raise SpecError(source, f"{where}.negative_slope", 'only activation = "leaky_relu" has it')
     slope = finite_number(layer.get("negative_slope", 0.01), source, f"{where}.negative_slope")
@@ -215,3 +201,13 @@ def _dense(layer, k, below, width, params, lets, source, count):
         text = ACTIVATIONS[activation].format(a=text, negative_slope=slope)
     lets[f"a{k}"] = text
     return f"a{k}", size
+
+
+def _choice(layer: dict, key: str, choices, where: str, source: str) -> str:
+    """``layer[key]``, one of ``choices`` (the first is the default)."""
+    value = layer.get(key, next(iter(choices)))
+    if value not in choices:
+        raise SpecError(
+            source, f"{where}.{key}", f"unknown {key} {value!r}" + way_out(str(value), choices)
+        )
+    return value
