@@ -267,15 +267,6 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
     t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
-    c1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    c2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    c3_steps = np.empty((T, N, 16), dtype=DTYPE)
-    sigmoid1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    sigmoid2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    sigmoid3_steps = np.empty((T, N, 16), dtype=DTYPE)
-    tanh1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    tanh2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    h_prev_steps = np.empty((T, N, 16), dtype=DTYPE)
     c_prev = cat1[:, 0:16]
     h_prev = cat1[:, 16:32]
     # the recurrence, forward through time
@@ -297,15 +288,6 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
         tanh2 = np.tanh(c)
         c3 = sigmoid3*tanh2
         h = c3
-        c1_steps[t] = c1
-        c2_steps[t] = c2
-        c3_steps[t] = c3
-        sigmoid1_steps[t] = sigmoid1
-        sigmoid2_steps[t] = sigmoid2
-        sigmoid3_steps[t] = sigmoid3
-        tanh1_steps[t] = tanh1
-        tanh2_steps[t] = tanh2
-        h_prev_steps[t] = h_prev
         c_prev = c
         h_prev = h
     c_h_T = np.concatenate((c_prev, h_prev), axis=-1)
@@ -336,15 +318,6 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
     t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
-    c1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    c2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    c3_steps = np.empty((T, N, 16), dtype=DTYPE)
-    sigmoid1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    sigmoid2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    sigmoid3_steps = np.empty((T, N, 16), dtype=DTYPE)
-    tanh1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    tanh2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    h_prev_steps = np.empty((T, N, 16), dtype=DTYPE)
     c_prev = cat1[:, 0:16]
     h_prev = cat1[:, 16:32]
     # the recurrence, forward through time
@@ -366,15 +339,6 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
         tanh2 = np.tanh(c)
         c3 = sigmoid3*tanh2
         h = c3
-        c1_steps[t] = c1
-        c2_steps[t] = c2
-        c3_steps[t] = c3
-        sigmoid1_steps[t] = sigmoid1
-        sigmoid2_steps[t] = sigmoid2
-        sigmoid3_steps[t] = sigmoid3
-        tanh1_steps[t] = tanh1
-        tanh2_steps[t] = tanh2
-        h_prev_steps[t] = h_prev
         c_prev = c
         h_prev = h
     c_h_T = np.concatenate((c_prev, h_prev), axis=-1)

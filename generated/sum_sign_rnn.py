@@ -253,16 +253,12 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
     prod1_steps = x_steps @ weight_ih_l0.T
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
-    h_steps = np.empty((T, N, 16), dtype=DTYPE)
-    h_prev_steps = np.empty((T, N, 16), dtype=DTYPE)
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
         prod1 = prod1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
         h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
-        h_steps[t] = h
-        h_prev_steps[t] = h_prev
         h_prev = h
     h_T = h_prev
     prod3 = h_T @ W2.T
@@ -287,16 +283,12 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
     prod1_steps = x_steps @ weight_ih_l0.T
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
-    h_steps = np.empty((T, N, 16), dtype=DTYPE)
-    h_prev_steps = np.empty((T, N, 16), dtype=DTYPE)
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
         prod1 = prod1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
         h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
-        h_steps[t] = h
-        h_prev_steps[t] = h_prev
         h_prev = h
     h_T = h_prev
     prod3 = h_T @ W2.T

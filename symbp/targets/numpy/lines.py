@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pprint
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
@@ -39,8 +39,14 @@ class Line:
 def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
     printer = NumpyPrinter()
     printer.stacked_once = _stacks_read_once(statements)
+    # a forward loop keeps its steps' values for a backward loop; where none follows
+    # (forward(), loss()) it keeps nothing
+    read = set().union(*(stmt.reads for stmt in statements)) if statements else set()
     lines = []
     for stmt in statements:
+        if isinstance(stmt, Loop) and stmt.stores:
+            kept = tuple(store for store in stmt.stores if store[0] in read)
+            stmt = replace(stmt, stores=kept)
         lines += _statement_lines(stmt, printer, comments, indent)
     return lines, printer.helpers
 
