@@ -251,14 +251,16 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
     const1 = np.full((N, 16), 0.0, dtype=DTYPE)
     x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
     prod1_steps = x_steps @ weight_ih_l0.T
+    prod1_steps += bias_hh_l0 + bias_ih_l0
+    t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
-        prod1 = prod1_steps[t]
+        t1 = t1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
-        h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
+        h = np.tanh(prod2 + t1)
         h_prev = h
     h_T = h_prev
     prod3 = h_T @ W2.T
@@ -281,22 +283,24 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
     const1 = np.full((N, 16), 0.0, dtype=DTYPE)
     x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
     prod1_steps = x_steps @ weight_ih_l0.T
+    prod1_steps += bias_hh_l0 + bias_ih_l0
+    t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
-        prod1 = prod1_steps[t]
+        t1 = t1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
-        h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
+        h = np.tanh(prod2 + t1)
         h_prev = h
     h_T = h_prev
     prod3 = h_T @ W2.T
     yhat = b2 + prod3
     lse1 = _logsumexp(yhat, keepdims=True)
     c1 = yhat - lse1
-    t1 = c1*y
-    sum1 = t1.sum(axis=1)
+    t2 = c1*y
+    sum1 = t2.sum(axis=1)
     l_n = -sum1
     L = np.mean(l_n)
     return float(L)
@@ -324,6 +328,8 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     const1 = np.full((N, 16), 0.0, dtype=DTYPE)
     x_steps = np.ascontiguousarray(np.swapaxes(x, 0, 1))
     prod1_steps = x_steps @ weight_ih_l0.T
+    prod1_steps += bias_hh_l0 + bias_ih_l0
+    t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
     h_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -331,9 +337,9 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     h_prev = const1
     # the recurrence, forward through time
     for t in range(T):
-        prod1 = prod1_steps[t]
+        t1 = t1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
-        h = np.tanh(bias_hh_l0 + bias_ih_l0 + prod1 + prod2)
+        h = np.tanh(prod2 + t1)
         h_steps[t] = h
         h_prev_steps[t] = h_prev
         h_prev = h
@@ -342,15 +348,15 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     yhat = b2 + prod3
     lse1 = _logsumexp(yhat, keepdims=True)
     c1 = yhat - lse1
-    t1 = c1*y
-    sum1 = t1.sum(axis=1)
+    t2 = c1*y
+    sum1 = t2.sum(axis=1)
     l_n = -sum1
     L = np.mean(l_n)
     # dL/dyhat, read by l, l (derivation, section 3)
     d_sum1 = -1/N
     v1 = np.broadcast_to(np.asarray(d_sum1, DTYPE), (N,))
-    d_t1 = np.broadcast_to(np.expand_dims(v1, 1), (N, 2))
-    g1 = d_t1*y
+    d_t2 = np.broadcast_to(np.expand_dims(v1, 1), (N, 2))
+    g1 = d_t2*y
     g2 = g1.sum(axis=1, keepdims=True)
     d_yhat = g1 - g2*np.exp(c1)
     # dL/dW2, read by yhat (derivation, section 3)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from ..ir.graph import BATCH, Graph, Node
+from ..ir.graph import BATCH, Graph, Node, broadcast_shape
 from ..program.statements import (
     Assign,
     BatchSum,
@@ -129,7 +129,9 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
             Call(major, "time_major", (sp.Symbol(x, real=True),), shape, "forward")
         )
         stacks[element] = major
-    parallel, forward = _time_parallel(forward, set(prev), stacks, names)
+    known = {t.symbol: t.shape for t in body.tensors.values()}
+    known.update({stmt.target: stmt.shape for stmt in forward})
+    parallel, forward = _time_parallel(forward, set(prev), stacks, names, known)
     before_forward += parallel
     shapes = {s.target: s.shape for s in forward}
     shapes.update({p: body.tensors[p.name].shape for p in prev})
@@ -188,7 +190,7 @@ def _inner_of(stmt: Statement, stacks: dict) -> sp.Symbol:
     return next(inner for inner, stack in stacks.items() if stack == stmt.target)
 
 
-def _time_parallel(body: list[Statement], state: set, stacks: dict, names):
+def _time_parallel(body: list[Statement], state: set, stacks: dict, names, shapes: dict):
     """The statements of a forward step that read no state, only the sequences' elements
     (and what is the same at every step), computed for all steps at once before the loop
     over the time-major stacks: one product (T N, 32) by (32, 512) for the input
@@ -197,7 +199,7 @@ def _time_parallel(body: list[Statement], state: set, stacks: dict, names):
     before, inside = [], []
     varying = set(state)
     for stmt in body:
-        stmt = _split_sum(stmt, varying, stacks, names, before)
+        stmt = _split_sum(stmt, varying, stacks, names, before, shapes)
         reads = stmt.reads
         steps = reads & set(stacks)
         contract = isinstance(stmt, Call) and stmt.op == "contract"
@@ -226,22 +228,28 @@ def _time_parallel(body: list[Statement], state: set, stacks: dict, names):
     return before, inside
 
 
-def _split_sum(stmt: Statement, varying: set, stacks: dict, names, before: list) -> Statement:
-    """``z = b + x_t W^T + h W_h^T``: the terms that read no state, summed for every step at
-    once before the loop (the input projection and the biases, one array of (T, N, 4H)),
-    so that a step adds one array to its state's product, not three."""
-    if not isinstance(stmt, Assign) or not stmt.expr.is_Add or not stmt.reads & varying:
+def _split_sum(stmt: Statement, varying: set, stacks: dict, names, before: list, shapes: dict):
+    """``tanh(b + x_t W^T + h W_h^T)``: the terms of a sum that read no state, summed for
+    every step at once before the loop (the input projection and the biases, one array
+    of (T, N, H)), so that a step adds one array to its state's product, not three."""
+    if not isinstance(stmt, Assign) or not stmt.reads & varying:
         return stmt
-    fixed = [term for term in stmt.expr.args if not term.free_symbols & varying]
-    if len(fixed) < 2 or not any(term.free_symbols & set(stacks) for term in fixed):
-        return stmt
-    inner = names.fresh("t")
-    stack = sp.Symbol(names.pick(f"_{inner.name}_steps"), real=True)
-    shape = ("T", *stmt.shape)
-    before.append(Assign(stack, sp.Add(*fixed).xreplace(stacks), shape, stmt.phase))
-    stacks[inner] = stack
-    rest = [term for term in stmt.expr.args if term.free_symbols & varying]
-    return replace(stmt, expr=sp.Add(inner, *rest))
+    for part in sp.preorder_traversal(stmt.expr):
+        if not part.is_Add:
+            continue
+        fixed = [term for term in part.args if not term.free_symbols & varying]
+        rest = [term for term in part.args if term.free_symbols & varying]
+        if len(fixed) < 2 or not rest or not any(t.free_symbols & set(stacks) for t in fixed):
+            continue
+        inner = names.fresh("t")
+        stack = sp.Symbol(names.pick(f"_{inner.name}_steps"), real=True)
+        summed = sp.Add(*fixed)
+        shape = ("T", *broadcast_shape([shapes.get(a, ()) for a in summed.free_symbols]))
+        shapes[inner] = shape[1:]
+        before.append(Assign(stack, summed.xreplace(stacks), shape, stmt.phase))
+        stacks[inner] = stack
+        return replace(stmt, expr=stmt.expr.xreplace({part: sp.Add(inner, *rest)}))
+    return stmt
 
 
 def _joined_pads(body: list[Statement]) -> list[Statement]:

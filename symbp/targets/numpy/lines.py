@@ -51,7 +51,7 @@ def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Li
     return lines, printer.helpers
 
 
-def _stacks_read_once(statements: list[Statement]) -> set:
+def _stacks_read_once(statements: list[Statement]) -> dict:
     """A recurrence's stacks (T, N, ...) of fresh arrays that one statement reads: a sum
     reading one of them may add into it in place (no new array of all steps)."""
     uses: dict = {}
@@ -59,7 +59,7 @@ def _stacks_read_once(statements: list[Statement]) -> set:
         for symbol in stmt.reads:
             uses[symbol] = uses.get(symbol, 0) + 1
     return {
-        stmt.target
+        stmt.target: stmt.shape
         for stmt in statements
         if stmt.shape[:1] == ("T",)
         and uses.get(stmt.target) == 1
@@ -72,8 +72,16 @@ def _statement_lines(stmt: Statement, printer, comments, indent: int) -> list[Li
     if isinstance(stmt, Loop):
         return _loop_lines(stmt, printer, comments, indent)
     target = stmt.target.name
-    once = getattr(printer, "stacked_once", set())
-    fresh = [a for a in stmt.expr.args if a in once] if isinstance(stmt, Assign) else []
+    once = getattr(printer, "stacked_once", {})
+    fresh = (
+        [
+            a
+            for a in stmt.expr.args
+            if once.get(a) == stmt.shape  # the sum's shape: in place
+        ]
+        if isinstance(stmt, Assign)
+        else []
+    )
     if fresh and stmt.expr.is_Add and stmt.shape[:1] == ("T",):
         # the sum of all steps at once, added into the product it reads (its one reader)
         rest = printer.doprint(sp.Add(*[a for a in stmt.expr.args if a != fresh[0]]))
