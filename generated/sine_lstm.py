@@ -280,14 +280,14 @@ def forward(params: dict[str, np.ndarray], X=None) -> np.ndarray:
         sigmoid1 = _sigmoid(part1)
         sigmoid2 = _sigmoid(part2)
         tanh1 = np.tanh(part3)
-        c1 = c_prev*sigmoid1
-        c2 = sigmoid2*tanh1
-        c = c1 + c2
+        cse1 = c_prev*sigmoid1
+        cse2 = sigmoid2*tanh1
+        c = cse1 + cse2
         part4 = gates[..., 48:64]
         sigmoid3 = _sigmoid(part4)
         tanh2 = np.tanh(c)
-        c3 = sigmoid3*tanh2
-        h = c3
+        cse3 = sigmoid3*tanh2
+        h = cse3
         c_prev = c
         h_prev = h
     c_h_T = np.concatenate((c_prev, h_prev), axis=-1)
@@ -331,14 +331,14 @@ def loss(params: dict[str, np.ndarray], X=None, Y=None) -> float:
         sigmoid1 = _sigmoid(part1)
         sigmoid2 = _sigmoid(part2)
         tanh1 = np.tanh(part3)
-        c1 = c_prev*sigmoid1
-        c2 = sigmoid2*tanh1
-        c = c1 + c2
+        cse1 = c_prev*sigmoid1
+        cse2 = sigmoid2*tanh1
+        c = cse1 + cse2
         part4 = gates[..., 48:64]
         sigmoid3 = _sigmoid(part4)
         tanh2 = np.tanh(c)
-        c3 = sigmoid3*tanh2
-        h = c3
+        cse3 = sigmoid3*tanh2
+        h = cse3
         c_prev = c
         h_prev = h
     c_h_T = np.concatenate((c_prev, h_prev), axis=-1)
@@ -380,9 +380,9 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
-    c1_steps = np.empty((T, N, 16), dtype=DTYPE)
-    c2_steps = np.empty((T, N, 16), dtype=DTYPE)
-    c3_steps = np.empty((T, N, 16), dtype=DTYPE)
+    cse1_steps = np.empty((T, N, 16), dtype=DTYPE)
+    cse2_steps = np.empty((T, N, 16), dtype=DTYPE)
+    cse3_steps = np.empty((T, N, 16), dtype=DTYPE)
     sigmoid1_steps = np.empty((T, N, 16), dtype=DTYPE)
     sigmoid2_steps = np.empty((T, N, 16), dtype=DTYPE)
     sigmoid3_steps = np.empty((T, N, 16), dtype=DTYPE)
@@ -402,17 +402,17 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
         sigmoid1 = _sigmoid(part1)
         sigmoid2 = _sigmoid(part2)
         tanh1 = np.tanh(part3)
-        c1 = c_prev*sigmoid1
-        c2 = sigmoid2*tanh1
-        c = c1 + c2
+        cse1 = c_prev*sigmoid1
+        cse2 = sigmoid2*tanh1
+        c = cse1 + cse2
         part4 = gates[..., 48:64]
         sigmoid3 = _sigmoid(part4)
         tanh2 = np.tanh(c)
-        c3 = sigmoid3*tanh2
-        h = c3
-        c1_steps[t] = c1
-        c2_steps[t] = c2
-        c3_steps[t] = c3
+        cse3 = sigmoid3*tanh2
+        h = cse3
+        cse1_steps[t] = cse1
+        cse2_steps[t] = cse2
+        cse3_steps[t] = cse3
         sigmoid1_steps[t] = sigmoid1
         sigmoid2_steps[t] = sigmoid2
         sigmoid3_steps[t] = sigmoid3
@@ -443,19 +443,19 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     d_h_next = d_c_h_T[:, 16:32]
     # the recurrence, backward through time
     for t in reversed(range(T)):
-        c1 = c1_steps[t]
-        c2 = c2_steps[t]
-        c3 = c3_steps[t]
+        cse1 = cse1_steps[t]
+        cse2 = cse2_steps[t]
+        cse3 = cse3_steps[t]
         sigmoid1 = sigmoid1_steps[t]
         sigmoid2 = sigmoid2_steps[t]
         sigmoid3 = sigmoid3_steps[t]
         tanh1 = tanh1_steps[t]
         tanh2 = tanh2_steps[t]
-        d_part4 = c3*d_h_next*(1 - sigmoid3)
+        d_part4 = cse3*d_h_next*(1 - sigmoid3)
         d_c = d_c_next + d_h_next*sigmoid3*(1 - tanh2**2)
         d_part3 = d_c*sigmoid2*(1 - tanh1**2)
-        d_part2 = c2*d_c*(1 - sigmoid2)
-        d_part1 = c1*d_c*(1 - sigmoid1)
+        d_part2 = cse2*d_c*(1 - sigmoid2)
+        d_part1 = cse1*d_c*(1 - sigmoid1)
         d_gates = d_gates_steps[t]
         np.concatenate((d_part2, d_part1, d_part3, d_part4), axis=-1, out=d_gates)
         d_h_prev = d_gates @ weight_hh_l0

@@ -85,7 +85,10 @@ def derive(spec) -> Derivation:
 
 
 def _derive(spec) -> Derivation:
-    names = Names(user_names(spec) | RESERVED)
+    # a recurrence's state c (an LSTM's cell): shared subexpressions cse1, ..., so that
+    # c1 never reads as c at step 1 in its loops
+    recurrent_c = isinstance(spec, TensorModel) and "c" in spec.recur
+    names = Names(user_names(spec) | RESERVED, "cse" if recurrent_c else "c")
     if isinstance(spec, TensorModel):
         graph = tensor_graph(spec, names)
     elif isinstance(spec, ExpressionSpec):

@@ -16,8 +16,9 @@ from .statements import Loop, Program, flatten, substitute
 
 
 class Names:
-    def __init__(self, taken: set[str]):
+    def __init__(self, taken: set[str], cse_prefix: str = "c"):
         self.taken = set(taken)
+        self.cse_prefix = cse_prefix
         self.temps: dict[sp.Symbol, str] = {}  # temporary -> prefix, for renumbering
         self.counters: dict[str, int] = {}
 
@@ -47,7 +48,8 @@ class Names:
         raise ValueError(f"no free name among {candidates}")
 
     def cse_symbol(self) -> sp.Symbol:
-        return self.fresh("c")
+        """A shared subexpression: c1, c2, ... (``cse_prefix``)."""
+        return self.fresh(self.cse_prefix)
 
 
 def finalize(program: Program, names: Names) -> Program:
