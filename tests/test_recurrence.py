@@ -450,7 +450,7 @@ def test_bptt_is_refused_without_a_recurrence():
         with pytest.raises(SpecError, match=words):
             parse_spec(text + f"[train]\n{bad}\n", "s.toml")
     dense = 'name = "d"\n[model]\ninput = 2\nlayers = [{ dense = 1 }]\nloss = "mse"\n'
-    with pytest.raises(SpecError, match="train.bptt: truncates"):
+    with pytest.raises(SpecError, match="train.bptt: unknown option"):
         parse_spec(dense + "[train]\nbptt = 5\n", "d.toml")
 
 

@@ -22,7 +22,6 @@ from ..spec.fields import (
     _table,
     _train_table,
     finite_number,
-    without_recurrence,
 )
 from . import ops
 from .formula import parse_formula
@@ -324,9 +323,7 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         if p not in used:
             raise SpecError(source, f"model.params.{p}", "declared but not used by any formula")
 
-    train = _train_table(doc, source)
-    if not recur:
-        without_recurrence(train, source)
+    train = _train_table(doc, source, recurrent=bool(recur))
     dataset = _dataset(doc, inputs, targets, labels, names[output_name], source)
     data = None if dataset else _data(doc, inputs, targets, labels, source)
     return TensorModel(

@@ -18,7 +18,6 @@ from .fields import (
     _table,
     _train_table,
     finite_number,
-    without_recurrence,
 )
 from .formula import is_identifier, parse_expression
 
@@ -152,7 +151,7 @@ def _expression_spec(doc, model, name, description, source) -> ExpressionSpec:
 
     init = _params_table(doc, params, seen, source)  # a misspelt [params] key first
     _check_free_names(params, first_use, seen, init, source)
-    train = without_recurrence(_train_table(doc, source), source)
+    train = _train_table(doc, source)
     data = _data_table(doc, "data", inputs + targets, source)
     predict = _data_table(doc, "predict", inputs, source)
     return ExpressionSpec(

@@ -128,18 +128,8 @@ def _describe(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def without_recurrence(train: TrainSpec, source: str) -> TrainSpec:
-    """``train`` of a model with no recurrence: bptt (which truncates one) is refused."""
-    if train.bptt is not None:
-        raise SpecError(
-            source,
-            "train.bptt",
-            "truncates backpropagation through a recurrence: this model has none",
-        )
-    return train
-
-
-def _train_table(doc, source) -> TrainSpec:
+def _train_table(doc, source, recurrent: bool = False) -> TrainSpec:
+    """[train] of a model; ``recurrent``: one with a recurrence, which takes ``bptt``."""
     table = _table(doc, "train", source)
     spec = TrainSpec()
     optimizer = table.get("optimizer", "sgd")
@@ -157,8 +147,9 @@ def _train_table(doc, source) -> TrainSpec:
             f"unknown optimizer {optimizer!r}" + way_out(optimizer, DEFAULTS),
         )
     spec.optimizer = optimizer
-    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", "lr_schedule", "bptt"}
-    general |= set(CLIPPING)
+    general = {"optimizer", "epochs", "batch_size", "shuffle", "seed", "lr_schedule", *CLIPPING}
+    if recurrent:  # truncated backpropagation through time
+        general.add("bptt")
     allowed = general | set(DEFAULTS[optimizer])
     for key, value in table.items():
         where = f"train.{key}"

@@ -27,7 +27,6 @@ from .fields import (
     _only,
     _train_table,
     finite_number,
-    without_recurrence,
 )
 from .formula import parse_expression
 
@@ -503,7 +502,7 @@ def layer_spec(doc, model, name, description, source) -> LayerSpec:
         width,
         layers,
         loss,
-        without_recurrence(_train_table(doc, source), source),
+        _train_table(doc, source),
         None,
         description,
     )
