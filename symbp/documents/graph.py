@@ -342,12 +342,14 @@ def _context(derivation: Derivation, fmt: str) -> dict:
 
 
 def _steps(model) -> int:
-    """The number of time steps a recurrence's costs are given for: the data's, or
-    symbp.program.flops.STEPS."""
+    """The number of time steps a recurrence's costs are given for: the data's (a spec's
+    [data], or its packaged dataset's), or symbp.program.flops.STEPS."""
+    from ..datasets import DATASET_SHAPES
+
     for x in model.sequences:
         if model.data is not None and x in model.data:
             return int(model.data[x].shape[1])
-    return STEPS
+    return DATASET_SHAPES.get(model.dataset or "", {}).get("steps", STEPS)
 
 
 def _recurrence(derivation: Derivation, user: set[str]) -> dict | None:
