@@ -60,6 +60,7 @@ def user_names(spec) -> set[str]:
         recur = {*spec.recur, *(f"{h}_prev" for h in spec.states)}
         if spec.recur:  # the loop's names, the steps' elements, the last states
             recur |= {"t", "T", "_".join(spec.states) + "_T", *(f"{x}_t" for x in spec.sequences)}
+            recur.add(f"{spec.output}_t")  # an output at every step: its value in the step
         lets = (n for n, _, _ in spec.lets)
         return {*spec.inputs, *spec.targets, *spec.params, *lets, *recur}
     if not isinstance(spec, ExpressionSpec):

@@ -501,3 +501,54 @@ def test_a_loss_over_every_step_of_a_sequence_target(tmp_path):
     np.testing.assert_allclose(grads["by"], t["by"].grad.numpy(), rtol=1e-10)
     with pytest.raises(ValueError, match="differ in their number of steps"):
         module.loss_and_grads(params, X, Y[:, :5])
+
+
+EVERY_STEP = f"""name = "every_step"
+[model]
+inputs = {{ x = ["T", {D}] }}
+targets = {{ y = ["T", {K}] }}
+output = "yhat"
+loss = "sum(se[T]) / (sum(n[T]) * {K})"
+[model.params]
+Wih = [{H}, {D}]
+Whh = [{H}, {H}]
+bih = [{H}]
+Wy = [{K}, {H}]
+by = [{K}]
+[model.recur]
+h = {{ shape = [{H}], step = "tanh(Wih @ x[t] + bih + Whh @ h[t-1])" }}
+yhat = "Wy @ h[t] + by"
+se = {{ shape = [1], step = "se[t-1] + sum((yhat - y[t])**2)" }}
+n = {{ shape = [1], step = "n[t-1] + 1" }}
+"""
+
+
+def test_the_output_may_be_a_value_of_every_step(tmp_path):
+    """output = a value of the step: forward() gives it at every step, (N, T, k), equal
+    to torch's per-step outputs; it reads no target; the loss over every step's error
+    and its gradients equal torch's F.mse_loss."""
+    spec = parse_spec(EVERY_STEP, "every_step.toml")
+    module = generate(spec, tmp_path)
+    rng = np.random.default_rng(8)
+    params = module.init_params(1)
+    X, Y = rng.normal(size=(3, 5, D)), rng.normal(size=(3, 5, K))
+    net = torch.nn.RNN(D, H, batch_first=True).double()
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    with torch.no_grad():
+        net.weight_ih_l0.copy_(t["Wih"])
+        net.weight_hh_l0.copy_(t["Whh"])
+        net.bias_ih_l0.copy_(t["bih"])
+        net.bias_hh_l0.zero_()
+    out, _ = net(torch.tensor(X))
+    steps = out @ t["Wy"].T + t["by"]
+    ours = module.forward(params, X)
+    assert ours.shape == (3, 5, K)
+    np.testing.assert_allclose(ours, steps.detach().numpy(), rtol=1e-12, atol=1e-14)
+    expected = F.mse_loss(steps, torch.tensor(Y))
+    expected.backward()
+    value, grads = module.loss_and_grads(params, X, Y)
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(grads["Whh"], net.weight_hh_l0.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(grads["Wy"], t["Wy"].grad.numpy(), rtol=1e-10)
+    for fmt in ("text", "markdown", "latex"):
+        assert "Backpropagation through time" in render_graph_document(derive(spec), fmt)

@@ -95,6 +95,7 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
             if symbol is not None:
                 grads[tensor] = symbol
     new = [body.tensors[state].symbol for state, _, _, _ in states]
+    exposed = [body.tensors[v].symbol for v in node.attrs.get("exposed", ())]
     results = {
         body.tensors[leaf].symbol: s[1] for (_, leaf, _, _), s in zip(states, seeds, strict=True)
     }
@@ -104,11 +105,11 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
         inputs=[],
         targets=[],
         params=[],
-        outputs=new[1:],
+        outputs=[*new[1:], *exposed],
         loss=new[0],
         sample_loss=new[0],
         grads=results,
-        keep=set(new),
+        keep={*new, *exposed},
     )
     program = eliminate_dead_code(program)
     program = inline_single_use(program)
@@ -141,7 +142,7 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
     )
     defined = {s.target for s in forward} | set(prev)
     read_back = set().union(*(s.reads for s in backward)) if backward else set()
-    saved = sorted(defined & read_back, key=lambda s: s.name)
+    saved = sorted((defined & read_back) | (defined & set(exposed)), key=lambda s: s.name)
     for value in saved:
         stacks[value] = sp.Symbol(names.pick(f"_{value.name}_steps"), real=True)
     read_forward = set().union(*(s.reads for s in forward)) if forward else set()
@@ -415,6 +416,29 @@ def _summed_over_steps(stmt: Statement | None, uses: int):
 
 
 register("scan", _scan_forward, _scan_vjp, full_adjoint=True)
+
+
+def _output_forward(node: Node, graph: Graph) -> list[Statement]:
+    """A value of the step at every step, (N, T, ...): the stack the forward loop kept
+    (or the one computed for all steps before it), batch first."""
+    scan = graph.producer()[node.inputs[0]]
+    step = _derive_step(scan, graph)
+    value = scan.attrs["body"].tensors[node.attrs["value"]].symbol
+    out = graph.tensors[node.output]
+    return [Call(out.symbol, "from_steps", (step.stacks[value],), out.shape, "forward")]
+
+
+def _output_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contribution]:
+    """An output, not read by the loss: it needs no adjoint (reverse mode never asks)."""
+    raise NotImplementedError("a recurrence's every-step output is not differentiated")
+
+
+register("scan_output", _output_forward, _output_vjp)
+COST["from_steps"] = lambda shapes, out, attrs: 0
+NOTATION["from_steps"] = _notation(
+    lambda args, attrs: rf"\left({args[0]}\right)_{{t=1}}^{{T}}",
+    lambda args, attrs: f"{args[0]} at every step t",
+)
 # a sequence (N, T, ...) copied time-major, (T, N, ...): each step's element contiguous
 COST["time_major"] = lambda shapes, out, attrs: 0
 NOTATION["time_major"] = _notation(

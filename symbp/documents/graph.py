@@ -52,6 +52,9 @@ def term_tex(term: Term, names: dict[int, str], fixed: dict[str, str] | None = N
     fixed = fixed or {}
     if id(term) in names:
         return fixed.get(names[id(term)]) or latex_name(names[id(term)])
+    if term.op == "steps":  # a value of a recurrence's step, at every step
+        value = latex_name(term.attr("value"))
+        return rf"\left({{{value}}}_{{t}}\right)_{{t=1}}^{{T}}"
     call = term.attr("call")
     if call is not None:
         name, args, given = call

@@ -39,6 +39,7 @@ _PREFIX = {
     "avgpool2d": "pool",
     "flatten": "flat",
     "scan": "scan",
+    "scan_output": "steps",
 }
 
 
@@ -133,6 +134,11 @@ class _TensorLowering(_Lowering):
             return term.attr("func")(*args)
         if op == "scan":
             return self._scan(term, name)
+        if op == "steps":  # a value of the step at every step: what the forward loop kept
+            scan = self.symbol_of(self.lower(term.args[0]))
+            value, states = term.attr("value"), [s for s, _, _ in term.args[0].attr("states")]
+            attrs = {"value": value if value in states else f"{value}_t"}
+            return self.node("scan_output", [scan], (BATCH, *term.shape), name, attrs)
         args = [self.symbol_of(self.lower(a)) for a in term.args]
         if op == "contract":
             attrs = {"subscripts": self._subscripts(term)}
@@ -228,8 +234,13 @@ class _TensorLowering(_Lowering):
             body.leaf(label, outer.shape, "param" if outer.role == "param" else "input")
         formulas = {state: step for (state, _, _), step in zip(states, steps, strict=True)}
         formulas.update(term.attr("lets"))
+        exposed = []  # the model's output, every step's: named value_t in the step
         for value in term.attr("order"):  # the step's values and states, as declared
-            body.lower(formulas[value], value)
+            inner = value
+            if value == self.model.output:
+                inner = value if value in [s for s, _, _ in states] else f"{value}_t"
+                exposed.append(inner)
+            body.lower(formulas[value], inner)
         graph = Graph(
             tensors=body.tensors,
             nodes=body.nodes,
@@ -249,6 +260,7 @@ class _TensorLowering(_Lowering):
             "sequences": tuple((x, leaf.attr("name")) for x, leaf in sequences),
             "names": self.names,
             "bptt": self.model.train.bptt,
+            "exposed": tuple(exposed),
         }
         args = [initial, *(sp.Symbol(x, real=True) for x, _ in sequences)]
         args += [sp.Symbol(r, real=True) for r in read]

@@ -248,8 +248,9 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
             names[x] = ops.name(x, shape, True)
     for p, shape in params.items():
         names[p] = ops.name(p, shape, False)
-    recur, finals = _recur(model, names, sequences, source, taken)
-    indexed = {**{x: {} for x in sequences}, **finals}
+    recur, finals, every = _recur(model, names, sequences, source, taken)
+    # a step's values are read in the steps only (one may be the output, every step's)
+    indexed = {**{x: {} for x in sequences}, **{v: {} for v in every}, **finals}
 
     lets: list[tuple[str, Term, str]] = []
     for let_name, text in _table(model, "let", source, prefix="model.").items():
@@ -269,6 +270,9 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         raise SpecError(source, "model.output", "expected a name or a formula")
     if output.strip() in names and output.strip() in dict((n, 0) for n, _, _ in lets):
         output_name = output.strip()
+    elif output.strip() in every:  # a value of the recurrence at every step: (N, T, ...)
+        output_name = output.strip()
+        lets.append((output_name, every[output_name], f"{output_name}[t] for every step t"))
     else:
         term = parse_formula(output, names, source=source, field="model.output", indexed=indexed)
         if term.op == "const":
@@ -324,7 +328,8 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
             raise SpecError(source, f"model.params.{p}", "declared but not used by any formula")
 
     train = _train_table(doc, source, recurrent=bool(recur))
-    dataset = _dataset(doc, inputs, targets, labels, names[output_name], source)
+    output_term = dict((n, t) for n, t, _ in lets)[output_name]
+    dataset = _dataset(doc, inputs, targets, labels, output_term, source)
     data = None if dataset else _data(doc, inputs, targets, labels, source)
     return TensorModel(
         name=name,
@@ -342,7 +347,7 @@ def tensor_model(doc: dict, model: dict, name: str, description: str, source: st
         train=train,
         data=data,
         description=description,
-        terms=dict(names),
+        terms={**names, output_name: output_term},
         dataset=dataset,
         recur=recur,
         finals={h: entry["T"] for h, entry in finals.items()},
@@ -366,7 +371,7 @@ def _recur(model: dict, names: dict[str, Term], sequences: dict, source: str, ta
                 "a sequence (a time axis) is read by a recurrence: declare its states in"
                 " [model.recur]",
             )
-        return {}, {}
+        return {}, {}, {}
     if not sequences:
         raise SpecError(
             source,
@@ -473,7 +478,10 @@ def _recur(model: dict, names: dict[str, Term], sequences: dict, source: str, ta
         h: (declared[h][0], str(declared[h][1]), declared[h][2]) if h in declared else values[h]
         for h in table
     }
-    return recur, finals
+    # each value of the step, for all steps at once: an output (N, T, ...) of the model
+    pairs = [*lets, *zip(declared, steps, strict=True)]
+    every = {name: ops.steps(scan, name, term) for name, term in pairs}
+    return recur, finals, every
 
 
 def _state_init(init, shape, names, sequences, source: str, where: str) -> Term:

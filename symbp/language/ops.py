@@ -224,3 +224,9 @@ def flatten(x: Term) -> Term:
     """An image (C, H, W) as a vector of C H W values in that order (torch's)."""
     _image(x, "flatten")
     return Term("image", (x,), (x.size,), True, (("op", "flatten"),))
+
+
+def steps(scan: Term, value: str, term: Term) -> Term:
+    """A value of a recurrence's step (``term``, named ``value``) at every step, per
+    sample of shape ("T", *its shape): what the forward loop computes, kept."""
+    return Term("steps", (scan,), ("T", *term.shape), True, (("value", value),))

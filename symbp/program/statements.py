@@ -146,6 +146,41 @@ class Loop:
         result.update({inner: shape for _, inner, shape in self.loads})
         return result
 
+    def pruned(self, need: set[sp.Symbol]) -> Loop:
+        """The loop that gives only what ``need`` asks of it: the stacks and sums in it,
+        the joined last values if the target is in it; a step computes what those read,
+        through the carried values they depend on (forward() needs no loss states)."""
+        wanted = {inner for stack, inner, _ in self.stores if stack in need}
+        wanted |= {inner for outer, inner, _ in self.accumulates if outer in need}
+        joined = self.target in need
+        if joined:
+            wanted |= {c.after for c in self.carries}
+        needed: set[sp.Symbol] = set()
+        while wanted - needed:
+            needed |= wanted
+            for stmt in reversed(self.body):
+                if stmt.target in needed:
+                    needed |= stmt.reads
+            wanted = needed | {c.after for c in self.carries if c.inner in needed}
+        carries = tuple(c for c in self.carries if joined or c.inner in needed)
+        body = tuple(stmt for stmt in self.body if stmt.target in needed)
+        defined = {stmt.target for stmt in body} | {c.inner for c in carries}
+        loads = tuple(load for load in self.loads if load[1] in needed)
+        defined |= {inner for _, inner, _ in loads}
+        read = set().union(*(stmt.reads for stmt in body)) if body else set()
+        args = [a for a in self.args if a in read - defined or a in {s for s, _, _ in loads}]
+        args = [self.initial, *args] if carries else args
+        return replace(
+            self,
+            body=body,
+            carries=carries,
+            loads=loads,
+            stores=tuple(store for store in self.stores if store[0] in need),
+            accumulates=tuple(a for a in self.accumulates if a[0] in need),
+            args=tuple(dict.fromkeys([*args, self.length])),
+            joined=self.joined and joined,
+        )
+
     def shapes(self) -> dict[sp.Symbol, tuple]:
         """The shape of each value the loop defines (a stack: (T, *the step's shape))."""
         result = {self.target: self.shape}
@@ -224,6 +259,8 @@ class Program:
         kept: list[Statement] = []
         for stmt in reversed(self.statements):
             if need.intersection(defines(stmt)):
+                if isinstance(stmt, Loop):
+                    stmt = stmt.pruned(need)
                 kept.append(stmt)
                 need |= stmt.reads
         return kept[::-1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pprint
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -39,14 +39,8 @@ class Line:
 def _vector_lines(statements: list[Statement], comments, indent: int) -> list[Line]:
     printer = NumpyPrinter()
     printer.stacked_once = _stacks_read_once(statements)
-    # a forward loop keeps its steps' values for a backward loop; where none follows
-    # (forward(), loss()) it keeps nothing
-    read = set().union(*(stmt.reads for stmt in statements)) if statements else set()
     lines = []
     for stmt in statements:
-        if isinstance(stmt, Loop) and stmt.stores:
-            kept = tuple(store for store in stmt.stores if store[0] in read)
-            stmt = replace(stmt, stores=kept)
         lines += _statement_lines(stmt, printer, comments, indent)
     return lines, printer.helpers
 
@@ -124,7 +118,9 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
         lines.append(Line(stack.name, f"{make}({full}, dtype=DTYPE)", (), lead))
     for outer, _, shape in loop.accumulates:
         lines.append(Line(outer.name, f"np.zeros({printer_shape(shape)}, dtype=DTYPE)", (), lead))
-    whole = len(loop.carries) == 1
+    # one carried value spanning the whole initial array is that array itself
+    whole = len(loop.carries) == 1 and loop.carries[0].start == 0
+    whole = whole and loop.carries[0].stop == loop.shape[-1]
     for carry in loop.carries:
         source = (
             loop.initial.name if whole else f"{loop.initial.name}[:, {carry.start}:{carry.stop}]"

@@ -89,6 +89,9 @@ class TensorCalls:
     def _call_time_major(self, x):
         return f"np.ascontiguousarray(np.swapaxes({x}, 0, 1))"
 
+    def _call_from_steps(self, stack):
+        return f"np.swapaxes({stack}, 0, 1)"
+
     def _call_sum(self, a, axes):
         return f"{a}.sum(axis={_axes(axes)})"
 
