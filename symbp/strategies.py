@@ -775,6 +775,8 @@ class RecurrentModel(_DrawnModel):
         if steps is not None:
             rng = np.random.default_rng(seed + 1)
             X = {"x": rng.normal(size=(batch, steps, self.features))}
+            if self.target_shapes.get("y", ())[:1] == ("T",):  # a target at every step
+                Y = {"y": rng.uniform(0.0, 1.0, size=(batch, steps, 1))}
         return params, X, Y
 
 
@@ -786,7 +788,9 @@ def recurrent_models() -> st.SearchStrategy[RecurrentModel]:
     value of the step), optionally mixed with its previous value by a sigmoid gate, from
     a zero or a learned initial state; optionally a second state reading the first at
     the same step; a loss of one or both last states (a squared error or BCE with
-    logits against a scalar target). The others are layer sugar: ``{ rnn }`` (tanh or
+    logits against a scalar target), or, one time in four, the output at every step and
+    its squared error summed over the steps against a target sequence, divided by a
+    state that counts them. The others are layer sugar: ``{ rnn }`` (tanh or
     relu), ``{ lstm }`` or ``{ gru }`` of 1 to 4 units, one or two of them, then a dense
     layer of one output. Every formula is smooth but relu's kink, which a random point
     misses."""
@@ -837,19 +841,28 @@ def _recurrent_models(draw) -> RecurrentModel:
         else:
             last, width = "c[T]", other
     params["w"] = [width]
+    target, lets = "[]", ["[model.let]", f'yhat = "dot(w, {last})"']
     loss = draw(st.sampled_from(["mse(yhat, y)", "bce_with_logits(yhat, y)"]))
+    if draw(st.integers(0, 3)) == 0:  # a target and an output at every step
+        params["w"] = [size]
+        target, lets = '["T", 1]', []
+        recur.append('yhat = "dot(w, h[t])"')
+        recur.append('se = { shape = [1], step = "se[t-1] + (yhat - y[t])**2" }')
+        recur.append('n = { shape = [1], step = "n[t-1] + 1" }')
+        loss = "sum(se[T]) / sum(n[T])"
+        params.pop("Wc", None), params.pop("Uc", None)
+        recur = [r for r in recur if not r.startswith("c = ")]
     lines = [
         'name = "drawn_cell"',
         "[model]",
         f'inputs = {{ x = ["T", {features}] }}',
-        "targets = { y = [] }",
+        f"targets = {{ y = {target} }}",
         'output = "yhat"',
         f'loss = "{loss}"',
         "[model.params]",
         *(f"{k} = {v}" for k, v in params.items()),
         "[model.recur]",
         *recur,
-        "[model.let]",
-        f'yhat = "dot(w, {last})"',
+        *lets,
     ]
     return RecurrentModel("\n".join(lines) + "\n", features)
