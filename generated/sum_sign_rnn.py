@@ -332,16 +332,17 @@ def _loss_and_grads(params, data, N) -> tuple[float, dict[str, np.ndarray]]:
     t1_steps = prod1_steps
     # the steps of the sequence (axis 1 of the data)
     T = x.shape[1]
-    h_steps = np.empty((T, N, 16), dtype=DTYPE)
-    h_prev_steps = np.empty((T, N, 16), dtype=DTYPE)
+    h_steps_0_to_T = np.empty((T + 1, N, 16), dtype=DTYPE)
+    h_prev_steps = h_steps_0_to_T[:-1]
+    h_steps = h_steps_0_to_T[1:]
     h_prev = const1
+    h_steps_0_to_T[0] = h_prev
     # the recurrence, forward through time
     for t in range(T):
         t1 = t1_steps[t]
         prod2 = h_prev @ weight_hh_l0.T
         h = np.tanh(prod2 + t1)
-        h_steps[t] = h
-        h_prev_steps[t] = h_prev
+        h_steps_0_to_T[t + 1] = h
         h_prev = h
     h_T = h_prev
     prod3 = h_T @ W2.T

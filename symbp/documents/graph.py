@@ -424,6 +424,7 @@ def _recurrence(derivation: Derivation, user: set[str]) -> dict | None:
     forward_rows, forward_lines = program_rows(forward)
     backward_rows, backward_lines = program_rows(backward)
     per_step = sum(math.prod(shape[1:]) for _, _, shape in forward.stores)
+    per_step -= sum(c.stop - c.start for c in forward.shifted())  # kept once, shifted
     batch, steps = model.train.batch_size, _steps(model)
     recurrent = []
     initial = initial_values(model, model.seed)
@@ -461,6 +462,8 @@ def _recurrence(derivation: Derivation, user: set[str]) -> dict | None:
         "grads": [tex_of(o) for o, _, _ in backward.accumulates] if backward else [],
         "stored": [symbol_tex(inner, shown, program.adjoint_of) for _, inner, _ in forward.stores],
         "stored_names": [inner.name for _, inner, _ in forward.stores],
+        # a state kept before and after each step once: h_prev is h one step earlier
+        "shifted": [(c.after.name, c.inner.name) for c in forward.shifted()],
         "per_step": per_step,
         "batch": batch,
         "steps": steps,

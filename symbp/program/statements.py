@@ -146,6 +146,14 @@ class Loop:
         result.update({inner: shape for _, inner, shape in self.loads})
         return result
 
+    def shifted(self) -> tuple[Carry, ...]:
+        """The carried values a forward loop keeps both before and after each step (an
+        Elman RNN's h_prev and h): one stack of T + 1 rows holds both, shifted by a step."""
+        kept = {inner for _, inner, _ in self.stores}
+        if self.reverse:
+            return ()
+        return tuple(c for c in self.carries if c.inner in kept and c.after in kept)
+
     def pruned(self, need: set[sp.Symbol]) -> Loop:
         """The loop that gives only what ``need`` asks of it: the stacks and sums in it,
         the joined last values if the target is in it; a step computes what those read,

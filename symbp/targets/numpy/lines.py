@@ -112,10 +112,24 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
     if not loop.reverse:
         length = f"T = {loop.length.name}.shape[1]"
         lines.append(raw(length, notes=("the steps of the sequence (axis 1 of the data)",)))
+    # a carried state kept both before and after each step (an Elman RNN's h_prev and h)
+    # is kept once, in T + 1 rows: the two stacks are views of it, shifted by one step
+    kept = {inner: (stack, shape) for stack, inner, shape in loop.stores}
+    shifted = {carry: (kept[carry.inner], kept[carry.after]) for carry in loop.shifted()}
+    once = {stack for pair in shifted.values() for stack, _ in pair}
     for stack, _, shape in loop.stores:  # truncated: the steps it does not run are zeros
+        if stack in once:
+            continue
         full = printer_shape(("T", *shape))
         make = "np.zeros" if loop.window else "np.empty"
         lines.append(Line(stack.name, f"{make}({full}, dtype=DTYPE)", (), lead))
+    rows = {}
+    for carry, ((before, shape), (after, _)) in shifted.items():
+        rows[carry] = f"{after.name}_0_to_T"
+        full = printer_shape(("T + 1", *shape))
+        lines.append(Line(rows[carry], f"np.empty({full}, dtype=DTYPE)", (), lead))
+        lines.append(Line(before.name, f"{rows[carry]}[:-1]", (), lead))
+        lines.append(Line(after.name, f"{rows[carry]}[1:]", (), lead))
     for outer, _, shape in loop.accumulates:
         lines.append(Line(outer.name, f"np.zeros({printer_shape(shape)}, dtype=DTYPE)", (), lead))
     # one carried value spanning the whole initial array is that array itself
@@ -126,6 +140,8 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
             loop.initial.name if whole else f"{loop.initial.name}[:, {carry.start}:{carry.stop}]"
         )
         lines.append(Line(carry.inner.name, source, (), lead))
+        if carry in rows:
+            lines.append(raw(f"{rows[carry]}[0] = {carry.inner.name}"))
     steps = "reversed(range(T))" if loop.reverse else "range(T)"
     what = "backward through time" if loop.reverse else "forward through time"
     if loop.window:
@@ -151,7 +167,10 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
             continue
         lines += _statement_lines(stmt, printer, comments, indent + 4)
     for stack, element, _ in loop.stores:
-        if element not in joined:
+        if stack in {after for (_, (after, _)) in shifted.values()}:
+            carry = next(c for c in shifted if c.after == element)
+            lines.append(raw(f"{rows[carry]}[t + 1] = {element.name}", inner))
+        elif element not in joined and stack not in once:
             lines.append(raw(f"{stack.name}[t] = {element.name}", inner))
     for outer, element, _ in loop.accumulates:
         lines.append(raw(f"{outer.name} += {element.name}", inner))
