@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import interleaved_medians, jax_adam_runner
 
 D, H, K, T, BATCH = 32, 128, 10, 50, 64
 SPEC = f"""
@@ -263,40 +263,7 @@ def _jax_contender(params, X, labels):
         z = h @ p["W2"].T + p["b2"]
         return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
 
-    @jax.jit
-    def step(p, m, v, t, x, y):
-        g = jax.grad(loss)(p, x, y)
-        t = t + 1
-        m = jax.tree_util.tree_map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
-        v = jax.tree_util.tree_map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
-        c1, c2 = 1 - 0.9**t, jnp.sqrt(1 - 0.999**t)
-        p = jax.tree_util.tree_map(
-            lambda a, mm, vv: a - 1e-3 / c1 * mm / (jnp.sqrt(vv) / c2 + 1e-8), p, m, v
-        )
-        return p, m, v, t
-
-    state = {
-        "p": {k: jnp.asarray(a) for k, a in params.items()},
-        "m": {k: jnp.zeros_like(jnp.asarray(a)) for k, a in params.items()},
-        "v": {k: jnp.zeros_like(jnp.asarray(a)) for k, a in params.items()},
-        "t": jnp.asarray(0.0, jnp.float32),
-    }
-    x, y = jnp.asarray(X), jnp.asarray(labels)
-
-    def run(k):
-        p, m, v, t = state["p"], state["m"], state["v"], state["t"]
-        for _ in range(k * STEPS_PER_CALL):
-            p, m, v, t = step(p, m, v, t, x, y)
-        jax.block_until_ready(p)
-        state.update(p=p, m=m, v=v, t=t)
-
-    return run
-
-
-def timed(run, k: int) -> float:
-    start = time.perf_counter()
-    run(k)
-    return (time.perf_counter() - start) / (k * STEPS_PER_CALL)
+    return jax_adam_runner(loss, params, X, labels, STEPS_PER_CALL)
 
 
 def main() -> int:
@@ -326,16 +293,7 @@ def main() -> int:
         print(f"LSTM {D}->{H}, T = {T}, batch {BATCH}, Adam, float32")
         print(f"{'contender':<20} {'ms/step':>9} {'vs hand':>8}")
         runs = contenders(module)
-        for run in runs.values():
-            run(1)  # warm up
-        per_block = {name: max(1, round(0.1 / timed(run, 1))) for name, run in runs.items()}
-        samples = {name: [] for name in runs}
-        names = list(runs)
-        for round_ in range(9):
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                samples[name].append(timed(runs[name], per_block[name]))
-                time.sleep(0.1)
-        medians = {name: statistics.median(v) for name, v in samples.items()}
+        medians = interleaved_medians(runs, STEPS_PER_CALL, rounds=9, block_s=0.1, pause_s=0.1)
         for name, value in medians.items():
             ratio = value / medians["hand-written"]
             print(f"{name:<20} {value * 1e3:>9.3f} {ratio:>8.2f}")
@@ -361,17 +319,10 @@ def scaling(module) -> None:
                 module.train(params, X, y, epochs=1, batch_size=BATCH, lr=1e-3, shuffle=False)
 
         runs[steps] = run
-    for run in runs.values():
-        run(1)
-    samples = {steps: [] for steps in runs}
-    for round_ in range(5):
-        for steps in list(runs)[round_ % 3 :] + list(runs)[: round_ % 3]:
-            samples[steps].append(timed(runs[steps], 1))
-            time.sleep(0.1)
-    base = statistics.median(samples[25]) / 25
+    medians = interleaved_medians(runs, STEPS_PER_CALL, rounds=5, block_s=0.0, pause_s=0.1)
+    base = medians[25] / 25
     print(f"{'T':>5} {'ms/step':>9} {'per step and T, vs T = 25':>27}")
-    for steps, values in samples.items():
-        value = statistics.median(values)
+    for steps, value in medians.items():
         print(f"{steps:>5} {value * 1e3:>9.3f} {value / steps / base:>27.2f}")
 
 

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import importlib.util
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from harness import interleaved_medians, jax_adam_runner
 
 SPEC = """
 name = "residual_bench"
@@ -216,18 +215,6 @@ def _jax_contender(params, X, labels):
         z = h2 @ p["W3"].T + p["b3"]
         return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
 
-    @jax.jit
-    def step(p, m, v, t, x, y):
-        g = jax.grad(loss)(p, x, y)
-        t = t + 1
-        m = jax.tree_util.tree_map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
-        v = jax.tree_util.tree_map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
-        c1, c2 = 1 - 0.9**t, jnp.sqrt(1 - 0.999**t)
-        p = jax.tree_util.tree_map(
-            lambda a, mm, vv: a - 1e-3 / c1 * mm / (jnp.sqrt(vv) / c2 + 1e-8), p, m, v
-        )
-        return p, m, v, t
-
     expected, grads = torch_reference(
         {k: a.astype(np.float64) for k, a in params.items()}, X.astype(np.float64), labels
     )
@@ -237,28 +224,7 @@ def _jax_contender(params, X, labels):
     for k in NAMES:  # float32 against torch's float64
         scale = max(1.0, float(np.abs(grads[k]).max()))
         assert float(np.abs(np.asarray(theirs[k]) - grads[k]).max()) / scale < 1e-4, k
-    state = {
-        "p": {k: jnp.asarray(a) for k, a in params.items()},
-        "m": {k: jnp.zeros_like(jnp.asarray(a)) for k, a in params.items()},
-        "v": {k: jnp.zeros_like(jnp.asarray(a)) for k, a in params.items()},
-        "t": jnp.asarray(0.0, jnp.float32),
-    }
-    x, y = jnp.asarray(X), jnp.asarray(labels)
-
-    def run(k):
-        p, m, v, t = state["p"], state["m"], state["v"], state["t"]
-        for _ in range(k * STEPS_PER_CALL):
-            p, m, v, t = step(p, m, v, t, x, y)
-        jax.block_until_ready(p)
-        state.update(p=p, m=m, v=v, t=t)
-
-    return run
-
-
-def timed(run, k: int) -> float:
-    start = time.perf_counter()
-    run(k)
-    return (time.perf_counter() - start) / (k * STEPS_PER_CALL)
+    return jax_adam_runner(loss, params, X, labels, STEPS_PER_CALL)
 
 
 def main() -> int:
@@ -281,16 +247,9 @@ def main() -> int:
         print(f"{'batch':>6} {'contender':<20} {'ms/step':>9} {'vs hand':>8}")
         for batch in (32, 128, 1024):
             runs = contenders(module, batch)
-            for run in runs.values():
-                run(1)  # warm up
-            per_block = {name: max(1, round(0.05 / timed(run, 1))) for name, run in runs.items()}
-            samples = {name: [] for name in runs}
-            names = list(runs)
-            for round_ in range(7):
-                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                    samples[name].append(timed(runs[name], per_block[name]))
-                    time.sleep(0.05)
-            medians = {name: statistics.median(v) for name, v in samples.items()}
+            medians = interleaved_medians(
+                runs, STEPS_PER_CALL, rounds=7, block_s=0.05, pause_s=0.05
+            )
             for name, value in medians.items():
                 ratio = value / medians["hand-written"]
                 print(f"{batch:>6} {name:<20} {value * 1e3:>9.3f} {ratio:>8.2f}")

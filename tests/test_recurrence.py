@@ -454,55 +454,6 @@ def test_bptt_is_refused_without_a_recurrence():
         parse_spec(dense + "[train]\nbptt = 5\n", "d.toml")
 
 
-SEQ2SEQ = f"""name = "seq2seq"
-[model]
-inputs = {{ x = ["T", {D}] }}
-targets = {{ y = ["T", {K}] }}
-output = "total"
-loss = "sum(se[T]) / (sum(n[T]) * {K})"
-[model.params]
-Wih = [{H}, {D}]
-Whh = [{H}, {H}]
-bih = [{H}]
-Wy = [{K}, {H}]
-by = [{K}]
-[model.recur]
-h = {{ shape = [{H}], step = "tanh(Wih @ x[t] + bih + Whh @ h[t-1])" }}
-se = {{ shape = [1], step = "se[t-1] + sum((Wy @ h[t] + by - y[t])**2)" }}
-n = {{ shape = [1], step = "n[t-1] + 1" }}
-[model.let]
-total = "sum(se[T])"
-"""
-
-
-def test_a_loss_over_every_step_of_a_sequence_target(tmp_path):
-    """A target with a time axis is read at each step as y[t]; a state that sums the
-    step's squared error and one that counts the steps give the mean over the steps:
-    torch's F.mse_loss over every step's output of nn.RNN (reduction mean)."""
-    module = generate(parse_spec(SEQ2SEQ, "seq2seq.toml"), tmp_path)
-    rng = np.random.default_rng(6)
-    params = module.init_params(2)
-    X, Y = rng.normal(size=(4, 6, D)), rng.normal(size=(4, 6, K))
-    value, grads = module.loss_and_grads(params, X, Y)
-    net = torch.nn.RNN(D, H, batch_first=True).double()
-    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    with torch.no_grad():
-        net.weight_ih_l0.copy_(t["Wih"])
-        net.weight_hh_l0.copy_(t["Whh"])
-        net.bias_ih_l0.copy_(t["bih"])
-        net.bias_hh_l0.zero_()
-    out, _ = net(torch.tensor(X))
-    expected = F.mse_loss(out @ t["Wy"].T + t["by"], torch.tensor(Y))
-    expected.backward()
-    assert value == pytest.approx(expected.item(), rel=1e-12)
-    np.testing.assert_allclose(grads["Whh"], net.weight_hh_l0.grad.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(grads["Wih"], net.weight_ih_l0.grad.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(grads["Wy"], t["Wy"].grad.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(grads["by"], t["by"].grad.numpy(), rtol=1e-10)
-    with pytest.raises(ValueError, match="differ in their number of steps"):
-        module.loss_and_grads(params, X, Y[:, :5])
-
-
 EVERY_STEP = f"""name = "every_step"
 [model]
 inputs = {{ x = ["T", {D}] }}
@@ -524,9 +475,11 @@ n = {{ shape = [1], step = "n[t-1] + 1" }}
 
 
 def test_the_output_may_be_a_value_of_every_step(tmp_path):
-    """output = a value of the step: forward() gives it at every step, (N, T, k), equal
-    to torch's per-step outputs; it reads no target; the loss over every step's error
-    and its gradients equal torch's F.mse_loss."""
+    """A target with a time axis is read at each step as y[t], and output = a value of the
+    step: forward() gives it at every step, (N, T, k), equal to torch's per-step outputs,
+    reading no target; a state that sums each step's squared error and one that counts
+    the steps give the mean over them, torch's F.mse_loss over every step (loss and
+    gradients)."""
     spec = parse_spec(EVERY_STEP, "every_step.toml")
     module = generate(spec, tmp_path)
     rng = np.random.default_rng(8)
@@ -552,3 +505,5 @@ def test_the_output_may_be_a_value_of_every_step(tmp_path):
     np.testing.assert_allclose(grads["Wy"], t["Wy"].grad.numpy(), rtol=1e-10)
     for fmt in ("text", "markdown", "latex"):
         assert "Backpropagation through time" in render_graph_document(derive(spec), fmt)
+    with pytest.raises(ValueError, match="differ in their number of steps"):
+        module.loss_and_grads(params, X, Y[:, :4])
