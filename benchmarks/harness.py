@@ -1,11 +1,64 @@
-"""What the training-step benchmarks share: JAX's Adam step under one jax.jit, and the
-interleaved timing (rotating order, blocks of a fixed duration, a pause after each block
-because BLAS threads spin for a moment after work, medians)."""
+"""What the training-step benchmarks share: the module symbp generates from a spec (by
+the CLI, in a folder), the hand-written steps' Adam in place, JAX's Adam step under one
+jax.jit, and the interleaved timing (rotating order, blocks of a fixed duration, a
+pause after each block because BLAS threads spin for a moment after work, medians)."""
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import numpy as np
+
+
+def generate(folder: Path, name: str, spec_text: str, dtype: str):
+    """The NumPy module ``symbp generate`` writes from ``spec_text``, imported."""
+    spec = folder / f"{name}.toml"
+    spec.write_text(spec_text, encoding="utf-8")
+    out = folder / f"{name}_{dtype}.py"
+    subprocess.run(
+        [sys.executable, "-m", "symbp", "generate", str(spec), "--dtype", dtype, "-o", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    module_spec = importlib.util.spec_from_file_location(out.stem, out)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+class InPlaceAdam:
+    """torch.optim.Adam's update (defaults) on a hand-written step's dict of arrays, in
+    place with ``out=`` and one scratch array per parameter."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        self.p = params
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.tmp = {k: np.empty_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def update(self, g, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> None:
+        self.t += 1
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        for k, p in self.p.items():
+            m, v, t = self.m[k], self.v[k], self.tmp[k]
+            m *= b1
+            m += (1 - b1) * g[k]
+            v *= b2
+            np.multiply(g[k], g[k], out=t)
+            t *= 1 - b2
+            v += t
+            np.sqrt(v, out=t)
+            t /= np.sqrt(c2)
+            t += eps
+            np.divide(m, t, out=t)
+            t *= lr / c1
+            p -= t
 
 
 def jax_adam_runner(loss, params, X, labels, steps_per_call: int, lr: float = 1e-3):

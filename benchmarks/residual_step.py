@@ -26,13 +26,12 @@ and reports medians per step and the ratio to (b).
 
 from __future__ import annotations
 
-import importlib.util
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import harness
 import numpy as np
 from harness import interleaved_medians, jax_adam_runner
 
@@ -63,18 +62,7 @@ STEPS_PER_CALL = 64
 
 
 def generate(folder: Path, dtype: str):
-    spec = folder / "residual_bench.toml"
-    spec.write_text(SPEC, encoding="utf-8")
-    out = folder / f"residual_bench_{dtype}.py"
-    subprocess.run(
-        [sys.executable, "-m", "symbp", "generate", str(spec), "--dtype", dtype, "-o", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    module_spec = importlib.util.spec_from_file_location(out.stem, out)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return harness.generate(folder, "residual_bench", SPEC, dtype)
 
 
 class HandWritten:
@@ -82,10 +70,7 @@ class HandWritten:
 
     def __init__(self, params, dtype):
         self.p = {k: np.array(v, dtype=dtype) for k, v in params.items()}
-        self.m = {k: np.zeros_like(v) for k, v in self.p.items()}
-        self.v = {k: np.zeros_like(v) for k, v in self.p.items()}
-        self.t = 0
-        self.tmp = {k: np.empty_like(v) for k, v in self.p.items()}
+        self.adam = harness.InPlaceAdam(self.p)
 
     def grads(self, X, onehot):
         p = self.p
@@ -110,24 +95,9 @@ class HandWritten:
         g["W1"], g["b1"] = dz1.T @ X, dz1.sum(axis=0)
         return loss, g
 
-    def step(self, X, onehot, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    def step(self, X, onehot):
         loss, g = self.grads(X, onehot)
-        self.t += 1
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for k, p in self.p.items():
-            m, v, t = self.m[k], self.v[k], self.tmp[k]
-            m *= b1
-            m += (1 - b1) * g[k]
-            v *= b2
-            np.multiply(g[k], g[k], out=t)
-            t *= 1 - b2
-            v += t
-            np.sqrt(v, out=t)
-            t /= np.sqrt(c2)
-            t += eps
-            np.divide(m, t, out=t)
-            t *= lr / c1
-            p -= t
+        self.adam.update(g)
         return loss
 
 
