@@ -130,16 +130,11 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
             Call(major, "time_major", (sp.Symbol(x, real=True),), shape, "forward")
         )
         stacks[element] = major
-    known = {t.symbol: t.shape for t in body.tensors.values()}
-    known.update({stmt.target: stmt.shape for stmt in forward})
-    parallel, forward = _time_parallel(forward, set(prev), stacks, names, known)
+    # the step's values' shapes: the body's tensors, its statements, the sums split out
+    shapes = {t.symbol: t.shape for t in body.tensors.values()}
+    shapes.update({stmt.target: stmt.shape for stmt in forward})
+    parallel, forward = _time_parallel(forward, set(prev), stacks, names, shapes)
     before_forward += parallel
-    shapes = {s.target: s.shape for s in forward}
-    shapes.update({p: body.tensors[p.name].shape for p in prev})
-    shapes.update({e: body.tensors[e.name].shape for e in elements})
-    shapes.update(
-        {inner: stmt.shape[1:] for stmt in parallel for inner in [_inner_of(stmt, stacks)]}
-    )
     defined = {s.target for s in forward} | set(prev)
     read_back = set().union(*(s.reads for s in backward)) if backward else set()
     saved = sorted((defined & read_back) | (defined & set(exposed)), key=lambda s: s.name)
@@ -185,10 +180,6 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
     )
     node.attrs["_step"] = step
     return step
-
-
-def _inner_of(stmt: Statement, stacks: dict) -> sp.Symbol:
-    return next(inner for inner, stack in stacks.items() if stack == stmt.target)
 
 
 def _time_parallel(body: list[Statement], state: set, stacks: dict, names, shapes: dict):

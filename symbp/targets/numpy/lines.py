@@ -18,6 +18,7 @@ from ...program.statements import Assign, BatchSum, Call, Loop, Statement, flatt
 from ...schedules import learning_rates
 from .inplace import Constants, InplacePrinter
 from .printer import NumpyPrinter, ScalarPrinter, wrap
+from .tensor_kernels import shape_literal
 
 DTYPES = ("float64", "float32")
 LR_ARRAY = "lr_array"
@@ -120,18 +121,18 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
     for stack, _, shape in loop.stores:  # truncated: the steps it does not run are zeros
         if stack in once:
             continue
-        full = printer_shape(("T", *shape))
+        full = shape_literal(("T", *shape))
         make = "np.zeros" if loop.window else "np.empty"
         lines.append(Line(stack.name, f"{make}({full}, dtype=DTYPE)", (), lead))
     rows = {}
     for carry, ((before, shape), (after, _)) in shifted.items():
         rows[carry] = f"{after.name}_0_to_T"
-        full = printer_shape(("T + 1", *shape))
+        full = shape_literal(("T + 1", *shape))
         lines.append(Line(rows[carry], f"np.empty({full}, dtype=DTYPE)", (), lead))
         lines.append(Line(before.name, f"{rows[carry]}[:-1]", (), lead))
         lines.append(Line(after.name, f"{rows[carry]}[1:]", (), lead))
     for outer, _, shape in loop.accumulates:
-        lines.append(Line(outer.name, f"np.zeros({printer_shape(shape)}, dtype=DTYPE)", (), lead))
+        lines.append(Line(outer.name, f"np.zeros({shape_literal(shape)}, dtype=DTYPE)", (), lead))
     # one carried value spanning the whole initial array is that array itself
     whole = len(loop.carries) == 1 and loop.carries[0].start == 0
     whole = whole and loop.carries[0].stop == loop.shape[-1]
@@ -188,11 +189,6 @@ def _loop_lines(loop: Loop, printer, comments, indent: int) -> list[Line]:
     if loop.joined:
         lines.append(Line(loop.target.name, result, (), lead))
     return lines
-
-
-def printer_shape(shape) -> str:
-    items = [str(d) for d in shape]
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _optimizer_context(derivation: Derivation, scalar_grads):

@@ -13,13 +13,14 @@ import sympy as sp
 from ...ad.tensor_rules import summed_axes
 
 
-def _shape(shape) -> str:
+def shape_literal(shape) -> str:
+    """A shape as a Python tuple: (4,), (N, 16), (T, N, 4)."""
     items = [str(d) for d in shape]
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _axes(axes) -> str:
-    return str(axes[0]) if len(axes) == 1 else _shape(axes)
+    return str(axes[0]) if len(axes) == 1 else shape_literal(axes)
 
 
 def _matrix_product(subscripts: str, a: str, b: str) -> str | None:
@@ -80,7 +81,7 @@ class TensorCalls:
             perm = [inputs.index(c) for c in result]
             if len(perm) == 2:
                 return f"{a}.T"
-            return f"{a}.transpose{_shape(perm)}"
+            return f"{a}.transpose{shape_literal(perm)}"
         product = _matrix_product(subscripts, *args) or _stacked_product(subscripts, *args, columns)
         if product is not None:
             return product
@@ -105,12 +106,12 @@ class TensorCalls:
         return f"np.squeeze({g}, {_axes(axes)})"
 
     def _call_broadcast(self, g, axes, shape):
-        return f"np.broadcast_to(np.expand_dims({g}, {_axes(axes)}), {_shape(shape)})"
+        return f"np.broadcast_to(np.expand_dims({g}, {_axes(axes)}), {shape_literal(shape)})"
 
     def _call_broadcast_to(self, g, shape):
         """An adjoint the same for every element (1/N) spread to a shape: as an array of
         the module's dtype, or a float32 module would compute its backward in float64."""
-        return f"np.broadcast_to(np.asarray({g}, DTYPE), {_shape(shape)})"
+        return f"np.broadcast_to(np.asarray({g}, DTYPE), {shape_literal(shape)})"
 
     def _call_sum_to(self, g, shape, source):
         """The sum of ``g`` (of shape ``source``) over the axes it was broadcast along."""
@@ -119,7 +120,8 @@ class TensorCalls:
             return f"{g}.sum(axis={_axes(tuple(axes))})"
         if not axes:
             return f"{g}.sum(axis={_axes(tuple(ones))}, keepdims=True)"
-        return f"{g}.sum(axis={_axes(tuple(axes + ones))}, keepdims=True).reshape({_shape(shape)})"
+        summed = f"{g}.sum(axis={_axes(tuple(axes + ones))}, keepdims=True)"
+        return f"{summed}.reshape({shape_literal(shape)})"
 
     def _call_logsumexp(self, z, keepdims):
         self.helpers.add("logsumexp")
@@ -135,7 +137,7 @@ class TensorCalls:
         return f"_pad_last({g}, {start}, {size - stop})"
 
     def _call_full(self, value, shape):
-        return f"np.full({_shape(shape)}, {self._print(sp.sympify(value))}, dtype=DTYPE)"
+        return f"np.full({shape_literal(shape)}, {self._print(sp.sympify(value))}, dtype=DTYPE)"
 
     def _call_concat(self, *parts):
         return f"np.concatenate(({', '.join(parts)}), axis=-1)"
