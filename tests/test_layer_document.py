@@ -344,7 +344,7 @@ def test_format_layer_costs():
 
 def test_the_document_reports_the_costs(xor):
     md = render_layer_document(xor, "markdown")
-    costs = layer_costs(xor.spec, xor.program)
+    costs = layer_costs(xor.spec, xor)
     assert f"| training step | {costs['step_flops']} |" in md
     assert f"| total | | | {costs['training_floats']} | {costs['training_bytes']} bytes |" in md
     assert "training needs more memory than inference" in md
@@ -468,3 +468,39 @@ def test_a_formula_loss_is_derived_and_documented(loss, activation, tmp_path, ca
     assert r"L = \frac{1}{N} \sum_{n=1}^{N} \sum_{i=1}^{3} l_{ni}" in md
     for fmt in ("text", "latex"):
         render_layer_document(derive(spec), fmt)
+
+
+# --- what the documents read: the IR's record of each value, never its name ----------
+
+
+def test_statements_carry_their_origin(xor):
+    origins = {name: t.origin for name, t in xor.graph.tensors.items() if t.origin}
+    assert origins == {
+        "W1": ("W", 1),
+        "b1": ("b", 1),
+        "Z1": ("Z", 1),
+        "A1": ("A", 1),
+        "W2": ("W", 2),
+        "b2": ("b", 2),
+        "Z2": ("Z", 2),
+    }
+    adjoints = {a.name: (v.name, each) for a, (v, each) in xor.program.adjoint_of.items()}
+    assert adjoints["d_Z1"] == ("Z1", False) and adjoints["d_W2"] == ("W2", False)
+
+
+def test_masked_adjoints_and_temporaries_are_recorded():
+    from symbp.spec import load as load_builtin
+
+    cnn = derive(load_builtin("mnist_cnn"))
+    masked = {m.name: a.name for m, a in cnn.program.masked.items()}
+    assert masked == {"d_A2_masked": "d_A2"}  # the max-pool routes a masked adjoint
+    defined = {s.target for s in cnn.program.statements}
+    assert set(cnn.program.masked) <= defined
+    tanh = derive(load_builtin("tanh_units"))
+    kinds = set(tanh.program.temporaries.values())
+    assert kinds == {"adjoint", "t", "shared"}
+    shared = [s for s, k in tanh.program.temporaries.items() if k == "shared"]
+    assert all(re.fullmatch(r"c\d+", s.name) for s in shared)
+    # the markdown states the shared subexpressions the program computes once
+    md = render_document(tanh, "markdown")
+    assert all(s.name in md for s in shared)

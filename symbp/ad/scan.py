@@ -139,7 +139,7 @@ def _derive_step(node: Node, graph: Graph) -> _Step:
     read_back = set().union(*(s.reads for s in backward)) if backward else set()
     saved = sorted((defined & read_back) | (defined & set(exposed)), key=lambda s: s.name)
     for value in saved:
-        stacks[value] = sp.Symbol(names.pick(f"_{value.name}_steps"), real=True)
+        stacks[value] = names.stack(value)
     read_forward = set().union(*(s.reads for s in forward)) if forward else set()
     out = graph.tensors[node.output]
     initial = sp.Symbol(node.inputs[0], real=True)
@@ -199,7 +199,7 @@ def _time_parallel(body: list[Statement], state: set, stacks: dict, names, shape
             varying.add(stmt.target)
             inside.append(stmt)
             continue
-        stack = sp.Symbol(names.pick(f"_{stmt.target.name}_steps"), real=True)
+        stack = names.stack(stmt.target)
         shape = ("T", *stmt.shape)
         if isinstance(stmt, Assign):
             before.append(Assign(stack, stmt.expr.xreplace(stacks), shape, stmt.phase))
@@ -234,7 +234,7 @@ def _split_sum(stmt: Statement, varying: set, stacks: dict, names, before: list,
         if len(fixed) < 2 or not rest or not any(t.free_symbols & set(stacks) for t in fixed):
             continue
         inner = names.fresh("t")
-        stack = sp.Symbol(names.pick(f"_{inner.name}_steps"), real=True)
+        stack = names.stack(inner)
         summed = sp.Add(*fixed)
         shape = ("T", *broadcast_shape([shapes.get(a, ()) for a in summed.free_symbols]))
         shapes[inner] = shape[1:]
@@ -343,7 +343,7 @@ def _scan_vjp(node: Node, g, graph: Graph, needs: set[str], emit) -> list[Contri
             continue
         for value in summed[1]:
             if value not in stacks:  # kept by the backward loop for the product after it
-                stacks[value] = sp.Symbol(names.pick(f"_{value.name}_steps"), real=True)
+                stacks[value] = names.stack(value)
                 stores[value] = stacks[value]
         op, args, attrs = summed[0], tuple(stacks[v] for v in summed[1]), summed[2]
         if op == "contract":  # the stacks' rows, flattened: their last sizes

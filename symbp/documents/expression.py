@@ -10,7 +10,6 @@ layouts and the prose live in templates/docs/*.j2.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -281,13 +280,16 @@ def _program(derivation: Derivation, steps: list[ChainStep]) -> dict:
     program = derivation.program
     comments = _comments(derivation, steps)
     reads = Counter(s for stmt in program.statements for s in stmt.reads)
-    names = [s.target.name for s in program.statements]
-    derived = [
-        n
-        for n in names
-        if re.fullmatch(r"d_\w+|[cg]\d+", n) and n not in user_names(derivation.spec)
+    targets = [s.target for s in program.statements]
+    kinds = {program.temporaries.get(t) for t in targets}
+    users = user_names(derivation.spec)
+    derived = [  # adjoints, shared subexpressions and adjoints of values inlined away
+        t
+        for t in targets
+        if (t in program.adjoint_of or program.temporaries.get(t) in ("shared", "adjoint"))
+        and t.name not in users
     ]
-    shared = [(n, reads[sp.Symbol(n, real=True)]) for n in derived]
+    shared = [(t.name, reads[t]) for t in derived]
     return {
         "forward": _program_lines(
             [s for s in program.statements if s.phase == "forward"], comments
@@ -297,11 +299,11 @@ def _program(derivation: Derivation, steps: list[ChainStep]) -> dict:
         ),
         "statements": len(program.statements),
         "shared": [{"name": n, "reads": k} for n, k in shared if k > 1],
-        "has_c": any(re.fullmatch(r"c\d+", n) for n in names),
-        "has_g": any(re.fullmatch(r"g\d+", n) for n in names),
-        "has_t": any(re.fullmatch(r"t\d+", n) for n in names),
-        "has_sum": any(re.fullmatch(r"sum\d+", n) for n in names),
-        "has_per_sample": any(n.endswith("_n") and n.startswith("d_") for n in names),
+        "has_c": "shared" in kinds,
+        "has_g": "adjoint" in kinds,
+        "has_t": "t" in kinds,
+        "has_sum": "sum" in kinds,
+        "has_per_sample": any(program.adjoint_of.get(t, (None, False))[1] for t in targets),
         "grads": [{"param": p.name, "grad": g.name} for p, g in program.grads.items()],
     }
 

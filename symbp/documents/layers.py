@@ -16,8 +16,8 @@ the templates (templates/docs/layers.*.j2) hold the layout and the prose.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sympy as sp
 from sympy.core.parameters import distribute
@@ -387,11 +387,40 @@ def _needs_input_gradient(spec: LayerSpec, index: int) -> bool:
     return any(layer.has_params for layer in spec.layers[: index - 1])
 
 
-def _cached(spec: LayerSpec, program: Program) -> list[dict]:
+@dataclass(frozen=True)
+class _Origins:
+    """What the stack's front end made each program value as: ("Z", 2) is Z^(2). Read
+    from the IR's tensors and the program's record of its adjoints, never from a name."""
+
+    values: dict[sp.Symbol, tuple[str, int]]  # Z^(2)'s symbol -> ("Z", 2)
+    adjoints: dict[sp.Symbol, tuple[str, int]]  # dL/dZ^(2)'s symbol -> ("Z", 2)
+    masked: dict[sp.Symbol, tuple[str, int]]  # dL/dA^(2) masked before a pool -> ("A", 2)
+    leaves: set[sp.Symbol]  # X and Y, written as they are
+
+
+def _origins(derivation: Derivation) -> _Origins:
+    program = derivation.program
+    values = {
+        derivation.values[name]: t.origin
+        for name, t in derivation.graph.tensors.items()
+        if t.origin and name in derivation.values
+    }
+    adjoints = {
+        g: values[value]
+        for g, (value, per_sample) in program.adjoint_of.items()
+        if value in values and not per_sample
+    }
+    masked = {m: adjoints[g] for m, g in program.masked.items() if g in adjoints}
+    return _Origins(values, adjoints, masked, {*program.inputs, *program.targets})
+
+
+def _cached(spec: LayerSpec, derivation: Derivation) -> list[dict]:
     """The forward values the backward pass reads (kept in memory from the forward pass),
     in program order, each with its floats and the layer it belongs to: 0 for the input
     X, K + 1 for the targets and the loss's own intermediate values; a shared
     intermediate value (c1, ...) belongs to the layer of the next Z(l) or A(l)."""
+    program = derivation.program
+    origins = _origins(derivation)
     K = len(spec.layers)
     batch = spec.train.batch_size
     readers: dict[sp.Symbol, list[str]] = {}
@@ -407,13 +436,13 @@ def _cached(spec: LayerSpec, program: Program) -> list[dict]:
     pending = 0  # shared values waiting for the next Z(l) or A(l) (the output is one)
     past_output = False
     for symbol, _ in values:
-        match = re.fullmatch(r"[ZAU](\d+)", symbol.name)
-        if symbol.name == "X":
+        origin = origins.values.get(symbol, ("", 0))
+        if symbol in program.inputs:
             layers.append(0)
         elif past_output or symbol in program.targets:
             layers.append(K + 1)
-        elif match:
-            layers += [int(match.group(1))] * (pending + 1)
+        elif origin[0] in ("Z", "A", "U"):
+            layers += [origin[1]] * (pending + 1)
             pending = 0
         else:
             pending += 1
@@ -468,7 +497,7 @@ def _optimizer_ops(spec: LayerSpec) -> tuple[int, int]:
     return per_element, per_step
 
 
-def layer_costs(spec: LayerSpec, program: Program | None = None) -> dict:
+def layer_costs(spec: LayerSpec, derivation: Derivation | None = None) -> dict:
     """Operations and memory of one training step of ``spec`` at its batch size N.
 
     Operations are counted per element, as :mod:`symbp.stats` counts them: a matrix
@@ -481,11 +510,12 @@ def layer_costs(spec: LayerSpec, program: Program | None = None) -> dict:
     counted per parameter element from its SymPy rule (:mod:`symbp.optim`).
 
     Memory: the forward values the backward pass reads (from the derived program; pass
-    ``program`` to skip deriving it), in floats and float32 bytes, against inference,
-    which keeps one layer's input and output at a time: max over l of N (in + out).
+    ``derivation``, that of ``spec``, to skip deriving it), in floats and float32 bytes,
+    against inference, which keeps one layer's input and output at a time: max over l
+    of N (in + out).
     """
-    if program is None:
-        program = derive(spec).program
+    if derivation is None:
+        derivation = derive(spec)
     batch = spec.train.batch_size
     widths = spec.widths
     K = len(spec.layers)
@@ -564,7 +594,7 @@ def layer_costs(spec: LayerSpec, program: Program | None = None) -> dict:
     optimizer = per_element * params + per_step
     forward = sum(layer["forward"]["total"] for layer in layers)
     backward = sum(layer["backward"]["total"] for layer in layers) + loss_backward
-    cached = _cached(spec, program)
+    cached = _cached(spec, derivation)
     for layer in layers:
         layer["cached_floats"] = sum(c["floats"] for c in cached if c["layer"] == layer["index"])
     training = sum(c["floats"] for c in cached)
@@ -1313,47 +1343,56 @@ def _adjoint_of_a(spec: LayerSpec, k: int) -> tuple[str, int]:
     return "G", k
 
 
-def _value(name: str, nt: Names, spec: LayerSpec) -> dict:
-    """A program name as the document writes it: math (Z1 -> Z^(1), d_Z1 -> delta^(1))
-    or code (shared values such as c1)."""
-    patterns = (
-        (r"([ZAWbU])(\d+)", lambda m: nt.m(m.group(1), int(m.group(2)))),
-        (r"d_Z(\d+)", lambda m: nt.m("delta", int(m.group(1)))),
-        (r"d_A(\d+)", lambda m: nt.m(*_adjoint_of_a(spec, int(m.group(1))))),
-        (r"d_([Wb])(\d+)", lambda m: nt.d(nt.m(m.group(1), int(m.group(2))))),
-        (r"[XY]", lambda m: m.group(0)),
-    )
-    for pattern, spell in patterns:
-        match = re.fullmatch(pattern, name)
-        if match:
-            return {"math": spell(match)}
-    return {"code": name}
+def _value(symbol: sp.Symbol, nt: Names, spec: LayerSpec, origins: _Origins) -> dict:
+    """A program value as the document writes it: math (Z^(1) for Z1, delta^(1) for its
+    adjoint) or code (shared values such as c1)."""
+    if symbol in origins.leaves:
+        return {"math": symbol.name}
+    if symbol in origins.values:
+        return {"math": nt.m(*origins.values[symbol])}
+    if symbol in origins.adjoints:
+        kind, k = origins.adjoints[symbol]
+        if kind == "Z":
+            return {"math": nt.m("delta", k)}
+        if kind == "A":
+            return {"math": nt.m(*_adjoint_of_a(spec, k))}
+        if kind in ("W", "b"):
+            return {"math": nt.d(nt.m(kind, k))}
+    return {"code": symbol.name}
 
 
-def _in_notation(names: list[str], program: Program, nt: Names, spec: LayerSpec) -> list[str]:
+def _in_notation(
+    symbols: list[sp.Symbol], program: Program, nt: Names, spec: LayerSpec, origins: _Origins
+) -> list[sp.Symbol]:
     """The readers of a cached value as the document names them: a program temporary
     (v1 = delta^(1)T U^(1), d_A2_masked) stands for the named values it flows into
     (dL/dW^(1) and dL/db^(1), delta^(1)), which the sections above define."""
-    readers: dict[str, list[str]] = {}
+    readers: dict[sp.Symbol, list[sp.Symbol]] = {}
     for stmt in program.statements:
         for read in stmt.reads:
-            readers.setdefault(read.name, []).append(stmt.target.name)
-    out: list[str] = []
-    pending, seen = list(names), set()
+            readers.setdefault(read, []).append(stmt.target)
+    out: list[sp.Symbol] = []
+    pending, seen = list(symbols), set()
     while pending:
-        name = pending.pop(0)
-        if name in seen:
+        symbol = pending.pop(0)
+        if symbol in seen:
             continue
-        seen.add(name)
-        if "math" in _value(name, nt, spec) or name not in readers:
-            out.append(name)
+        seen.add(symbol)
+        if "math" in _value(symbol, nt, spec, origins) or symbol not in readers:
+            out.append(symbol)
         else:
-            pending[:0] = readers[name]
+            pending[:0] = readers[symbol]
     return list(dict.fromkeys(out))
 
 
-def _costs(spec: LayerSpec, program: Program, nt: Names) -> dict:
-    costs = layer_costs(spec, program)
+def _costs(derivation: Derivation, nt: Names) -> dict:
+    spec, program = derivation.spec, derivation.program
+    costs = layer_costs(spec, derivation)
+    origins = _origins(derivation)
+
+    def symbol(name: str) -> sp.Symbol:  # a name of the costs' table: program symbols are real
+        return sp.Symbol(name, real=True)
+
     K = len(spec.layers)
     groups = []
     for layer in range(K + 2):
@@ -1367,12 +1406,14 @@ def _costs(spec: LayerSpec, program: Program, nt: Names) -> dict:
                 "label": label,
                 "values": [
                     {
-                        **_value(c["name"], nt, spec),
+                        **_value(symbol(c["name"]), nt, spec, origins),
                         "shape": " x ".join(map(str, c["shape"])),
                         "floats": c["floats"],
                         "read_by": [
-                            _value(r, nt, spec)
-                            for r in _in_notation(c["read_by"], program, nt, spec)
+                            _value(r, nt, spec, origins)
+                            for r in _in_notation(
+                                [symbol(r) for r in c["read_by"]], program, nt, spec, origins
+                            )
                         ],
                     }
                     for c in entries
@@ -1438,26 +1479,25 @@ def _statement_text(stmt: Statement) -> str:
     return f"{'sum' if isinstance(stmt, BatchSum) else 'mean'}({stmt.source.name})"
 
 
-def _comment(stmt: Statement, cached: set[str], spec: LayerSpec) -> str:
+def _comment(stmt: Statement, cached: set[str], spec: LayerSpec, origins: _Origins) -> str:
     name = stmt.target.name
     if stmt.phase == "forward":
         return "cached for the backward pass" if name in cached else ""
-    masked = re.fullmatch(r"d_A(\d+)_masked", name)
-    if masked:  # symbp.program.mask_before_routing
-        k = int(masked.group(1))
+    if stmt.target in origins.masked:  # symbp.program.mask_before_routing
+        _, k = origins.masked[stmt.target]
         return f"f'(Z^({k - 1})) at the pooled size: A^({k - 1}) = A^({k}) where max-pool routes"
-    match = re.fullmatch(r"d_([ZA])(\d+)", name)
-    if not match:
-        return ""
-    k = int(match.group(2))
-    if match.group(1) == "Z":
+    kind, k = origins.adjoints.get(stmt.target, ("", 0))
+    if kind == "Z":
         return f"delta^({k})"
-    kind, index = _adjoint_of_a(spec, k)
-    return f"{kind}^({index}) = dL/dA^({k})"
+    if kind != "A":
+        return ""
+    adjoint, index = _adjoint_of_a(spec, k)
+    return f"{adjoint}^({index}) = dL/dA^({k})"
 
 
 def _program(derivation: Derivation) -> dict:
     program = derivation.program
+    origins = _origins(derivation)
     cached = {s.name for stmt in program.statements if stmt.phase == "backward" for s in stmt.reads}
 
     def lines(phase: str) -> list[str]:
@@ -1467,7 +1507,7 @@ def _program(derivation: Derivation) -> dict:
                 continue
             target = stmt.target.name
             code = f"{target} = {wrap(_statement_text(stmt), 0, len(target) + 3, CODE_WIDTH)}"
-            comment = _comment(stmt, cached, derivation.spec)
+            comment = _comment(stmt, cached, derivation.spec, origins)
             if comment and "\n" not in code and len(code) + len(comment) + 4 <= CODE_WIDTH:
                 result.append(f"{code}  # {comment}")
             elif comment:
@@ -1476,7 +1516,7 @@ def _program(derivation: Derivation) -> dict:
                 result += code.split("\n")
         return result
 
-    names = [s.target.name for s in program.statements]
+    kinds = {program.temporaries.get(s.target) for s in program.statements}
     ops = {s.op for s in program.statements if isinstance(s, Call)}
     has_step = any(isinstance(s, Assign) and s.expr.has(sp.Heaviside) for s in program.statements)
     return {
@@ -1484,7 +1524,7 @@ def _program(derivation: Derivation) -> dict:
         "backward": lines("backward"),
         "statements": len(program.statements),
         "ops": sorted(ops),
-        "has_c": any(re.fullmatch(r"c\d+", n) for n in names),
+        "has_c": "shared" in kinds,
         "has_step": has_step,
         "has_mean": any(isinstance(s, BatchMean) for s in program.statements),
         "grads": [{"param": p.name, "grad": g.name} for p, g in program.grads.items()],
@@ -1520,7 +1560,7 @@ def _context(derivation: Derivation, fmt: str, element: bool) -> dict:
         "backward": _backward(spec, eq),
         "convolution": _convolution(spec, eq),
         "element": _element(spec, eq) if element else None,
-        "costs": _costs(spec, derivation.program, eq.nt),
+        "costs": _costs(derivation, eq.nt),
         "program": _program(derivation),
         "kinks": _kinks(spec),
         "graph": document_graph(derivation),

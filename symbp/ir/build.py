@@ -113,13 +113,13 @@ def layer_graph(spec, names: Names) -> Graph:
     tensors: dict[str, Tensor] = {}
     nodes: list[Node] = []
 
-    def tensor(name: str, shape: tuple, role: str = "value") -> sp.Symbol:
-        tensors[name] = Tensor(name, shape, role, named=True)
+    def tensor(name: str, shape: tuple, role: str = "value", origin: tuple = ()) -> sp.Symbol:
+        tensors[name] = Tensor(name, shape, role, named=True, origin=origin)
         return tensors[name].symbol
 
     current = tensor("X", (BATCH, *spec.shapes[0]), "input")  # images (N, C, H, W) as torch
     if spec.convolutional:  # A(0): the same images channels-last, a transposed view
-        first = tensor("A0", _batched(spec.shapes[0]))
+        first = tensor("A0", _batched(spec.shapes[0]), origin=("A", 0))
         nodes.append(Node("channels_last", (current.name,), first.name))
         current = first
     param_shapes = spec.param_shapes()
@@ -127,35 +127,35 @@ def layer_graph(spec, names: Names) -> Graph:
         k, shape = layer.index, _batched(spec.shapes[layer.index])
         if layer.has_params:
             inputs = [f"W{k}"]
-            tensor(f"W{k}", param_shapes[f"W{k}"], "param")
+            tensor(f"W{k}", param_shapes[f"W{k}"], "param", ("W", k))
             if layer.bias:
-                tensor(f"b{k}", param_shapes[f"b{k}"], "param")
+                tensor(f"b{k}", param_shapes[f"b{k}"], "param", ("b", k))
                 inputs.append(f"b{k}")
             geometry = {"kernel": layer.kernel, "stride": layer.stride, "padding": layer.padding}
             if layer.op == "conv2d":
                 # U(l): every patch of A(l-1) a row (a ones column for the bias)
                 _, ho, wo, _ = shape
                 columns = math.prod(param_shapes[f"W{k}"][1:]) + layer.bias
-                unfolded = tensor(f"U{k}", (BATCH, ho, wo, columns))
+                unfolded = tensor(f"U{k}", (BATCH, ho, wo, columns), origin=("U", k))
                 attrs = {**geometry, "ones": layer.bias}
                 nodes.append(Node("unfold", (current.name,), unfolded.name, attrs))
-                current = tensor(f"Z{k}", shape)
+                current = tensor(f"Z{k}", shape, origin=("Z", k))
                 nodes.append(Node("conv2d", (unfolded.name, *inputs), current.name, geometry))
             else:
                 current_in = current.name
-                current = tensor(f"Z{k}", shape)
+                current = tensor(f"Z{k}", shape, origin=("Z", k))
                 nodes.append(Node("linear", (current_in, *inputs), current.name))
         elif layer.op in ("maxpool2d", "avgpool2d", "flatten"):
-            out = tensor(f"A{k}", shape)
+            out = tensor(f"A{k}", shape, origin=("A", k))
             attrs = {"kernel": layer.kernel, "stride": layer.stride}
             nodes.append(Node(layer.op, (current.name,), out.name, attrs))
             current = out
         if layer.activation == "softmax":
-            out = tensor(f"A{k}", shape)
+            out = tensor(f"A{k}", shape, origin=("A", k))
             nodes.append(Node("softmax", (current.name,), out.name))
             current = out
         elif layer.formula is not None and layer.activation != "identity":
-            out = tensor(f"A{k}", shape)
+            out = tensor(f"A{k}", shape, origin=("A", k))
             expr = layer.formula.xreplace({z: current})
             nodes.append(Node("elementwise", (current.name,), out.name, {"expr": expr}))
             current = out

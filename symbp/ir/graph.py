@@ -25,6 +25,9 @@ class Tensor:
     role: str  # "input" | "target" | "param" | "value" | "loss"
     label: str = ""  # how the derivation document writes it (LaTeX), if not the name
     named: bool = False  # a name the user gave (let-name, output, loss): keep it in code
+    # what the front end made this tensor as, for the documents, which never read it
+    # from a name: a layer stack's ("Z", 2) is Z^(2), ("W", 1) is W^(1); () for others
+    origin: tuple[str, int] | tuple[()] = ()
 
     @property
     def symbol(self) -> sp.Symbol:

@@ -8,8 +8,6 @@ are ``c1, c2, ...``. Numbers are made consecutive once the program is final.
 
 from __future__ import annotations
 
-import re
-
 import sympy as sp
 
 from .statements import Loop, Program, flatten, substitute
@@ -21,6 +19,9 @@ class Names:
         self.cse_prefix = cse_prefix
         self.temps: dict[sp.Symbol, str] = {}  # temporary -> prefix, for renumbering
         self.counters: dict[str, int] = {}
+        # a loop's stack of a step's value (T, N, ...) -> that value, so that the stack
+        # is named after it once the value has its final name
+        self.stacks: dict[sp.Symbol, sp.Symbol] = {}
 
     def fresh(self, prefix: str) -> sp.Symbol:
         while True:
@@ -47,6 +48,13 @@ class Names:
                 return name
         raise ValueError(f"no free name among {candidates}")
 
+    def stack(self, value: sp.Symbol) -> sp.Symbol:
+        """The stack of ``value`` at every step of a loop (renamed with it by
+        :func:`finalize`: ``tanh1_steps``)."""
+        symbol = sp.Symbol(self.pick(f"_{value.name}_steps"), real=True)
+        self.stacks[symbol] = value
+        return symbol
+
     def cse_symbol(self) -> sp.Symbol:
         """A shared subexpression: c1, c2, ... (``cse_prefix``)."""
         return self.fresh(self.cse_prefix)
@@ -58,6 +66,7 @@ def finalize(program: Program, names: Names) -> Program:
     (``tanh1_steps``)."""
     counters: dict[str, int] = {}
     mapping: dict[sp.Symbol, sp.Symbol] = {}
+    kinds: dict[sp.Symbol, str] = {}  # becomes program.temporaries
     final_taken = {n for n in names.taken if not n.startswith("_")}
     statements = flatten(program.statements)
     targets = []  # what each statement defines; a loop: also what its steps load
@@ -66,9 +75,8 @@ def finalize(program: Program, names: Names) -> Program:
         if isinstance(stmt, Loop):
             targets += [inner for _, inner, _ in stmt.loads]
             stacks += [stack for stack, _, _ in [*stmt.stores, *stmt.loads]]
-        match = re.fullmatch(r"_(\w+)_steps", stmt.target.name)
-        if match:  # a stack computed before a loop, for every step at once
-            targets.append(sp.Symbol(match.group(1), real=True))
+        if stmt.target in names.stacks:  # a stack computed before a loop, for every step
+            targets.append(names.stacks[stmt.target])
             stacks.append(stmt.target)
         targets.append(stmt.target)
     for target in dict.fromkeys(targets):
@@ -82,24 +90,25 @@ def finalize(program: Program, names: Names) -> Program:
                 break
         final_taken.add(candidate)
         mapping[target] = sp.Symbol(candidate, real=True)
+        kinds[mapping[target]] = "shared" if prefix == names.cse_prefix else prefix
     # adjoints of temporaries follow their value's new name (d__t3 -> d_t1); those of
     # values that were inlined away are g1, g2, ...
     for stmt in statements:
-        name = stmt.target.name
-        match = re.fullmatch(r"_?d_(_\w+?)(_n)?", name)
-        if match:
-            value = sp.Symbol(match.group(1), real=True)
-            new = f"d_{mapping[value].name}{match.group(2) or ''}" if value in mapping else ""
+        value, each = program.adjoint_of.get(stmt.target, (None, False))
+        if value in names.temps:
+            new = f"d_{mapping[value].name}{'_n' if each else ''}" if value in mapping else ""
+            orphan = False
             while not new or new in final_taken:
                 counters["g"] = counters.get("g", 0) + 1
-                new = f"g{counters['g']}"
+                new, orphan = f"g{counters['g']}", True
             final_taken.add(new)
             mapping[stmt.target] = sp.Symbol(new, real=True)
+            if orphan:
+                kinds[mapping[stmt.target]] = "adjoint"
     for stack in dict.fromkeys(stacks):  # named after the value: tanh1_steps
-        match = re.fullmatch(r"_(\w+)_steps", stack.name)
-        if stack in mapping or not match:
+        if stack in mapping or stack not in names.stacks:
             continue
-        inner = sp.Symbol(match.group(1), real=True)
+        inner = names.stacks[stack]
         base = f"{mapping.get(inner, inner).name.lstrip('_')}_steps"
         new, k = base, 1
         while new in final_taken:
@@ -107,10 +116,12 @@ def finalize(program: Program, names: Names) -> Program:
             new = f"{base}{k}"
         final_taken.add(new)
         mapping[stack] = sp.Symbol(new, real=True)
+    program.temporaries = kinds
     if not mapping:
         return program
     program.statements = [substitute(s, mapping) for s in program.statements]
     program.grads = {p: mapping.get(g, g) for p, g in program.grads.items()}
+    program.masked = {mapping.get(m, m): mapping.get(g, g) for m, g in program.masked.items()}
     # an adjoint whose value was inlined away (now g1, g2, ...) belongs to no value left
     program.adjoint_of = {
         mapping.get(s, s): (mapping.get(value, value), each)

@@ -256,6 +256,14 @@ class Program:
     # per-sample adjoint, before the sum over the batch), so that documents know what a
     # statement computes without reading it from a name
     adjoint_of: dict[sp.Symbol, tuple[sp.Symbol, bool]] = field(default_factory=dict)
+    # an adjoint with an activation's mask applied before a routing op
+    # (:func:`mask_before_routing`) -> the adjoint it masks
+    masked: dict[sp.Symbol, sp.Symbol] = field(default_factory=dict)
+    # what named each temporary (:func:`symbp.program.naming.finalize`): "shared" for a
+    # subexpression CSE found (c1), "adjoint" for the adjoint of a value inlined away
+    # (g1), else the family it was named after ("t" an elementwise step, "sum" a sum
+    # over the batch, "v" a vector-Jacobian product, ...)
+    temporaries: dict[sp.Symbol, str] = field(default_factory=dict)
 
     @property
     def results(self) -> list[sp.Symbol]:
@@ -463,6 +471,7 @@ def mask_before_routing(
         if mask.free_symbols - {a} or mask.is_finite is not True or stmt.shape != call.shape:
             continue
         masked = name_after(g)
+        program.masked[masked] = g
         args = list(call.args)
         args[g_at] = masked
         fused[r] = [
