@@ -253,15 +253,19 @@ def _train_on_dataset(module, spec, dataset: str) -> int:
 
     X, y, X_test, y_test = load_dataset(dataset, spec.source, seed=spec.seed)
     print(f"training on {DATASETS[dataset]}: {len(X)} samples, {len(X_test)} held out\n")
-    params, losses = module.train(module.init_params(spec.seed), X, y)
+    # a model with batch statistics keeps their running averages, and is evaluated with
+    # them (eval mode), as torch's model.eval()
+    state = {"buffers": module.init_buffers()} if hasattr(module, "init_buffers") else {}
+    params, losses = module.train(module.init_params(spec.seed), X, y, **state)
     every = max(1, len(losses) // 10)
     for epoch in range(every, len(losses) + 1, every):
         print(f"epoch {epoch:>4}  loss {losses[epoch - 1]:.6g}")
+    mode = " (eval mode: running statistics)" if state else ""
     if hasattr(module, "accuracy"):
-        print(f"training accuracy: {module.accuracy(params, X, y):.2%}")
-        print(f"held-out accuracy: {module.accuracy(params, X_test, y_test):.2%}")
+        print(f"training accuracy{mode}: {module.accuracy(params, X, y, **state):.2%}")
+        print(f"held-out accuracy{mode}: {module.accuracy(params, X_test, y_test, **state):.2%}")
         return 0
-    print(f"held-out loss: {module.loss(params, X_test, y_test):.6g}")
+    print(f"held-out loss{mode}: {module.loss(params, X_test, y_test, **state):.6g}")
     reference = baseline(dataset, X_test, y_test)
     if reference is not None:
         print(f"held-out loss of {reference[0]}: {reference[1]:.6g}")

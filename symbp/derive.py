@@ -23,6 +23,7 @@ from .program.statements import (
     mask_before_routing,
     propagate_copies,
 )
+from .program.statistics import RunningStatistic, running_statistics
 from .spec.expression import ExpressionSpec
 from .spec.fields import RESERVED
 
@@ -39,6 +40,9 @@ class Derivation:
     # none. Pictures of the graph read them (symbp.documents.picture).
     values: dict[str, sp.Symbol] = field(default_factory=dict)
     adjoints: dict[str, tuple[sp.Symbol, ...]] = field(default_factory=dict)
+    # the batch statistics and their running averages, which eval mode reads in their
+    # place (symbp.program.statistics); none for a model without batch_mean
+    statistics: list[RunningStatistic] = field(default_factory=list)
 
     def __repr__(self) -> str:
         """One line: the model, its kind, its parameters and the program's length."""
@@ -117,6 +121,12 @@ def _derive(spec) -> Derivation:
     adjoints: dict[str, list[sp.Symbol]] = {}
     for symbol in sorted((s for s in adjoint_of if s in renamed), key=order.__getitem__):
         adjoints.setdefault(adjoint_of[symbol][0].name, []).append(renamed[symbol])
+    taken = names.taken | {s.name for s in after} | {t.name for t in graph.tensors.values()}
     return Derivation(
-        spec, graph, program, values, {name: tuple(s) for name, s in adjoints.items()}
+        spec,
+        graph,
+        program,
+        values,
+        {name: tuple(s) for name, s in adjoints.items()},
+        running_statistics(program, graph, values, taken),
     )

@@ -49,7 +49,7 @@ def reverse_mode(graph: Graph, names: Names) -> Program:
         loss=tensors[graph.loss].symbol,
         sample_loss=tensors[sample_loss].symbol,
         grads=grads,
-        keep={t.symbol for t in tensors.values() if t.named} | adjoints.named,
+        keep={t.symbol for t in tensors.values() if t.named or t.statistic} | adjoints.named,
         adjoint_of=adjoints.adjoint_of,
         shapes={
             tensors[n].symbol: tensors[n].shape

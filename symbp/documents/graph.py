@@ -25,6 +25,7 @@ from ..language.model import initial_values
 from ..language.terms import Term, shape_text, walk
 from ..program.flops import STEPS, program_flops
 from ..program.statements import Assign, BatchMean, BatchSum, Call, Loop
+from ..program.statistics import MOMENTUM
 from ..stats import dag_ops
 from ..templating import environment
 from .layout import finish, wrap_markdown
@@ -319,6 +320,11 @@ def _context(derivation: Derivation, fmt: str) -> dict:
         "loss_text": model.loss_text,
         "loss_tex": term_tex(model.loss, let_names, last),
         "reduction": model.reduction,
+        "statistics": [
+            {"value": s.value.name, "buffer": s.buffer.name, "init": s.init, "variance": s.variance}
+            for s in derivation.statistics
+        ],
+        "momentum": MOMENTUM,
         "batched": model.batched,
         "output": model.output,
         "fan_out": fan_out,

@@ -28,6 +28,9 @@ class Tensor:
     # what the front end made this tensor as, for the documents, which never read it
     # from a name: a layer stack's ("Z", 2) is Z^(2), ("W", 1) is W^(1); () for others
     origin: tuple[str, int] | tuple[()] = ()
+    # a batch statistic (batch_mean): "mean" or "variance" (see symbp.language.ops), which
+    # eval mode replaces by its running average; "" for every other value
+    statistic: str = ""
 
     @property
     def symbol(self) -> sp.Symbol:

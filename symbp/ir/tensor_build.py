@@ -12,6 +12,8 @@ broadcasting of the stored arrays is the per-sample broadcasting the formula mea
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from ..language.model import TensorModel
@@ -157,7 +159,10 @@ class _TensorLowering(_Lowering):
                         "broadcast", [symbol], stored, None, {"axes": (0,), "shape": stored}
                     )
         elif op == "batch_mean":
-            attrs = {}
+            symbol = self.node(op, args, self.stored(term), name, {})
+            stored = self.tensors[symbol.name]
+            self.tensors[symbol.name] = replace(stored, statistic=term.attr("statistic"))
+            return symbol
         elif op == "image":
             return self._image(term, args, name)
         else:  # pragma: no cover - every op of symbp.language.terms is handled above

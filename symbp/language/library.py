@@ -172,7 +172,7 @@ def _batch_var(args, kw):
     """The biased variance over the batch, torch.nn.functional.batch_norm's in training."""
     (a,) = args
     centred = _sub(a, ops.batch_mean(a))
-    return ops.batch_mean(_ew(lambda x: x**2, centred, text="**"))
+    return ops.batch_mean(_ew(lambda x: x**2, centred, text="**"), "variance")
 
 
 def _integer(value, what: str):

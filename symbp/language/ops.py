@@ -153,10 +153,31 @@ def concat(parts: list[Term]) -> Term:
     return Term("concat", tuple(parts), (size,), any(p.batched for p in parts))
 
 
-def batch_mean(a: Term) -> Term:
+def batch_mean(a: Term, statistic: str | None = None) -> Term:
+    """A batch statistic. ``statistic`` says which, for the running average that eval
+    mode reads in its place: ``"variance"`` for the biased variance, the mean of
+    ``(v - batch_mean(v))**2`` (``batch_var(v)`` writes it so), whose running value is
+    unbiased as torch's; ``"mean"`` for any other."""
     if not a.batched:
         raise ShapeError("its argument is the same for every sample (it reads no input)")
-    return Term("batch_mean", (a,), a.shape, False)
+    if statistic is None:
+        statistic = "variance" if _centred_square(a) else "mean"
+    return Term("batch_mean", (a,), a.shape, False, (("statistic", statistic),))
+
+
+def _centred_square(a: Term) -> bool:
+    """Whether ``a`` is ``(v - batch_mean(v))**2``, the same ``v`` in both places."""
+
+    def is_ew(term: Term, text: str) -> bool:
+        return term.op == "ew" and str(term.attr("text")).strip("'\"") == text
+
+    if not is_ew(a, "**") or len(a.args) != 2:
+        return False
+    base, power = a.args
+    if power.op != "const" or power.attr("value") != 2 or not is_ew(base, "-"):
+        return False
+    v, mean = base.args
+    return mean.op == "batch_mean" and mean.args[0] is v
 
 
 def _pair(value, what: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import numpy as np
 from ... import __version__
 from ...documents.graph import backward_groups, readers
 from ...language.terms import shape_text
+from ...program.statistics import MOMENTUM, eval_statements
 from .inplace import Constants
 from .lines import (
     DTYPES,
@@ -78,10 +79,19 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
     grads, gh = _vector_lines(
         program.needed_for([program.loss, *program.grads.values()]), _comments(derivation), 4
     )
+    statistics = derivation.statistics
+    if statistics:  # training mode under `if`: the same lines, indented by 8
+        forward_8, _ = _vector_lines(program.needed_for(program.outputs), {}, 8)
+        loss_8, _ = _vector_lines(program.needed_for([program.loss]), {}, 8)
+        evaluate, eh = _vector_lines(eval_statements(program, statistics, program.outputs), {}, 8)
+        eval_loss, elh = _vector_lines(eval_statements(program, statistics, [program.loss]), {}, 8)
+        fh, lh = fh | eh, lh | elh
+    else:
+        forward_8 = loss_8 = evaluate = eval_loss = []
     optimizer = _optimizer_context(derivation, {})
     constants = Constants()
     inplace = inplace_optimizer_context(derivation, constants)
-    printed = [line.expr for line in forward + loss + grads]
+    printed = [line.expr for line in forward + loss + grads + evaluate + eval_loss]
     printed += [line.expr for line in optimizer["step_scalars"] + optimizer["vector_updates"]]
     output = program.outputs[0]
     output_term = model.terms[model.output]
@@ -135,6 +145,21 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "constants": constants.definitions(),
         "data": {k: _array_literal(v) for k, v in model.data.items()} if model.data else None,
         "forward_lines": forward,
+        "forward_lines_8": forward_8,
+        "loss_lines_8": loss_8,
+        "eval_forward_lines": evaluate,
+        "eval_loss_lines": eval_loss,
+        "statistics": [
+            {
+                "value": s.value.name,
+                "buffer": s.buffer.name,
+                "shape": _literal(s.shape),
+                "variance": s.variance,
+                "init": s.init,
+            }
+            for s in statistics
+        ],
+        "momentum": MOMENTUM,
         "loss_lines": loss,
         "grad_lines": grads,
         "grads": [(p.name, g.name) for p, g in program.grads.items()],
