@@ -222,6 +222,7 @@ def forward(params: dict[str, np.ndarray], X) -> np.ndarray:
         library.symbp_forward(model, len(X), _real(X), _real(flat), _real(out))
     return out
 
+
 def loss(params: dict[str, np.ndarray], X, Y) -> float:
     """L = mean over the batch of the per-sample loss l."""
     X = _inputs(X)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from support import OPTIMIZER_CASES, import_file, optimizer_stack
 
@@ -22,8 +22,8 @@ from symbp.check import random_point
 from symbp.derive import derive
 from symbp.errors import SpecError
 from symbp.spec import builtin_names, load, parse_spec
-from symbp.strategies import expression_models, layer_stacks
-from symbp.targets.c.target import render_c, render_c_loader, supported
+from symbp.strategies import expression_models, layer_stacks, tensor_graphs
+from symbp.targets.c.target import render_c, render_c_loader, supported, unsupported
 from symbp.targets.numpy.module import render_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,12 +85,15 @@ def assert_same_module(c, numpy_module, params, X, Y, dtype: str, batches=(None,
 SUPPORTED = [n for n in builtin_names() if supported(derive(load(n)))]
 
 
-def test_the_dense_stacks_and_expression_models_are_supported():
+def test_the_dense_stacks_expression_and_vector_tensor_models_are_supported():
     assert set(SUPPORTED) == {
         "digits_mlp",
+        "least_squares",
         "logistic",
         "quadratic",
+        "residual_digits",
         "tanh_units",
+        "tied_autoencoder",
         "xor_mlp",
         "xor_sigmoid",
     }
@@ -183,6 +186,92 @@ def test_random_stacks_equal_numpy(tmp_path_factory, stack, seed):
     c, numpy_module = build(derivation, folder)
     params, X, Y = stack.random_point(seed, batch=6)
     assert_same_module(c, numpy_module, params, X, Y, "float64", batches=(4,))
+
+
+@settings(max_examples=15, deadline=None)
+@given(graph=tensor_graphs(), seed=st.integers(0, 2**16))
+def test_random_tensor_graphs_equal_numpy(tmp_path_factory, graph, seed):
+    """Matrix products, tied weights, fan-out, slices, concat, softmax, reductions, one
+    or two inputs, labels or a vector target: the C module equals the NumPy module. Only
+    outer products (a matrix per sample) are refused, in one line."""
+    derivation = derive(parse_spec(graph.toml(), "graph.toml"))
+    problem = unsupported(derivation)
+    if problem is not None:
+        assert "per-sample matrices (outer(u, v)" in str(problem)
+        assert "\n" not in str(problem)
+    assume(problem is None)
+    c, numpy_module = build(derivation, tmp_path_factory.mktemp("c_tensor"))
+    params, X, Y = graph.random_point(seed, batch=5)
+    assert_same_module(c, numpy_module, params, X, Y, "float64", batches=(2,))
+
+
+PARTS = """
+name = "parts"
+[model]
+inputs = { x = [3], u = [2] }
+targets = { y = [] }
+output = "h3"
+loss = "cross_entropy(h3, y)"
+[model.params]
+W = [3, 3]
+V = [2, 3]
+c = { shape = [2], init = 0.5 }
+[model.let]
+g = "tanh(V @ x + c)"
+h1 = "concat(g[1:], tanh(u), g[0] * u, g[0:1] * sum(g))"
+h2 = "W @ h1[0:3] + x[2] + h1[4] + dot(g, u) * (W.T @ x)"
+h3 = "h2 * 2"
+"""
+
+
+def test_slices_concat_dot_and_two_inputs_equal_numpy(tmp_path):
+    """index, its adjoint pad, concat, dot, a transpose and a constant init, with X and
+    Y as dicts and as arrays: the same values as the NumPy module."""
+    c, numpy_module = build(derive(parse_spec(PARTS, "parts.toml")), tmp_path)
+    assert c.init_params(0)["c"].tolist() == [0.5, 0.5]
+    params, X, Y = random_point(numpy_module, np.random.default_rng(2), 6)
+    assert_same_module(c, numpy_module, params, X, Y, "float64")
+    labels = np.asarray(Y["y"])
+    assert c.loss(params, X, labels) == pytest.approx(numpy_module.loss(params, X, labels), 1e-12)
+    assert c.accuracy(params, X, labels) == numpy_module.accuracy(params, X, labels)
+    with pytest.raises(ValueError, match="must be a dict of arrays x: \\(N, 3\\), u"):
+        c.forward(params, X["x"])
+    with pytest.raises(ValueError, match="integer class labels in \\[0, 3\\)"):
+        c.loss(params, X, {"y": labels + 3})
+
+
+IMAGE = """
+name = "parts"
+[model]
+inputs = { x = [1, 4, 4] }
+output = "h"
+loss = "sum(h**2)"
+[model.params]
+W = [2, 16]
+[model.let]
+h = "W @ flatten(x)"
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "what"),
+    [
+        ("W = [3, 3]", "model.params.W", "normal initialization"),
+        ('h3 = "h2 * 2"', "model", "per-sample matrices (outer(u, v), a matrix-valued"),
+        ("inputs = { x = [3], u = [2] }", "model.inputs.x", "per-sample matrices or images"),
+    ],
+)
+def test_tensor_models_without_kernels_are_refused_in_one_line(change, field, what):
+    replacement = {
+        "W = [3, 3]": 'W = { shape = [3, 3], init = "normal" }',
+        'h3 = "h2 * 2"': 'h3 = "h2 * 2 + outer(h2, x) @ x"',
+        "inputs = { x = [3], u = [2] }": IMAGE,
+    }[change]
+    text = IMAGE if change.startswith("inputs") else PARTS.replace(change, replacement)
+    problem = unsupported(derive(parse_spec(text, "parts.toml")))
+    assert str(problem).startswith(f"parts.toml: {field}: the C target has no kernels for")
+    assert what in str(problem) and "--target numpy" in str(problem)
+    assert "\n" not in str(problem)
 
 
 # --- the C source ---------------------------------------------------------------------
@@ -321,9 +410,7 @@ def test_numpys_generator_in_c(tmp_path):
 
 
 def test_unsupported_models_are_refused_in_one_line():
-    for name in ("digits_cnn", "residual_digits"):
-        from symbp.targets.c.target import unsupported
-
+    for name in ("digits_cnn", "batchnorm_digits", "micrograd_ops", "sine_lstm"):
         problem = unsupported(derive(load(name)))
         assert isinstance(problem, SpecError)
         assert "\n" not in str(problem) and "--target numpy" in str(problem)

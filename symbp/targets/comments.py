@@ -10,6 +10,7 @@ import sympy as sp
 
 from ..derive import Derivation
 from ..documents.chain import chain_steps
+from ..documents.graph import backward_groups, readers
 
 
 def comment_table(derivation: Derivation, batched: bool) -> dict[str, tuple[str, ...]]:
@@ -57,3 +58,50 @@ def model_lines(derivation: Derivation) -> list[str]:
         lines[-1] += f"  ({spec.loss_text})"
     lines.append("L = mean of l over the batch")
     return lines
+
+
+def _recurrence_lines(model) -> list[str]:
+    """[model.recur] as the docstring states it: each step's values and states."""
+    if not model.recur:
+        return []
+    starts = [
+        f"{name}[0] = {'0' if entry[1] == 'zeros' else entry[1]}"
+        for name, entry in model.recur.items()
+        if not isinstance(entry, str)
+    ]
+    lines = [f"for each step t = 1..T of the sequence, from {', '.join(starts)}:"]
+    for name, entry in model.recur.items():
+        lines.append(
+            f"    {name} = {entry}" if isinstance(entry, str) else f"    {name}[t] = {entry[2]}"
+        )
+    return lines
+
+
+def graph_model_lines(model) -> list[str]:
+    """A tensor model's definitions, for a file's header: recurrence, lets, loss."""
+    return (
+        _recurrence_lines(model)
+        + [f"{n} = {text}" for n, _, text in model.lets]
+        + [f"l = {model.loss_text}", f"L = {model.reduction} of l over the batch"]
+    )
+
+
+def graph_comments(derivation) -> dict[str, tuple[str, ...]]:
+    """A comment before each run of backward statements that completes a named value's
+    adjoint, citing section 3 of the derivation document and who reads the value."""
+    model = derivation.spec
+    user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
+    read_by = readers(derivation)
+    comments = {}
+    for group in backward_groups(derivation, user):
+        value = group["value"]
+        if value is None or value not in user:
+            continue
+        recurrence = "_".join(model.states) + "_T" if model.recur else None
+        by = ", ".join(
+            "the recurrence" if r == recurrence else r if r in user else "l"
+            for r in read_by.get(value, [])
+        )
+        first = group["statements"][0].target.name
+        comments[first] = (f"dL/d{value}, read by {by} (derivation, section 3)",)
+    return comments

@@ -21,9 +21,11 @@ one contiguous array, so that the optimizer updates all of them in one loop.
 
 from __future__ import annotations
 
+import pprint
 import re
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import sympy as sp
 
 from ... import __version__
@@ -38,13 +40,16 @@ from ...optim import t as step_symbol
 from ...program.statements import Assign, BatchMean, BatchSum, Call
 from ...schedules import learning_rates
 from ...spec.layers import LayerSpec
-from ..comments import comment_table, model_lines
+from ..comments import comment_table, graph_comments, graph_model_lines, model_lines
 from ..numpy.lines import schedule_context
 from ..numpy.printer import ScalarPrinter, wrap
+from . import tensor_ops
 from .printer import CPrinter
 
 DTYPES = ("float32", "float64")
 ROW_OPS = ("softmax", "softmax_vjp", "cross_entropy", "cross_entropy_vjp")
+# row operations whose result is one value per sample (the others write a row)
+ONE_VALUE_ROW_OPS = ("cross_entropy", "sum_row", "max_row", "logsumexp_row", "dot_row")
 GEMM_OPS = ("linear", "matmul", "matmul_tn")
 # the program's tensor operations the stages lower (everything else is elementwise)
 LOWERED_OPS = frozenset((*ROW_OPS, *GEMM_OPS, "sum_rows"))
@@ -76,6 +81,11 @@ def _is_batched(shape: tuple) -> bool:
 def _width(shape: tuple) -> int:
     """Columns of a batched tensor (1 for shape (N,))."""
     return int(shape[1]) if len(shape) == 2 else 1
+
+
+def _is_column_sum(source: tuple, stmt) -> bool:
+    """A sum over the batch of rows (N, k) into a vector (k,)."""
+    return len(source) == 2 and _is_batched(source) and tuple(stmt.shape) == (_width(source),)
 
 
 def _size(shape: tuple) -> int:
@@ -129,6 +139,8 @@ class Planner:
         for stmt in statements:
             if isinstance(stmt, Assign) and stmt.target.name.startswith("_out_"):
                 self.shapes[stmt.target] = (BATCH,)  # an output broadcast over the batch
+            elif isinstance(stmt, Assign) and target.tensor:  # a constant may fill a shape
+                self.shapes[stmt.target] = tuple(stmt.shape)
             elif isinstance(stmt, Assign):
                 shape = _broadcast([self.shapes.get(s, ()) for s in stmt.reads if s != N])
                 if shape and shape[0] != BATCH and BATCH in shape:
@@ -199,8 +211,23 @@ class Planner:
                     add("scalar", (), stmt)
                 else:
                     add("map", shape, stmt)
+            elif isinstance(stmt, BatchSum) and _is_column_sum(self.shapes[stmt.source], stmt):
+                # a bias's gradient: the column sums of a batch of rows
+                column_sums = Call(stmt.target, "sum_rows", (stmt.source,), stmt.shape, stmt.phase)
+                add("colsum", None, column_sums, joinable=False)
             elif isinstance(stmt, (BatchSum, BatchMean)):
                 add("reduce", "reduce", stmt)
+            elif stmt.op in tensor_ops.KERNELS:
+                try:
+                    lowered = tensor_ops.lower(stmt, self.shapes)
+                except tensor_ops.NoKernelError as missing:
+                    raise _refusal(self.t.spec, "model", str(missing), self.t.TARGET) from None
+                for kind, part in lowered:
+                    if kind == "map":
+                        add("map", self.shapes[stmt.target], part)
+                    else:
+                        joinable = kind in ("rows", "reduce")
+                        add(kind, kind if joinable else None, part, joinable)
             elif stmt.op in ROW_OPS:
                 add("rows", "rows", stmt)
             elif stmt.op == "sum_rows":
@@ -440,9 +467,27 @@ class Planner:
                     call[role] = p.name(symbol)
                     scalar_reads.add(symbol)
             out = stmt.target
-            call["out"] = (
-                self.row_element(out) if stmt.op == "cross_entropy" else self.row_pointer(out)
+            attrs = dict(stmt.attrs)
+            # a value per sample, not a row
+            one_value = stmt.op in ONE_VALUE_ROW_OPS or (
+                stmt.op == "slice_row" and attrs["squeeze"]
             )
+            call["out"] = self.row_element(out) if one_value else self.row_pointer(out)
+            if stmt.op in ("slice_row", "pad_row"):
+                call["start"], call["count"] = attrs["start"], attrs["stop"] - attrs["start"]
+                call["squeeze"] = attrs["squeeze"]
+                call["size"] = _width(self.shapes[out])
+            if stmt.op == "concat_row":
+                call["parts"], column = [], 0
+                for symbol in args:
+                    element = len(self.shapes[symbol]) == 1  # (N,): one value per sample
+                    row = self.row_element(symbol) if element else self.row_pointer(symbol)
+                    width = _width(self.shapes[symbol])
+                    call["parts"].append(
+                        {"at": column, "width": width, "row": row, "element": element}
+                    )
+                    buffers.append(self.places[symbol].buffer)
+                    column += width
             buffers.append(self.places[out].buffer)
             calls.append(call)
         loads, lines, more, uses_n = self._uniform(scalar_reads)
@@ -469,8 +514,8 @@ class Planner:
                 divisor = "N" if stmt.sum_features or k == 1 else count
             else:
                 divisor = None
-            if not _is_batched(shape):  # the loss of a model whose samples all agree
-                count, stride, divisor = "1", 1, None
+            if not _is_batched(shape):  # a vector's elements (or a loss all samples share)
+                count, stride, divisor = str(_size(shape)), 1, None
             sums.append(
                 {
                     "target": p.name(stmt.target),
@@ -487,12 +532,50 @@ class Planner:
             buffers += [place.buffer, self.places[stmt.target].buffer]
         return {"sums": sums, "buffers": buffers, "targets": [s["name"] for s in sums]}
 
+    def _leading(self, symbol: sp.Symbol) -> int:
+        """The stored row length of a matrix operand (a batch's rows may be columns of a
+        wider buffer: X holds every input side by side)."""
+        shape = self.shapes[symbol]
+        if _is_batched(shape):
+            return self.places[symbol].stride
+        return int(shape[-1]) if len(shape) == 2 else 1
+
+    def _contract_dims(self, stmt: Call) -> tuple:
+        """A contraction's operands and symbp_gemm's arguments (see tensor_ops)."""
+        subscripts = dict(stmt.attrs)["subscripts"]
+        shapes = [self.shapes[a] for a in stmt.args]
+        first, second, ta, tb, m, n, k = tensor_ops.gemm_layout(subscripts, shapes)
+        a, b = stmt.args[first], stmt.args[second]
+        vector_a, vector_b = len(self.shapes[a]) == 1, len(self.shapes[b]) == 1
+        lda = k if vector_a else self._leading(a)
+        ldb = 1 if vector_b else self._leading(b)
+        ldc = 1 if n == 1 else self._leading(stmt.target) if len(stmt.shape) == 2 else n
+        dims = ("1" if ta else "0", "1" if tb else "0", m, n, k, lda, ldb, ldc)
+        text = f"{stmt.target.name} = {a.name}{'^T' if ta else ''} {b.name}{'^T' if tb else ''}"
+        return a, b, dims, text
+
+    def _ctx_transpose(self, stage: Stage) -> dict:
+        (stmt,) = stage.statements
+        (a,) = stmt.args
+        rows, cols = (int(d) for d in self.shapes[a])
+        return {
+            "rows": rows,
+            "cols": cols,
+            "a": self.pointer(a),
+            "out": self.pointer(stmt.target),
+            "text": f"{stmt.target.name} = {a.name}^T",
+            "buffers": [self.places[s].buffer for s in (a, stmt.target)],
+            "targets": [stmt.target.name],
+        }
+
     def _ctx_gemm(self, stage: Stage) -> dict:
         (stmt,) = stage.statements
         out = stmt.target
         a, b = stmt.args
         sa, sb = self.shapes[a], self.shapes[b]
-        if stmt.op == "linear":  # Z (N x out) = A (N x in) W^T, W (out x in)
+        if stmt.op == "contract":
+            a, b, dims, text = self._contract_dims(stmt)
+        elif stmt.op == "linear":  # Z (N x out) = A (N x in) W^T, W (out x in)
             out_w, in_w = (int(d) for d in sb)
             dims = ("0", "1", "N", out_w, in_w, in_w, in_w, out_w)
             text = f"{out.name.removesuffix('_gemm')} = {a.name} {b.name}^T"
@@ -570,7 +653,10 @@ class StagedProgram:
             self.param_layout.append((param, shape, offset, size))
             offset += size
         self.param_count = offset
-        if self.layers:
+        self.tensor = isinstance(self.spec, TensorModel)
+        if self.tensor:
+            self._tensor_places(tensors)
+        elif self.layers:
             self.n_in, self.n_target = self.spec.input, self.spec.outputs
             self.fixed_places[sp.Symbol("X", real=True)] = Place("_x", 0, self.n_in, self.n_in)
             self.fixed_places[sp.Symbol("Y", real=True)] = Place(
@@ -590,9 +676,36 @@ class StagedProgram:
             "grads": Planner(self, "grads", [self.program.loss, *self.program.grads.values()]),
         }
 
+    def _tensor_places(self, tensors) -> None:
+        """A tensor model's inputs side by side in the rows of X, in declaration order, each
+        sample's vector flattened (a scalar input is one column); its targets likewise in
+        Y, class labels as one-hot rows; its output's elements in the rows of out."""
+        model = self.spec
+        self.columns: dict[str, tuple[int, int]] = {}  # name -> (first column, width)
+        offset = 0
+        for name, shape in model.inputs.items():
+            self.columns[name] = (offset, _size(tuple(shape)))
+            offset += _size(tuple(shape))
+        self.n_in = offset
+        offset = 0
+        for name, shape in model.targets.items():
+            width = model.labels.get(name, _size(tuple(shape)))
+            self.columns[name] = (offset, width)
+            offset += width
+        self.n_target = offset
+        for name, stride in [(x, self.n_in) for x in model.inputs] + [
+            (y, self.n_target) for y in model.targets
+        ]:
+            first, width = self.columns[name]
+            buffer = "_x" if name in model.inputs else "_y"
+            self.fixed_places[tensors[name].symbol] = Place(buffer, first, stride, width)
+        self.n_out = _size(tuple(model.terms[model.output].shape))
+
     def _comments(self) -> dict[str, tuple[str, ...]]:
         if self.layers:
             return {}
+        if isinstance(self.spec, TensorModel):
+            return graph_comments(self.derivation)
         return comment_table(self.derivation, batched=True)
 
     def program_shape(self, symbol, statements, shapes) -> tuple:
@@ -605,7 +718,7 @@ class StagedProgram:
         return shapes.get(symbol, ())
 
     def output_place(self, index: int) -> Place:
-        if self.layers:
+        if self.layers or self.tensor:
             return Place("_out", 0, self.n_out, self.n_out)
         return Place("_out", index, self.n_out, 1)
 
@@ -689,7 +802,7 @@ class StagedProgram:
             "n_in": self.n_in,
             "n_target": self.n_target,
             "n_out": self.n_out,
-            "loss_kind": spec.loss if self.layers else "expression",
+            "loss_kind": spec.loss if self.layers else self._tensor_loss_kind(),
             "params": [
                 {
                     "name": param.name,
@@ -718,15 +831,68 @@ class StagedProgram:
                 self._init(p, shape)["kind"] == "uniform" for p, shape, _, _ in self.param_layout
             ),
             **self._data(),
+            **self._tensor_io(),
             "train": spec.train,
             "inputs": list(getattr(spec, "inputs", ["X"])),
             "targets": list(getattr(spec, "targets", ["Y"])),
             "outputs": [o.name for o in self.program.outputs],
         }
 
+    def _tensor_loss_kind(self) -> str:
+        """ "cross_entropy" where Y is class labels (one-hot rows in C), else "expression"."""
+        return "cross_entropy" if self.tensor and self.spec.labels else "expression"
+
+    def _tensor_io(self) -> dict:
+        """A tensor model's inputs, targets, output and data as its loader states them."""
+        if not self.tensor:
+            return {"tensor": False}
+        model = self.spec
+
+        def literal(shape) -> str:
+            items = [str(d) for d in shape]
+            return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+        classes = [y for y in model.labels if self.n_out == model.labels[y]]
+        data = None
+        if model.data:
+            data = {
+                name: pprint.pformat(value.tolist(), width=88, compact=True)
+                for name, value in model.data.items()
+            }
+        return {
+            "tensor": True,
+            "tensor_inputs": [{"name": x, "literal": literal(s)} for x, s in model.inputs.items()],
+            "tensor_targets": [
+                {"name": y, "literal": literal(s), "classes": model.labels.get(y)}
+                for y, s in model.targets.items()
+            ],
+            "output_literal": literal(model.terms[model.output].shape),
+            "tensor_data": data,
+            "classes": classes[0] if classes else None,
+        }
+
     def _data(self) -> dict:
         """The spec's [data] as rows of literals, for the standalone trainer."""
         spec, literal = self.spec, self.PRINTER("float64").literal
+        if self.tensor:
+            if not spec.data:
+                return {"data_x": None, "data_y": None}
+            rows = len(next(iter(spec.data.values())))
+            X = np.concatenate(
+                [spec.data[x].reshape(rows, -1) for x in spec.inputs] or [np.zeros((rows, 0))],
+                axis=1,
+            )
+            Y = [
+                np.eye(spec.labels[y])[spec.data[y].astype(int)]
+                if y in spec.labels
+                else spec.data[y].reshape(rows, -1)
+                for y in spec.targets
+            ]
+            Y = np.concatenate(Y, axis=1) if Y else np.zeros((rows, 0))
+            return {
+                "data_x": [[literal(float(v)) for v in row] for row in X],
+                "data_y": [[literal(float(v)) for v in row] for row in Y],
+            }
         if self.layers:
             if not spec.data:
                 return {"data_x": None, "data_y": None}
@@ -750,6 +916,17 @@ class StagedProgram:
         if self.layers:
             fan_in = self.spec.widths[int(param.name[1:]) - 1]
             return {"kind": "uniform", "bound": repr(1.0 / fan_in**0.5), "fan_in": fan_in}
+        if self.tensor:  # uniform or constant (tensor_unsupported refuses normal)
+            init = self.spec.init[param.name]
+            if init.kind == "uniform":
+                bound = float(init.value)
+                return {
+                    "kind": "uniform",
+                    "bound": repr(bound),
+                    "twice": repr(2 * bound),
+                    "fan_in": 1,
+                }
+            return {"kind": "value", "value": self.printer.literal(init.value)}
         value = self.spec.init.get(param.name)
         if value is not None:
             return {"kind": "value", "value": self.printer.literal(value)}
@@ -757,6 +934,8 @@ class StagedProgram:
 
     def _header(self) -> list[str]:
         spec = self.spec
+        if self.tensor:
+            return graph_model_lines(spec)
         if self.layers:
             lines = [f"A dense network {'-'.join(map(str, spec.widths))}, loss {spec.loss}:"]
             lines.append("  Z(l) = A(l-1) W(l)^T + b(l), A(l) = f(Z(l)), A(0) = X")
@@ -784,10 +963,11 @@ def unsupported_op(spec, op: str, target: str) -> SpecError:
     return SpecError(spec.source, "", f"the {target} target has no kernels for {op} yet")
 
 
-def unsupported(derivation: Derivation, target: str) -> SpecError | None:
-    """Why a C-family target cannot stage this model, in the spec's terms, or None (dense
-    stacks and expression models stage; convolution and pooling layers and tensor models
-    do not yet)."""
+def unsupported(derivation: Derivation, target: str, tensor: bool = True) -> SpecError | None:
+    """Why a C-family target cannot stage this model, in the spec's terms, or None. Dense
+    stacks and expression models stage; tensor models (``tensor``: the target has the
+    kernels of tensor_ops) where each op has a kernel at its shapes; convolution and
+    pooling layers and recurrences do not yet."""
     spec = derivation.spec
     if isinstance(spec, TensorModel) and spec.recur:
         return SpecError(
@@ -797,14 +977,66 @@ def unsupported(derivation: Derivation, target: str) -> SpecError | None:
             " layers or [model.recur]) yet; --target numpy generates this model",
         )
     if isinstance(spec, TensorModel):
-        return SpecError(
-            spec.source,
-            "model.params",
-            f"the {target} target does not take tensor models yet (a model with shapes);"
-            " --target numpy generates this model",
-        )
+        if not tensor:
+            return SpecError(
+                spec.source,
+                "model.params",
+                f"the {target} target does not take tensor models yet (a model with shapes);"
+                " --target numpy generates this model",
+            )
+        return _tensor_unsupported(derivation, target)
     calls = (s for s in derivation.program.statements if isinstance(s, Call))
     for call in calls:
         if call.op not in LOWERED_OPS:
             return unsupported_op(spec, call.op, target)
+    return None
+
+
+def _refusal(model, field: str, what: str, target: str) -> SpecError:
+    """One line: what of the model (an op's name, said in the user's terms where
+    tensor_ops has them, or the words themselves) the target has no kernels for."""
+    what = tensor_ops.USER_TERMS.get(what, what)
+    return SpecError(
+        model.source,
+        field,
+        f"the {target} target has no kernels for {what} yet; --target numpy generates this model",
+    )
+
+
+def _tensor_unsupported(derivation: Derivation, target: str) -> SpecError | None:
+    """What of a tensor model the C target has no kernel for, or None."""
+    model = derivation.spec
+
+    def refuse(field: str, what: str) -> SpecError:
+        return _refusal(model, field, what, target)
+
+    if not model.inputs:
+        return refuse("model.inputs", "a function of the parameters alone (inputs = [])")
+    for name, shape in {**model.inputs, **model.targets}.items():
+        if len(shape) > 1:
+            return refuse(f"model.inputs.{name}", f"per-sample matrices or images ({name})")
+    if model.labels and len(model.targets) > 1:
+        return refuse("model.targets", "class labels beside other targets")
+    if derivation.statistics:
+        return refuse("model.let", "batch statistics (batch_mean, batch_var)")
+    for name, init in model.init.items():
+        if init.kind == "normal":
+            return refuse(f"model.params.{name}", "normal initialization")
+    if len(model.terms[model.output].shape) > 1:
+        return refuse("model.output", "a per-sample matrix output")
+    if not model.terms[model.output].batched:
+        return refuse("model.output", "an output that does not depend on the inputs")
+    shapes = {t.symbol: tuple(t.shape) for t in derivation.graph.tensors.values()}
+    for stmt in derivation.program.statements:
+        if isinstance(stmt, Call):
+            if stmt.op not in tensor_ops.KERNELS:
+                return refuse("model", stmt.op)
+            try:
+                tensor_ops.lower(stmt, shapes)
+            except tensor_ops.NoKernelError as missing:
+                return refuse("model", str(missing))
+        elif isinstance(stmt, Assign):
+            if len(stmt.shape) > 2:
+                return refuse("model", tensor_ops.MATRICES)
+        shapes[stmt.target] = tuple(stmt.shape)
     return None

@@ -90,7 +90,7 @@ def unsupported(derivation: Derivation) -> SpecError | None:
             "the CUDA target has no learning-rate schedules yet; --target numpy or c"
             " generates this model",
         )
-    return unstaged(derivation, "CUDA")
+    return unstaged(derivation, "CUDA", tensor=False)
 
 
 def render_cuda(derivation: Derivation, dtype: str | None = None) -> str:

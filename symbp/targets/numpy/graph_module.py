@@ -8,9 +8,9 @@ import pprint
 import numpy as np
 
 from ... import __version__
-from ...documents.graph import backward_groups, readers
 from ...language.terms import shape_text
 from ...program.statistics import MOMENTUM, eval_statements
+from ..comments import graph_comments, graph_model_lines
 from .inplace import Constants
 from .lines import (
     DTYPES,
@@ -26,48 +26,10 @@ def _array_literal(array: np.ndarray) -> str:
     return pprint.pformat(array.tolist(), width=92, compact=True)
 
 
-def _recurrence_lines(model) -> list[str]:
-    """[model.recur] as the docstring states it: each step's values and states."""
-    if not model.recur:
-        return []
-    starts = [
-        f"{name}[0] = {'0' if entry[1] == 'zeros' else entry[1]}"
-        for name, entry in model.recur.items()
-        if not isinstance(entry, str)
-    ]
-    lines = [f"for each step t = 1..T of the sequence, from {', '.join(starts)}:"]
-    for name, entry in model.recur.items():
-        lines.append(
-            f"    {name} = {entry}" if isinstance(entry, str) else f"    {name}[t] = {entry[2]}"
-        )
-    return lines
-
-
 def _literal(shape) -> str:
     """A shape as a Python tuple, "T" (a sequence's steps) in double quotes."""
     items = [f'"{d}"' if isinstance(d, str) else str(d) for d in shape]
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-
-
-def _comments(derivation) -> dict[str, tuple[str, ...]]:
-    """A comment before each run of backward statements that completes a named value's
-    adjoint, citing section 3 of the derivation document and who reads the value."""
-    model = derivation.spec
-    user = {*model.inputs, *model.targets, *model.params, *(n for n, _, _ in model.lets)}
-    read_by = readers(derivation)
-    comments = {}
-    for group in backward_groups(derivation, user):
-        value = group["value"]
-        if value is None or value not in user:
-            continue
-        recurrence = "_".join(model.states) + "_T" if model.recur else None
-        by = ", ".join(
-            "the recurrence" if r == recurrence else r if r in user else "l"
-            for r in read_by.get(value, [])
-        )
-        first = group["statements"][0].target.name
-        comments[first] = (f"dL/d{value}, read by {by} (derivation, section 3)",)
-    return comments
 
 
 def graph_context(derivation, dtype: str = "float64") -> dict:
@@ -77,7 +39,7 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
     forward, fh = _vector_lines(program.needed_for(program.outputs), {}, 4)
     loss, lh = _vector_lines(program.needed_for([program.loss]), {}, 4)
     grads, gh = _vector_lines(
-        program.needed_for([program.loss, *program.grads.values()]), _comments(derivation), 4
+        program.needed_for([program.loss, *program.grads.values()]), graph_comments(derivation), 4
     )
     statistics = derivation.statistics
     if statistics:  # training mode under `if`: the same lines, indented by 8
@@ -102,9 +64,7 @@ def graph_context(derivation, dtype: str = "float64") -> dict:
         "source": model.source,
         "version": __version__,
         "dtype": dtype,
-        "model_lines": _recurrence_lines(model)
-        + [f"{n} = {text}" for n, _, text in model.lets]
-        + [f"l = {model.loss_text}", f"L = {model.reduction} of l over the batch"],
+        "model_lines": graph_model_lines(model),
         "inputs": [
             {"name": x, "shape": s, "text": shape_text(s), "literal": _literal(s)}
             for x, s in model.inputs.items()
